@@ -1,0 +1,195 @@
+"""Bytes <-> snapshots and predictions (msgpack by default, JSON when the request is JSON).
+
+The stream's hot path calls :func:`decode` and :func:`snapshot_from_mapping`: plain-Python checks that
+mirror :class:`core.contracts.MarketSnapshot` rule for rule (``tests/core/test_codec.py`` holds them to
+the pydantic model with hypothesis). Any failure raises :class:`~core.errors.InvalidInput` carrying the
+raw bytes, so the transport can dead-letter the message unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import msgpack
+
+from core.contracts import MAX_TS, SYMBOL_MAX_LEN, valid_symbol
+from core.errors import InvalidInput, PayloadTooLarge
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD",
+    "MAX_TS",
+    "Encoding",
+    "Snapshot",
+    "decode",
+    "detect_encoding",
+    "encode",
+    "prediction_wire",
+    "snapshot_from_mapping",
+]
+
+Encoding = Literal["msgpack", "json"]
+DEFAULT_MAX_PAYLOAD = 64 * 1024
+
+_INF = math.inf
+_OPTIONAL_NON_NEGATIVE = (("spreadBp", "spread_bp"), ("vol1m", "vol1m"), ("bid", "bid"), ("ask", "ask"))
+
+
+class Snapshot:
+    """A validated snapshot on its way through the pipeline (the hot path's light twin of MarketSnapshot).
+
+    Args:
+        ts: epoch milliseconds.
+        mid: mid price, finite and > 0.
+        symbol: resolved symbol (payload, else subject token, else ``"_"``).
+        spread_bp: spread in basis points, or None when unknown.
+        vol1m: volume over the last minute or bar, or None.
+        rsi14: RSI(14) carried by the publisher, or None (then it is computed from history).
+        encoding: the encoding the snapshot arrived in; the prediction goes out in the same one.
+        recv: ``time.perf_counter()`` when the transport received it.
+    """
+
+    __slots__ = ("encoding", "mid", "recv", "rsi14", "spread_bp", "symbol", "ts", "vol1m")
+
+    def __init__(
+        self,
+        ts: int,
+        mid: float,
+        symbol: str,
+        spread_bp: float | None = None,
+        vol1m: float | None = None,
+        rsi14: float | None = None,
+        encoding: Encoding = "msgpack",
+        recv: float = 0.0,
+    ) -> None:
+        self.ts = ts
+        self.mid = mid
+        self.symbol = symbol
+        self.spread_bp = spread_bp
+        self.vol1m = vol1m
+        self.rsi14 = rsi14
+        self.encoding: Encoding = encoding
+        self.recv = recv
+
+    def __repr__(self) -> str:
+        return f"Snapshot(ts={self.ts}, mid={self.mid}, symbol={self.symbol!r})"
+
+
+def detect_encoding(raw: bytes, content_type: str | None = None) -> Encoding:
+    """JSON when the content type says so or the payload starts with ``{``; msgpack otherwise."""
+    if content_type is not None and "json" in content_type:
+        return "json"
+    return "json" if raw[:1] == b"{" else "msgpack"
+
+
+def decode(raw: bytes, *, content_type: str | None = None, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> tuple[Any, Encoding]:
+    """Parse a payload into plain Python data, returning it with the encoding it came in."""
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"payload is {len(raw)} bytes, the limit is {max_bytes}", raw=raw)
+    if not raw:
+        raise InvalidInput("empty payload", code="decode", raw=raw)
+    encoding = detect_encoding(raw, content_type)
+    try:
+        if encoding == "json":
+            return json.loads(raw), encoding
+        return msgpack.unpackb(raw, raw=False, strict_map_key=False), encoding
+    except Exception as exc:  # every decoder failure is the sender's fault: one error type for all
+        raise InvalidInput(f"not valid {encoding}: {type(exc).__name__}: {exc}", code="decode", raw=raw) from exc
+
+
+def encode(obj: Any, encoding: Encoding) -> bytes:
+    """Serialize plain data in the given encoding."""
+    if encoding == "json":
+        return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+    out: bytes = msgpack.packb(obj, use_bin_type=True)
+    return out
+
+
+def _bad(field: str, rule: str, raw: bytes | None) -> InvalidInput:
+    return InvalidInput(f"{field}: {rule}", code="schema", raw=raw)
+
+
+def _number(d: Mapping[str, Any], key: str, raw: bytes | None) -> float | None:
+    """An optional finite non-negative number (bool is not a number here, as in pydantic strict mode)."""
+    value = d.get(key)
+    if value is None:
+        return None
+    kind = type(value)
+    if kind is int:
+        value = float(value) if -1e300 < value < 1e300 else _INF
+    elif kind is not float:
+        raise _bad(key, "must be a number", raw)
+    if not 0.0 <= value < _INF:
+        raise _bad(key, "must be finite and >= 0", raw)
+    return float(value)
+
+
+def snapshot_from_mapping(
+    d: Any,
+    *,
+    subject_symbol: str | None = None,
+    raw: bytes | None = None,
+    encoding: Encoding = "msgpack",
+    recv: float = 0.0,
+) -> Snapshot:
+    """Validate decoded data against the MarketSnapshot rules and resolve the symbol."""
+    if type(d) is not dict:
+        raise _bad("snapshot", "must be a map/object", raw)
+    ts = d.get("ts")
+    if type(ts) is not int:
+        raise _bad("ts", "required, an integer (epoch milliseconds)", raw)
+    if not 0 <= ts <= MAX_TS:
+        raise _bad("ts", f"must be between 0 and {MAX_TS}", raw)
+    mid = d.get("mid")
+    kind = type(mid)
+    if kind is int:
+        mid = float(mid) if -1e300 < mid < 1e300 else _INF
+    elif kind is not float:
+        raise _bad("mid", "required, a number", raw)
+    if not 0.0 < mid < _INF:
+        raise _bad("mid", "must be finite and > 0", raw)
+    spread_bp = _number(d, "spreadBp", raw)
+    vol1m = _number(d, "vol1m", raw)
+    for key in ("bid", "ask", "volume"):
+        _number(d, key, raw)
+    rsi = d.get("rsi14")
+    if rsi is not None:
+        kind = type(rsi)
+        if kind is not float and kind is not int:
+            raise _bad("rsi14", "must be a number", raw)
+        if not 0 <= rsi <= 100:
+            raise _bad("rsi14", "must be between 0 and 100", raw)
+        rsi = float(rsi)
+    symbol = d.get("symbol")
+    if symbol is None:
+        symbol = subject_symbol or "_"
+    elif type(symbol) is not str or not valid_symbol(symbol):
+        raise _bad("symbol", f"must be 1..{SYMBOL_MAX_LEN} printable characters without spaces", raw)
+    if vol1m is None:
+        vol1m = _number(d, "volume", raw)
+    return Snapshot(ts, mid, symbol, spread_bp, vol1m, rsi, encoding, recv)
+
+
+def prediction_wire(
+    snap: Snapshot,
+    score: float,
+    signal: str,
+    confidence: float,
+    model_version: str,
+    feature_names: Sequence[str],
+    row: Sequence[float],
+    latency_ms: float,
+) -> dict[str, Any]:
+    """The Prediction contract as plain data, ready for :func:`encode` (built by hand: it is on the hot path)."""
+    return {
+        "ts": snap.ts,
+        "symbol": snap.symbol,
+        "score": score,
+        "signal": signal,
+        "confidence": confidence,
+        "modelVersion": model_version,
+        "features": dict(zip(feature_names, row, strict=True)),
+        "latencyMs": latency_ms,
+    }

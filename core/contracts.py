@@ -1,0 +1,121 @@
+"""Wire contracts (pydantic v2): what crosses NATS and HTTP, with camelCase aliases as in the seeds.
+
+These models are the reference definition of the contracts. The stream's hot path validates with the
+plain-Python twin in :mod:`core.codec` (tested against these models) because per-message pydantic costs
+more than the whole rest of the pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "ErrorBody",
+    "ErrorReply",
+    "MarketSnapshot",
+    "Prediction",
+    "PredictRequest",
+    "Signal",
+    "valid_symbol",
+]
+
+Signal = Literal["buy", "sell", "hold"]
+SYMBOL_MAX_LEN = 64
+MAX_TS = 2**53
+"""Largest accepted epoch-millisecond timestamp: beyond it JSON consumers lose integer precision."""
+
+
+def valid_symbol(symbol: str) -> bool:
+    """Symbols are 1..64 printable characters without spaces (they become subject tokens and label values)."""
+    return 0 < len(symbol) <= SYMBOL_MAX_LEN and symbol.isprintable() and " " not in symbol
+
+
+def _symbol(value: str) -> str:
+    if not valid_symbol(value):
+        raise ValueError(f"must be 1..{SYMBOL_MAX_LEN} printable characters without spaces")
+    return value
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be finite")
+    return value
+
+
+Finite = Annotated[float, AfterValidator(_finite)]
+NonNegative = Annotated[float, Field(ge=0), AfterValidator(_finite)]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        frozen=True,
+        extra="ignore",
+    )
+
+
+class MarketSnapshot(_Wire):
+    """One market observation for one symbol (subject ``market.snapshot`` or ``market.snapshot.<SYMBOL>``).
+
+    Strict: numbers must be numbers (a string "1.5" is refused, as on the hot path), bools are not numbers.
+    """
+
+    model_config = ConfigDict(strict=True)
+
+    ts: Annotated[StrictInt, Field(ge=0, le=MAX_TS)]
+    """Epoch milliseconds."""
+    mid: Annotated[float, Field(gt=0), AfterValidator(_finite)]
+    symbol: Annotated[str, AfterValidator(_symbol)] | None = None
+    spread_bp: NonNegative | None = None
+    vol1m: Annotated[NonNegative | None, Field(alias="vol1m")] = None
+    rsi14: Annotated[float, Field(ge=0, le=100), AfterValidator(_finite)] | None = Field(default=None, alias="rsi14")
+    bid: NonNegative | None = None
+    ask: NonNegative | None = None
+    volume: NonNegative | None = None
+
+
+class Prediction(_Wire):
+    """What the worker publishes on ``ml.prediction`` and what ``ml.predict`` replies."""
+
+    ts: int
+    symbol: str
+    score: Annotated[float, Field(ge=0, le=1)]
+    """Probability that the next move is up."""
+    signal: Signal
+    confidence: Annotated[float, Field(ge=0, le=1)]
+    model_version: str
+    features: dict[str, Finite]
+    """The exact vector the model saw, by feature name."""
+    latency_ms: Annotated[float, Field(ge=0)]
+    """Receive to publish, in this process."""
+
+
+class PredictRequest(_Wire):
+    """Request body of ``ml.predict`` and ``POST /ml/predict``."""
+
+    snapshot: MarketSnapshot
+    model: str | None = None
+    """Ask a specific registry version instead of the active one."""
+
+
+class ErrorBody(_Wire):
+    code: str
+    message: str
+
+
+class ErrorReply(_Wire):
+    """Error reply of ``ml.predict`` and the HTTP gateway: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorBody
+
+    @classmethod
+    def of(cls, code: str, message: str) -> ErrorReply:
+        return cls(error=ErrorBody(code=code, message=message))
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(by_alias=True)

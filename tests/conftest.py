@@ -1,0 +1,62 @@
+"""Shared fixtures: a real nats-server per test on a free loopback port (or SPARK_ML_NATS_URL), clean env."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import nats
+import pytest
+from hypothesis import HealthCheck, settings
+from nats.aio.client import Client
+
+from worker.natsserver import NatsServer
+
+settings.register_profile("ci", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None, derandomize=True, database=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
+
+_EXTERNAL_URL = os.environ.get("SPARK_ML_NATS_URL")
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No SPARK_ML_* from the caller's shell leaks into a test (an external NATS URL is kept on purpose)."""
+    for key in list(os.environ):
+        if key.startswith("SPARK_ML_") and key != "SPARK_ML_NATS_URL":
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture
+def nats_server(tmp_path) -> Iterator[NatsServer | None]:
+    """A nats-server with JetStream on a free port; None when SPARK_ML_NATS_URL points at one already."""
+    if _EXTERNAL_URL:
+        yield None
+        return
+    server = NatsServer(store_dir=tmp_path / "nats")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def nats_url(nats_server: NatsServer | None) -> str:
+    return _EXTERNAL_URL or (nats_server.url if nats_server else "")
+
+
+@pytest.fixture
+async def nc(nats_url: str) -> AsyncIterator[Client]:
+    client = await nats.connect(nats_url, allow_reconnect=False)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def uid() -> str:
+    """A unique token for subjects and names in one test."""
+    return uuid.uuid4().hex[:10]

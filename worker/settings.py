@@ -1,0 +1,77 @@
+"""The one settings object: flags and ``SPARK_ML_*`` environment variables, read once at process start."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Every knob of spark-ml. Flags given on the command line override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SPARK_ML_", extra="ignore", frozen=True, validate_default=True)
+
+    nats_url: str = "nats://127.0.0.1:4222"
+    """NATS server(s), comma-separated."""
+    nats_user: str | None = None
+    nats_password: SecretStr | None = None
+    nats_token: SecretStr | None = None
+    nats_creds: Path | None = None
+    """A NATS credentials file (JWT + NKey seed)."""
+    nats_nkey_seed: Path | None = None
+    """A file holding an NKey seed."""
+    nats_tls_ca: Path | None = None
+    nats_tls_cert: Path | None = None
+    nats_tls_key: Path | None = None
+
+    bind_host: str = "127.0.0.1"
+    """Interface the metrics sidecar and HTTP gateway listen on (0.0.0.0 in containers)."""
+    metrics_port: int = Field(9464, ge=0, le=65535)
+    http_port: int = Field(4010, ge=0, le=65535)
+
+    mode: Literal["core", "jetstream"] = "core"
+    ack_wait_s: float = Field(30.0, gt=0)
+    max_deliver: int = Field(5, ge=1)
+    """JetStream deliveries before a message is dead-lettered."""
+
+    registry: Path = Path(".spark-ml/registry")
+    registry_poll_s: float = Field(1.0, gt=0)
+    """How often a running worker looks for a newly promoted or rolled-back version."""
+    api_key: SecretStr | None = None
+    """When set, the HTTP gateway requires it (``X-API-Key`` or ``Authorization: Bearer``)."""
+    rate_limit: str = "20/second"
+    """Per-client HTTP rate limit, in the ``limits`` notation."""
+    request_timeout_s: float = Field(2.0, gt=0)
+    """How long the HTTP gateway waits for a worker's reply before answering 504."""
+
+    pool_size: int = Field(4, ge=1, le=256)
+    """Number of shards; a symbol always lands in the same shard, so its snapshots stay in order."""
+    batch_max: int = Field(256, ge=1, le=65536)
+    batch_wait_ms: float = Field(0.0, ge=0, le=1000)
+    """Extra time a shard waits to fill a batch; 0 means: take what is queued, never wait."""
+    queue_max: int = Field(4096, ge=1)
+    """Bound of each shard's queue; when full, intake waits (backpressure into the NATS client)."""
+    max_payload: int = Field(64 * 1024, ge=256)
+    max_symbols: int = Field(10_000, ge=1)
+    signal_margin: float = Field(0.05, ge=0, lt=0.5)
+    drain_timeout_s: float = Field(10.0, gt=0)
+    """Bound on finishing in-flight work at shutdown."""
+
+    @field_validator("nats_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        for server in value.split(","):
+            parts = urlsplit(server.strip())
+            if parts.scheme not in ("nats", "tls", "ws", "wss") or not parts.hostname:
+                raise ValueError(f"not a NATS URL: {server!r} (expected nats://host:port)")
+        return value
+
+    @property
+    def servers(self) -> list[str]:
+        return [s.strip() for s in self.nats_url.split(",") if s.strip()]
