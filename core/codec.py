@@ -49,9 +49,12 @@ class Snapshot:
         rsi14: RSI(14) carried by the publisher, or None (then it is computed from history).
         encoding: the encoding the snapshot arrived in; the prediction goes out in the same one.
         recv: ``time.perf_counter()`` when the transport received it.
+        raw: the payload as received, dead-lettered unchanged if a later stage refuses the snapshot.
+        subject: the subject it arrived on.
+        ctx: opaque transport context (the JetStream message to acknowledge), never read by core.
     """
 
-    __slots__ = ("encoding", "mid", "recv", "rsi14", "spread_bp", "symbol", "ts", "vol1m")
+    __slots__ = ("ctx", "encoding", "mid", "raw", "recv", "rsi14", "spread_bp", "subject", "symbol", "ts", "vol1m")
 
     def __init__(
         self,
@@ -63,6 +66,9 @@ class Snapshot:
         rsi14: float | None = None,
         encoding: Encoding = "msgpack",
         recv: float = 0.0,
+        raw: bytes = b"",
+        subject: str = "",
+        ctx: object = None,
     ) -> None:
         self.ts = ts
         self.mid = mid
@@ -72,6 +78,9 @@ class Snapshot:
         self.rsi14 = rsi14
         self.encoding: Encoding = encoding
         self.recv = recv
+        self.raw = raw
+        self.subject = subject
+        self.ctx = ctx
 
     def __repr__(self) -> str:
         return f"Snapshot(ts={self.ts}, mid={self.mid}, symbol={self.symbol!r})"
@@ -133,6 +142,8 @@ def snapshot_from_mapping(
     raw: bytes | None = None,
     encoding: Encoding = "msgpack",
     recv: float = 0.0,
+    subject: str = "",
+    ctx: object = None,
 ) -> Snapshot:
     """Validate decoded data against the MarketSnapshot rules and resolve the symbol."""
     if type(d) is not dict:
@@ -169,7 +180,7 @@ def snapshot_from_mapping(
         raise _bad("symbol", f"must be 1..{SYMBOL_MAX_LEN} printable characters without spaces", raw)
     if vol1m is None:
         vol1m = _number(d, "volume", raw)
-    return Snapshot(ts, mid, symbol, spread_bp, vol1m, rsi, encoding, recv)
+    return Snapshot(ts, mid, symbol, spread_bp, vol1m, rsi, encoding, recv, raw or b"", subject, ctx)
 
 
 def prediction_wire(
