@@ -93,7 +93,9 @@ def detect_encoding(raw: bytes, content_type: str | None = None) -> Encoding:
     return "json" if raw[:1] == b"{" else "msgpack"
 
 
-def decode(raw: bytes, *, content_type: str | None = None, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> tuple[Any, Encoding]:
+def decode(
+    raw: bytes, *, content_type: str | None = None, max_bytes: int = DEFAULT_MAX_PAYLOAD
+) -> tuple[Any, Encoding]:
     """Parse a payload into plain Python data, returning it with the encoding it came in."""
     if len(raw) > max_bytes:
         raise PayloadTooLarge(f"payload is {len(raw)} bytes, the limit is {max_bytes}", raw=raw)
@@ -135,6 +137,25 @@ def _number(d: Mapping[str, Any], key: str, raw: bytes | None) -> float | None:
     return float(value)
 
 
+def _rsi(rsi: Any, raw: bytes | None) -> float | None:
+    if rsi is None:
+        return None
+    kind = type(rsi)
+    if kind is not float and kind is not int:
+        raise _bad("rsi14", "must be a number", raw)
+    if not 0 <= rsi <= 100:
+        raise _bad("rsi14", "must be between 0 and 100", raw)
+    return float(rsi)
+
+
+def _symbol(symbol: Any, subject_symbol: str | None, raw: bytes | None) -> str:
+    if symbol is None:
+        return subject_symbol or "_"
+    if type(symbol) is not str or not valid_symbol(symbol):
+        raise _bad("symbol", f"must be 1..{SYMBOL_MAX_LEN} printable characters without spaces", raw)
+    return symbol
+
+
 def snapshot_from_mapping(
     d: Any,
     *,
@@ -165,19 +186,8 @@ def snapshot_from_mapping(
     vol1m = _number(d, "vol1m", raw)
     for key in ("bid", "ask", "volume"):
         _number(d, key, raw)
-    rsi = d.get("rsi14")
-    if rsi is not None:
-        kind = type(rsi)
-        if kind is not float and kind is not int:
-            raise _bad("rsi14", "must be a number", raw)
-        if not 0 <= rsi <= 100:
-            raise _bad("rsi14", "must be between 0 and 100", raw)
-        rsi = float(rsi)
-    symbol = d.get("symbol")
-    if symbol is None:
-        symbol = subject_symbol or "_"
-    elif type(symbol) is not str or not valid_symbol(symbol):
-        raise _bad("symbol", f"must be 1..{SYMBOL_MAX_LEN} printable characters without spaces", raw)
+    rsi = _rsi(d.get("rsi14"), raw)
+    symbol = _symbol(d.get("symbol"), subject_symbol, raw)
     if vol1m is None:
         vol1m = _number(d, "volume", raw)
     return Snapshot(ts, mid, symbol, spread_bp, vol1m, rsi, encoding, recv, raw or b"", subject, ctx)

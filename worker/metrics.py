@@ -51,7 +51,9 @@ class Metrics:
             labelnames=["model_version"],
             registry=r,
         )
-        self.model_version_info = Gauge("ml_model_version_info", "Active model version (value 1)", ["version"], registry=r)
+        self.model_version_info = Gauge(
+            "ml_model_version_info", "Active model version (value 1)", ["version"], registry=r
+        )
         self.feature_extractions = Counter("ml_feature_extractions", "Feature vectors computed", registry=r)
         self.prediction_score = BatchHistogram(
             "ml_prediction_score", "Scores of published predictions", buckets=SCORE_BUCKETS, registry=r
@@ -70,7 +72,9 @@ class Metrics:
             "ml_shadow_agreement_ratio", "Share of equal signals between live and shadow over a window", registry=r
         )
         self.feature_drift_psi = Gauge(
-            "ml_feature_drift_psi", "Population stability index of a live feature vs the model's reference", ["feature"],
+            "ml_feature_drift_psi",
+            "Population stability index of a live feature vs the model's reference",
+            ["feature"],
             registry=r,
         )
         self._version: str | None = None

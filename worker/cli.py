@@ -1,0 +1,163 @@
+"""``spark-ml``: one entry point with subcommands.
+
+Service commands (up, worker, gateway, analytics) build one Settings object from flags over
+``SPARK_ML_*`` environment variables; offline commands (train, eval, backtest, model, bench) are thin
+scripts under ``scripts/`` that parse their own arguments and are imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from pydantic import ValidationError
+
+__all__ = ["main"]
+
+log = logging.getLogger("worker.cli")
+
+_SCRIPTS = {
+    "train": ("scripts.train", "train a model with walk-forward evaluation and register it"),
+    "eval": ("scripts.eval", "gate a model version against the SLOs and the baseline"),
+    "backtest": ("scripts.backtest", "backtest ML signals against the baseline and buy-and-hold"),
+    "model": ("scripts.model", "registry: list | info | promote V | rollback | shadow V"),
+    "bench": ("scripts.bench", "measure throughput and latency against the raw nats-py ceiling"),
+}
+
+# flag -> Settings field
+_SETTING_FLAGS: dict[str, str] = {
+    "--nats-url": "nats_url",
+    "--metrics-port": "metrics_port",
+    "--http-port": "http_port",
+    "--bind-host": "bind_host",
+    "--mode": "mode",
+    "--registry": "registry",
+    "--pool-size": "pool_size",
+    "--batch-max": "batch_max",
+    "--batch-wait-ms": "batch_wait_ms",
+    "--queue-max": "queue_max",
+}
+
+
+def _add_settings_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("settings (override SPARK_ML_* environment variables)")
+    for flag, field in _SETTING_FLAGS.items():
+        g.add_argument(flag, dest=f"s_{field}", default=None, metavar=field.upper())
+    p.add_argument("--log-level", default="INFO")
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from worker.settings import Settings
+
+    overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("s_") and v is not None}
+    return Settings(**overrides)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spark-ml", description="Real-time ML predictions for market data over NATS")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("up", help="run everything: embedded NATS when none answers, worker, gateway, analytics")
+    _add_settings_flags(p)
+    p.add_argument("--no-gateway", action="store_true", help="do not serve the HTTP gateway")
+    p.add_argument("--no-analytics", action="store_true", help="do not run the live analytics consumer")
+
+    p = sub.add_parser("worker", help="run a stream worker (and the ml.predict service) against an existing NATS")
+    _add_settings_flags(p)
+    p.add_argument("--procs", type=int, default=1, help="worker processes in the same queue group")
+    p.add_argument("--check", action="store_true", help="exit 0 when the local worker's /readyz answers 200, else 1")
+
+    p = sub.add_parser("gateway", help="run the HTTP gateway in front of ml.predict")
+    _add_settings_flags(p)
+
+    p = sub.add_parser("analytics", help="run the live PnL analytics consumer")
+    _add_settings_flags(p)
+
+    p = sub.add_parser("replay", help="publish snapshots from real or synthetic market data")
+    _add_settings_flags(p)
+    p.add_argument("--data", default="eurusd", help="eurusd | goog | btcusd | synthetic | PATH to an OHLCV CSV")
+    p.add_argument("--rate", type=float, default=1000.0, help="snapshots per second (0 = as fast as possible)")
+    p.add_argument("--count", type=int, default=0, help="stop after this many (0 = the whole series once)")
+    p.add_argument("--symbol", default=None, help="symbol to publish as (default: the data set's name)")
+    p.add_argument("--json", action="store_true", help="publish JSON instead of msgpack")
+    p.add_argument("--per-symbol-subject", action="store_true", help="publish on market.snapshot.<SYMBOL>")
+
+    p = sub.add_parser("tail", help="print predictions (or any subject) as they arrive")
+    _add_settings_flags(p)
+    p.add_argument("--subject", default="ml.prediction")
+    p.add_argument("--count", type=int, default=0, help="exit after this many messages (0 = forever)")
+
+    for name, (_, help_text) in _SCRIPTS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def _run(coro_fn: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        return asyncio.run(coro_fn()) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _SCRIPTS:
+        module = importlib.import_module(_SCRIPTS[argv[0]][0])
+        code: int = module.main(argv[1:])
+        return code
+    args = build_parser().parse_args(argv)
+    from worker.logs import setup_logging
+
+    setup_logging(getattr(args, "log_level", "INFO"))
+    try:
+        settings = _settings(args)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = ".".join(str(x) for x in err["loc"])
+            print(f"spark-ml: invalid setting {loc}: {err['msg']}", file=sys.stderr)
+        return 2
+    return _dispatch(args, settings)
+
+
+def _dispatch(args: argparse.Namespace, settings: Any) -> int:
+    cmd = args.command
+    if cmd == "worker":
+        from worker import run
+
+        if args.check:
+            return run.check(settings)
+        if args.procs > 1:
+            return run.run_procs(settings, args.procs)
+        return _run(lambda: run.worker(settings))
+    if cmd == "up":
+        from worker import up
+
+        return _run(lambda: up.up(settings, gateway=not args.no_gateway, analytics=not args.no_analytics))
+    if cmd == "gateway":
+        from worker import run
+
+        return _run(lambda: run.gateway(settings))
+    if cmd == "analytics":
+        from worker import run
+
+        return _run(lambda: run.analytics(settings))
+    if cmd == "replay":
+        from worker import replay
+
+        return _run(lambda: replay.replay(settings, args))
+    if cmd == "tail":
+        from worker import tail
+
+        return _run(lambda: tail.tail(settings, subject=args.subject, count=args.count))
+    raise AssertionError(cmd)

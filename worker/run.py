@@ -1,0 +1,109 @@
+"""Runners for the long-lived commands: worker (one or several processes), gateway, analytics, health check."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from typing import Any
+
+from worker.settings import Settings
+
+__all__ = ["analytics", "check", "gateway", "run_procs", "stop_on_signals", "worker"]
+
+log = logging.getLogger(__name__)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by the first SIGTERM/SIGINT; a second one exits at once."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def handler(sig: int) -> None:
+        if stop.is_set():
+            log.warning("second %s: exiting at once", signal.Signals(sig).name)
+            os._exit(1)
+        log.info("%s: stopping", signal.Signals(sig).name)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, handler, sig)
+    return stop
+
+
+async def worker(settings: Settings) -> int:
+    from worker.app import run_worker
+
+    await run_worker(settings)
+    return 0
+
+
+async def gateway(settings: Settings) -> int:
+    from gateway.http import run_gateway
+
+    await run_gateway(settings, stop=stop_on_signals())
+    return 0
+
+
+async def analytics(settings: Settings) -> int:
+    from worker.analytics import AnalyticsService
+    from worker.connect import connect
+
+    stop = stop_on_signals()
+    nc = await connect(settings, name=f"spark-ml-analytics-{os.getpid()}")
+    try:
+        async with AnalyticsService(nc):
+            await stop.wait()
+    finally:
+        await nc.close()
+    return 0
+
+
+def check(settings: Settings) -> int:
+    """Health check for compose and Kubernetes probes: GET /readyz on the local metrics port."""
+    host = "127.0.0.1" if settings.bind_host in ("0.0.0.0", "::") else settings.bind_host
+    url = f"http://{host}:{settings.metrics_port}/readyz"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            ok = resp.status == 200
+    except Exception as exc:
+        print(f"spark-ml worker --check: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0 if ok else 1
+
+
+def _env_for(settings: Settings, **overrides: Any) -> dict[str, str]:
+    env = dict(os.environ)
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        secret = getattr(value, "get_secret_value", None)
+        env[f"SPARK_ML_{name.upper()}"] = str(secret() if secret else value)
+    for name, value in overrides.items():
+        env[f"SPARK_ML_{name.upper()}"] = str(value)
+    return env
+
+
+def run_procs(settings: Settings, procs: int) -> int:
+    """Run ``procs`` worker processes in the same queue group (metrics ports counted up from the base port)."""
+    children = []
+    for i in range(procs):
+        port = settings.metrics_port + i if settings.metrics_port else 0
+        env = _env_for(settings, metrics_port=port)
+        cmd = [sys.executable, "-c", "from worker.cli import main; raise SystemExit(main())", "worker"]
+        children.append(subprocess.Popen(cmd, env=env))
+        log.info("worker process %d: pid %d, metrics port %s", i, children[-1].pid, port)
+
+    def forward(sig: int, _: object) -> None:
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(sig)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return max(codes, default=0)

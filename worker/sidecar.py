@@ -1,0 +1,69 @@
+"""The metrics sidecar: ``/metrics``, ``/healthz`` (the process is alive) and ``/readyz`` (it takes traffic)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from worker.metrics import Metrics
+
+__all__ = ["MetricsServer"]
+
+
+class MetricsServer:
+    """A small aiohttp server on the event loop of the worker.
+
+    Args:
+        metrics: what ``/metrics`` exposes.
+        host, port: where to listen (port 0 picks a free one; see :attr:`port`).
+        ready: returns True when the worker is connected and consuming.
+        before_scrape: refreshes gauges (queue depth) just before rendering.
+    """
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        host: str,
+        port: int,
+        ready: Callable[[], bool],
+        before_scrape: Callable[[], None] | None = None,
+    ) -> None:
+        self.metrics = metrics
+        self.host = host
+        self.port = port
+        self._ready = ready
+        self._before = before_scrape
+        self._runner: web.AppRunner | None = None
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        if self._before is not None:
+            self._before()
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        ready = self._ready()
+        return web.json_response({"ready": ready}, status=200 if ready else 503)
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = site._server
+        if self.port == 0 and server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,154 @@
+"""The stream handler: NATS message -> snapshot -> shard -> batch -> predictions / dead letters.
+
+Intake (the NATS callback) only decodes and validates, so refused payloads are dead-lettered at once and
+good ones reach their shard quickly; everything else happens a batch at a time in :meth:`handle_batch`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from core import subjects
+from core.codec import Snapshot, decode, encode, snapshot_from_mapping
+from core.engine import Engine
+from core.errors import InvalidInput, SparkMlError
+from worker.metrics import Metrics, Status
+from worker.pool import Pool
+from worker.publish import dead_letter
+
+__all__ = ["StreamProcessor"]
+
+log = logging.getLogger(__name__)
+_perf = time.perf_counter
+
+
+class StreamProcessor:
+    """Turns snapshot messages into predictions through a :class:`Pool`.
+
+    Args:
+        nc: connected NATS client used for publishing.
+        engine: the live engine (model + per-symbol features).
+        metrics: the process's metric set.
+        shards, queue_max, batch_max, batch_wait_s: see :class:`Pool`.
+        max_payload: larger payloads are dead-lettered as ``payload_too_large``.
+        settle: called after a batch is published with the published and dead-lettered snapshots
+            (JetStream acknowledges them there); None in core mode.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        engine: Engine,
+        metrics: Metrics,
+        *,
+        shards: int = 4,
+        queue_max: int = 4096,
+        batch_max: int = 256,
+        batch_wait_s: float = 0.0,
+        max_payload: int = 64 * 1024,
+        settle: Callable[[Sequence[Snapshot], Sequence[Snapshot]], Awaitable[None]] | None = None,
+    ) -> None:
+        self.nc = nc
+        self.engine = engine
+        self.metrics = metrics
+        self.max_payload = max_payload
+        self._settle = settle
+        self.pool: Pool[Snapshot] = Pool(
+            self.handle_batch,
+            shards=shards,
+            queue_max=queue_max,
+            batch_max=batch_max,
+            batch_wait_s=batch_wait_s,
+            on_error=self._on_pool_error,
+        )
+        self.published = 0
+        self.dead_lettered = 0
+
+    def start(self) -> None:
+        self.pool.start()
+
+    async def close(self, timeout: float) -> int:
+        return await self.pool.close(timeout)
+
+    def _on_pool_error(self, exc: BaseException) -> None:
+        self.metrics.model_errors.labels("batch_failure").inc()
+
+    async def on_msg(self, msg: Msg) -> None:
+        """NATS callback: validate, then queue on the symbol's shard, or dead-letter with the reason."""
+        recv = _perf()
+        raw = msg.data
+        subject = msg.subject
+        try:
+            content_type = msg.headers.get("Content-Type") if msg.headers else None
+            data, encoding = decode(raw, content_type=content_type, max_bytes=self.max_payload)
+            snap = snapshot_from_mapping(
+                data,
+                subject_symbol=subjects.symbol_from_subject(subject),
+                raw=raw,
+                encoding=encoding,
+                recv=recv,
+                subject=subject,
+                ctx=msg,
+            )
+        except InvalidInput as exc:
+            self.metrics.snapshots_received.inc()
+            await self.reject(raw, subject, exc, ctx=msg)
+            return
+        await self.pool.submit(snap.symbol, snap)
+
+    async def reject(self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None) -> None:
+        """Count a refused message and dead-letter it unchanged."""
+        version = self.engine.model.version
+        if isinstance(exc, InvalidInput):
+            self.metrics.invalid("invalid_input", version)
+        else:
+            self.metrics.predict_requests.labels(version, Status.ERROR).inc()
+            self.metrics.model_errors.labels(exc.code).inc()
+        self.metrics.dead_letters.labels(exc.code).inc()
+        self.dead_lettered += 1
+        seq = _stream_seq(ctx)
+        try:
+            await dead_letter(self.nc, raw, reason=exc.code, message=exc.message, subject=subject, stream_seq=seq)
+        except Exception:
+            self.metrics.model_errors.labels("publish_error").inc()
+            log.exception("could not dead-letter a message from %s", subject)
+            raise
+
+    async def handle_batch(self, shard: int, batch: list[Snapshot]) -> None:
+        """Score one batch with one model version and publish every outcome."""
+        metrics = self.metrics
+        metrics.snapshots_received.inc(len(batch))
+        metrics.batch_size.observe(len(batch))
+        result = self.engine.run_batch(batch)
+        version = result.model_version
+        n_ok = len(result.snaps)
+        extracted = len(batch) - sum(1 for _, e in result.rejected if e.code == "out_of_order")
+        metrics.feature_extractions.inc(extracted)
+        if n_ok:
+            wires = result.wire(_perf())
+            nc = self.nc
+            for snap, wire in zip(result.snaps, wires, strict=True):
+                await nc.publish(subjects.PREDICTION, encode(wire, snap.encoding))
+            self.published += n_ok
+            metrics.predict_requests.labels(version, Status.OK).inc(n_ok)
+            metrics.predict_latency.labels(version).observe_many([w["latencyMs"] for w in wires])
+            metrics.prediction_score.observe_many(result.scores)
+        for snap, exc in result.rejected:
+            await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx)
+        if self._settle is not None:
+            await self._settle(result.snaps, [s for s, _ in result.rejected])
+
+    def model_changed(self) -> None:
+        self.metrics.set_model_version(self.engine.model.version)
+
+
+def _stream_seq(ctx: object) -> int | None:
+    """The JetStream stream sequence of a message, or None for core NATS messages."""
+    if isinstance(ctx, Msg) and ctx.reply and ctx.reply.startswith("$JS.ACK."):
+        return int(ctx.metadata.sequence.stream)
+    return None

@@ -1,0 +1,106 @@
+"""``spark-ml up``: the whole service in one process, on an embedded nats-server when none answers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from worker.app import WorkerApp
+from worker.natsserver import NatsServer
+from worker.settings import Settings
+
+__all__ = ["up"]
+
+log = logging.getLogger(__name__)
+EMBEDDED_DIR = Path(".spark-ml/nats")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    except (TimeoutError, OSError):
+        return False
+    writer.close()
+    with contextlib.suppress(Exception):
+        await writer.wait_closed()
+    return True
+
+
+async def ensure_nats(settings: Settings) -> NatsServer | None:
+    """Start the embedded nats-server (JetStream under .spark-ml/nats) when nothing answers on loopback."""
+    url = urlsplit(settings.servers[0])
+    host, port = url.hostname or "127.0.0.1", url.port or 4222
+    if await _answers(host, port):
+        return None
+    if not _is_loopback(host):
+        raise SystemExit(f"spark-ml up: nothing answers at {settings.servers[0]} and it is not a loopback address")
+    server = NatsServer(host="127.0.0.1" if host == "localhost" else host, port=port, store_dir=EMBEDDED_DIR)
+    await asyncio.to_thread(server.start)
+    return server
+
+
+async def up(settings: Settings, *, gateway: bool = True, analytics: bool = True) -> int:
+    server = await ensure_nats(settings)
+    try:
+        async with WorkerApp(settings, handle_signals=True) as app:
+            assert app.nc is not None
+            extras: list[Any] = []
+            http_port = None
+            if gateway:
+                from gateway.http import HttpGateway
+
+                gw = HttpGateway(app.nc, settings, registry=app.metrics.registry)
+                await gw.start()
+                extras.append(gw)
+                http_port = gw.port
+            if analytics:
+                from worker.analytics import AnalyticsService
+
+                svc = AnalyticsService(app.nc)
+                await svc.start()
+                extras.append(svc)
+            _banner(settings, server, app, http_port)
+            try:
+                await app.stop_event.wait()
+            finally:
+                for extra in reversed(extras):
+                    with contextlib.suppress(Exception):
+                        await extra.stop()
+    finally:
+        if server is not None:
+            await asyncio.to_thread(server.cleanup if server._tmp else server.stop)
+    return 0
+
+
+def _banner(settings: Settings, server: NatsServer | None, app: WorkerApp, http_port: int | None) -> None:
+    host = settings.bind_host
+    nats_line = f"{server.url} (embedded, JetStream in {server.store_dir})" if server else settings.nats_url
+    lines = [
+        "spark-ml up",
+        f"  NATS      {nats_line}",
+        "  stream    market.snapshot, market.snapshot.<SYMBOL>  ->  ml.prediction   (bad input -> ml.dlq.snapshot)",
+        f"  model     {app.engine.model.version}   (registry: {settings.registry})",
+        "  predict   nats request ml.predict '{\"snapshot\": {...}}'",
+    ]
+    if http_port is not None:
+        lines.append(
+            f"  HTTP      POST http://{host}:{http_port}/ml/predict   GET /ml/health /ml/model/info /ml/metrics"
+        )
+    if app.sidecar is not None:
+        lines.append(f"  metrics   http://{host}:{app.sidecar.port}/metrics   /healthz /readyz")
+    lines.append("  Ctrl-C to stop")
+    print("\n".join(lines), flush=True)
