@@ -4,12 +4,16 @@ Conventions (every function below follows them; ``tests/core/test_analytics.py``
 and against ``empyrical``):
 
 * **Returns** are simple per-bar returns of a strategy, ``r[k] = equity[k] / equity[k-1] - 1``.
-* **Positions** are ``-1`` (short), ``0`` (flat) or ``+1`` (long) as a fraction of equity, and
-  ``positions[k]`` is held over ``asset_returns[k]``. Aligning the two without look-ahead is the caller's
-  job (:mod:`core.backtest` does it in one place).
-* **Costs**: changing the position from ``a`` to ``b`` costs ``cost_rate * |b - a|`` of equity, paid
-  before the bar's return, so ``1 + r[k] = (1 - cost_rate * |pos[k] - pos[k-1]|) * (1 + pos[k] * ar[k])``
-  with ``pos[-1] = 0``. The incremental tracker in :mod:`core.live_pnl` uses the same rule.
+* **Positions** are ``-1`` (short), ``0`` (flat) or ``+1`` (long), and ``positions[k]`` is held over
+  ``asset_returns[k]``. Aligning the two without look-ahead is the caller's job (:mod:`core.backtest`
+  does it in one place). Entering a position buys (or sells short) units worth the whole equity at that
+  price and keeps those units, unrebalanced, until the position changes, as a real order would: a trade
+  from price ``p0`` to ``p`` turns equity ``E`` into ``E * (1 + pos * (p / p0 - 1))``. A short that loses
+  more than its equity ends at zero.
+* **Costs**: changing the position from ``a`` to ``b`` costs ``cost_rate * |b - a|`` of equity, paid at
+  the change, before the bar's move: ``1 + r[k] = (1 - cost_rate * |pos[k] - pos[k-1]|) * (1 + g[k])``
+  with ``pos[-1] = 0`` and ``g`` the gross return of the units held (:func:`position_returns`). The
+  incremental tracker in :mod:`core.live_pnl` follows the same rules.
 * **Sharpe** = ``mean(r) / std(r, ddof=1) * sqrt(periods_per_year)`` (risk-free rate 0).
 * **Sortino** = ``mean(r) / sqrt(mean(min(r, 0)**2)) * sqrt(periods_per_year)`` (target 0; the
   downside deviation averages over all bars, as empyrical does).
@@ -46,6 +50,7 @@ __all__ = [
     "exposure",
     "max_drawdown",
     "periods_per_year",
+    "position_returns",
     "profit_factor",
     "sharpe",
     "sortino",
@@ -85,14 +90,42 @@ def turnover(positions: ArrayLike) -> F64:
     return out
 
 
-def strategy_returns(positions: ArrayLike, asset_returns: ArrayLike, cost_rate: float = 0.0) -> F64:
-    """Per-bar net returns of holding ``positions[k]`` over ``asset_returns[k]``, costs paid on changes."""
+def _pair(positions: ArrayLike, asset_returns: ArrayLike) -> tuple[F64, F64]:
     pos, ar = _arr(positions), _arr(asset_returns)
     if pos.shape != ar.shape:
         raise ValueError(f"positions {pos.shape} and returns {ar.shape} differ in length")
+    if not np.isin(pos, (-1.0, 0.0, 1.0)).all():
+        raise ValueError("positions must be -1, 0 or 1")
+    if not (np.isfinite(ar).all() and (ar > -1.0).all()):
+        raise ValueError("asset returns must be finite and > -1")
+    return pos, ar
+
+
+def position_returns(positions: ArrayLike, asset_returns: ArrayLike) -> F64:
+    """Per-bar gross return (before costs) of the units held: fixed from each entry, not rebalanced."""
+    pos, ar = _pair(positions, asset_returns)
+    if pos.size == 0:
+        return np.empty(0)
+    prev = np.concatenate(([0.0], pos[:-1]))
+    starts = pos != prev
+    starts[0] = True
+    run = np.cumsum(starts) - 1
+    log_through = np.cumsum(np.log1p(ar))  # log growth of the asset through bar k
+    log_before = np.concatenate(([0.0], log_through[:-1]))
+    base = log_before[starts][run]  # log growth before the run holding bar k began
+    # Value of the run's units relative to its entry equity, after bar k and before it.
+    now = np.maximum(1.0 + pos * np.expm1(log_through - base), 0.0)
+    then = np.maximum(1.0 + pos * np.expm1(log_before - base), 0.0)
+    out: F64 = np.divide(now, then, out=np.ones_like(now), where=then > 0.0) - 1.0
+    return out
+
+
+def strategy_returns(positions: ArrayLike, asset_returns: ArrayLike, cost_rate: float = 0.0) -> F64:
+    """Per-bar net returns of holding ``positions[k]`` over ``asset_returns[k]``, costs paid on changes."""
     if cost_rate < 0:
         raise ValueError("cost_rate must be >= 0")
-    out: F64 = (1.0 - cost_rate * turnover(pos)) * (1.0 + pos * ar) - 1.0
+    gross = position_returns(positions, asset_returns)
+    out: F64 = (1.0 - cost_rate * turnover(positions)) * (1.0 + gross) - 1.0
     return out
 
 
@@ -181,7 +214,7 @@ class Trades:
         entry: bar index where each trade's position is first held.
         exit: bar index of the first bar after the trade (``n`` for the open one).
         pnl: equity gained by each trade, in units of the starting equity, costs included.
-        returns: ``pnl / equity before entry``.
+        returns: ``pnl`` over the equity when the trade began (after a flipped trade's exit cost).
         is_open: True for a trade still open after the last bar (at most the last one).
     """
 
@@ -207,8 +240,8 @@ class Trades:
 
 def trades(positions: ArrayLike, asset_returns: ArrayLike, cost_rate: float = 0.0, start: float = 1.0) -> Trades:
     """Split a position series into trades and attribute every bar's PnL and every cost to one of them."""
-    pos, ar = _arr(positions), _arr(asset_returns)
-    net = strategy_returns(pos, ar, cost_rate)
+    pos, ar = _pair(positions, asset_returns)
+    gross, net = position_returns(pos, ar), strategy_returns(pos, ar, cost_rate)
     n = pos.size
     before = start * np.concatenate(([1.0], np.cumprod(1.0 + net)[:-1])) if n else np.empty(0)
     prev = np.concatenate(([0.0], pos[:-1])) if n else np.empty(0)
@@ -223,7 +256,7 @@ def trades(positions: ArrayLike, asset_returns: ArrayLike, cost_rate: float = 0.
     # a change goes to the trade held before it (whose id is the previous bar's).
     entry_cost = np.where(changed, before * cost_rate * np.abs(pos), 0.0)
     exit_cost = np.where(changed, before * cost_rate * np.abs(prev), 0.0)
-    market = before * (1.0 - cost_rate * np.abs(pos - prev)) * pos * ar
+    market = before * (1.0 - cost_rate * np.abs(pos - prev)) * gross
     held = pos != 0.0
     pnl = np.asarray(np.bincount(tid[held], weights=(market - entry_cost)[held], minlength=n_trades), dtype=np.float64)
     closing = changed & (prev != 0.0)
@@ -235,7 +268,8 @@ def trades(positions: ArrayLike, asset_returns: ArrayLike, cost_rate: float = 0.
     if held[-1]:
         is_open[-1] = True
         exits = np.concatenate((exits, [n]))
-    return Trades(entry, exits, pnl, pnl / before[entry], is_open)
+    began = before[entry] * (1.0 - cost_rate * np.abs(prev[entry]))  # after the previous trade's exit cost
+    return Trades(entry, exits, pnl, pnl / began, is_open)
 
 
 def win_rate(trade_pnl: ArrayLike) -> float:

@@ -91,27 +91,34 @@ def test_strategy_returns_and_costs_by_hand() -> None:
     r = an.strategy_returns(pos, ar, cost_rate=0.01)
     np.testing.assert_allclose(r, [0.99 * 1.1 - 1, 0.0, -0.01])
     np.testing.assert_allclose(an.turnover([1, -1, -1, 0]), [1, 2, 0, 1])
-    # short earns the negative of the asset
-    np.testing.assert_allclose(an.strategy_returns([-1, -1], [0.05, -0.10]), [-0.05, 0.10])
+    # a short keeps its units: the price goes 1 -> 1.05 -> 0.945, equity 1 -> 0.95 -> 1.055
+    np.testing.assert_allclose(an.strategy_returns([-1, -1], [0.05, -0.10]), [-0.05, 1.055 / 0.95 - 1])
+    # a long is the asset itself
+    np.testing.assert_allclose(an.strategy_returns([1, 1, 1], [0.05, -0.10, 0.2]), [0.05, -0.10, 0.2])
+    # a short that more than doubles against it is wiped out and stays at zero
+    np.testing.assert_allclose(an.equity_curve(an.strategy_returns([-1, -1, 1], [1.5, 0.1, 0.1])), [0, 0, 0])
     with pytest.raises(ValueError):
         an.strategy_returns([1], [0.1, 0.2])
+    with pytest.raises(ValueError):
+        an.strategy_returns([0.5], [0.1])
 
 
 def test_trades_without_costs_by_hand() -> None:
-    # long 2 bars (1.1 * 0.9), flat, short 2 bars (x1.1 then x0.9 on 0.99), long 1 bar still open
+    # long 2 bars (x1.1, x0.9: -1%), flat, short 2 bars (price x0.9 then x1.1 = -1%: the short gains 1% of
+    # 0.99), long 1 bar (+20% of 0.9999) still open
     pos = [1, 1, 0, -1, -1, 1]
     ar = [0.1, -0.1, 0.5, -0.1, 0.1, 0.2]
     t = an.trades(pos, ar)
     assert len(t) == 3
     np.testing.assert_array_equal(t.entry, [0, 3, 5])
     np.testing.assert_array_equal(t.exit, [2, 5, 6])
-    np.testing.assert_allclose(t.pnl, [-0.01, 0.99 * 0.99 - 0.99, 0.9801 * 0.2], atol=1e-12)
-    np.testing.assert_allclose(t.returns, [-0.01, -0.01, 0.2], atol=1e-12)
+    np.testing.assert_allclose(t.pnl, [-0.01, 0.0099, 0.19998], atol=1e-12)
+    np.testing.assert_allclose(t.returns, [-0.01, 0.01, 0.2], atol=1e-12)
     np.testing.assert_array_equal(t.is_open, [False, False, True])
-    assert t.realized == pytest.approx(-0.0199)
-    assert t.unrealized == pytest.approx(0.19602)
-    assert an.win_rate(t.pnl) == pytest.approx(1 / 3)
-    assert an.profit_factor(t.pnl) == pytest.approx(0.19602 / 0.0199)
+    assert t.realized == pytest.approx(-0.0001)
+    assert t.unrealized == pytest.approx(0.19998)
+    assert an.win_rate(t.pnl) == pytest.approx(2 / 3)
+    assert an.profit_factor(t.pnl) == pytest.approx((0.0099 + 0.19998) / 0.01)
     assert an.exposure(pos) == pytest.approx(5 / 6)
 
 
@@ -145,28 +152,29 @@ def test_realized_plus_unrealized_is_the_equity_change(pos: np.ndarray, seed: in
     assert t.is_open.sum() == (1 if pos[-1] != 0 else 0)
 
 
-def _loop_trades(pos: list[int], ar: list[float], cost: float) -> tuple[list[float], float]:
-    """A plain loop over bars, written independently of the vectorized version."""
-    eq, prev = 1.0, 0
+def _loop_trades(pos: list[int], ar: list[float], cost: float) -> tuple[list[float], list[float], float]:
+    """A plain loop over bars with cash and units, written independently of the vectorized version."""
+    price, cash, units, prev = 1.0, 1.0, 0.0, 0
     out: list[float] = []
-    cur: float | None = None
+    began: list[float] = []
+    entry_eq = 0.0
     for p, a in zip(pos, ar, strict=True):
         if p != prev:
-            if cur is not None:
-                cur -= eq * cost * abs(prev)
-                out.append(cur)
-                cur = None
+            eq = cash + units * price
+            if prev != 0:
+                out.append(eq * (1 - cost) - entry_eq)  # close: sell/buy back the units, pay the exit cost
+            entry_eq = eq * (1 - cost * abs(prev))  # equity after the old trade's exit, before this entry
             if p != 0:
-                cur = -eq * cost * abs(p)
+                began.append(entry_eq)
             eq *= 1 - cost * abs(p - prev)
-        gain = eq * p * a
-        eq += gain
-        if cur is not None:
-            cur += gain
+            units = p * eq / price
+            cash = eq - units * price
+        price *= 1 + a
         prev = p
-    if cur is not None:
-        out.append(cur)
-    return out, eq
+    eq = cash + units * price
+    if prev != 0:
+        out.append(eq - entry_eq)
+    return out, [pnl / b for pnl, b in zip(out, began, strict=True)], eq
 
 
 @given(
@@ -176,8 +184,10 @@ def _loop_trades(pos: list[int], ar: list[float], cost: float) -> tuple[list[flo
 )
 def test_trades_match_a_plain_loop(pos: np.ndarray, seed: int, cost: float) -> None:
     ar = np.random.default_rng(seed).normal(0, 0.02, pos.size)
-    expected, eq = _loop_trades(pos.tolist(), ar.tolist(), cost)
-    np.testing.assert_allclose(an.trades(pos, ar, cost).pnl, expected, atol=1e-12)
+    pnl, rets, eq = _loop_trades(pos.tolist(), ar.tolist(), cost)
+    t = an.trades(pos, ar, cost)
+    np.testing.assert_allclose(t.pnl, pnl, atol=1e-12)
+    np.testing.assert_allclose(t.returns, rets, atol=1e-12)
     assert an.equity_curve(an.strategy_returns(pos, ar, cost))[-1] == pytest.approx(eq)
 
 
