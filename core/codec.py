@@ -124,7 +124,7 @@ def _bad(field: str, rule: str, raw: bytes | None) -> InvalidInput:
 
 def _number(d: Mapping[str, Any], key: str, raw: bytes | None) -> float | None:
     """An optional finite non-negative number (bool is not a number here, as in pydantic strict mode)."""
-    value = d.get(key)
+    value: Any = d.get(key)
     if value is None:
         return None
     kind = type(value)
@@ -174,7 +174,7 @@ def snapshot_from_mapping(
         raise _bad("ts", "required, an integer (epoch milliseconds)", raw)
     if not 0 <= ts <= MAX_TS:
         raise _bad("ts", f"must be between 0 and {MAX_TS}", raw)
-    mid = d.get("mid")
+    mid: Any = d.get("mid")
     kind = type(mid)
     if kind is int:
         mid = float(mid) if -1e300 < mid < 1e300 else _INF

@@ -50,6 +50,8 @@ class BatchResult:
     scores: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     signals: list[str] = field(default_factory=list)
     rejected: list[tuple[Snapshot, SparkMlError]] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    """Receive-to-publish latency of each prediction, filled in by :meth:`wire`."""
 
     def wire(self, now: float) -> list[dict[str, object]]:
         """Predictions as plain data; ``now`` is ``time.perf_counter()`` at publish time."""
@@ -57,9 +59,11 @@ class BatchResult:
         names = self.feature_names
         rows = self.x.tolist()
         conf = (np.abs(self.scores - 0.5) * 2.0).tolist()
-        for snap, score, signal, c, row in zip(self.snaps, self.scores.tolist(), self.signals, conf, rows, strict=True):
-            latency = (now - snap.recv) * 1000.0 if snap.recv else 0.0
-            out.append(prediction_wire(snap, score, signal, c, self.model_version, names, row, max(latency, 0.0)))
+        lat = self.latencies_ms = [max((now - s.recv) * 1000.0, 0.0) if s.recv else 0.0 for s in self.snaps]
+        for snap, score, signal, c, row, ms in zip(
+            self.snaps, self.scores.tolist(), self.signals, conf, rows, lat, strict=True
+        ):
+            out.append(prediction_wire(snap, score, signal, c, self.model_version, names, row, ms))
         return out
 
 
@@ -122,6 +126,9 @@ class Engine:
                 rows.append(step(snap))
             except InvalidInput as exc:
                 result.rejected.append((snap, exc))
+                continue
+            except (ArithmeticError, ValueError) as exc:  # extreme inputs: refuse the row, keep the batch
+                result.rejected.append((snap, InvalidInput(f"features failed: {exc}", code="non_finite_features")))
                 continue
             ok.append(snap)
         if not ok:

@@ -54,10 +54,10 @@ _BP = 1e4
 class SymbolState:
     """Streaming indicator state of one symbol."""
 
-    __slots__ = ("_bb", "_macd", "_mids", "_rets", "_rsi", "last_ts", "n")
+    __slots__ = ("_bb", "_logs", "_macd", "_rets", "_rsi", "last_ts", "n")
 
     def __init__(self) -> None:
-        self._mids: list[float] = []
+        self._logs: list[float] = []
         self._rets = RollingWindow(20)
         self._rsi = WilderRsi(14)
         self._macd = Macd(12, 26, 9)
@@ -72,12 +72,14 @@ class SymbolState:
                 f"ts {snap.ts} is older than the last snapshot of {snap.symbol} ({self.last_ts})", code="out_of_order"
             )
         mid = snap.mid
-        mids = self._mids
-        ret_1 = math.log(mid / mids[-1]) * _BP if mids else 0.0
-        ret_5 = math.log(mid / mids[0]) * _BP if len(mids) == 5 else 0.0
-        mids.append(mid)
-        if len(mids) > 5:
-            del mids[0]
+        # Log prices, not price ratios: a ratio of two extreme prices can underflow to 0.
+        logs = self._logs
+        log_mid = math.log(mid)
+        ret_1 = (log_mid - logs[-1]) * _BP if logs else 0.0
+        ret_5 = (log_mid - logs[0]) * _BP if len(logs) == 5 else 0.0
+        logs.append(log_mid)
+        if len(logs) > 5:
+            del logs[0]
         if self.n:
             self._rets.update(ret_1)
         rsi = self._rsi.update(mid)

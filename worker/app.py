@@ -188,7 +188,7 @@ class WorkerApp:
         if nc is not None and nc.is_connected:
             for sub in self._subs:
                 with contextlib.suppress(Exception):
-                    await sub.drain()
+                    await sub.drain()  # type: ignore[no-untyped-call]
         if self.processor is not None:
             abandoned = await self.processor.close(self.settings.drain_timeout_s)
         if self._service is not None:

@@ -98,7 +98,7 @@ class BatchHistogram(Collector):
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        les = [floatToGoString(b) for b in self._edges.tolist()] + ["+Inf"]
+        les = [floatToGoString(b) for b in self._edges.tolist()] + ["+Inf"]  # type: ignore[no-untyped-call]
         for values, child in list(self._children.items()):
             family.add_metric(list(values), list(zip(les, child.cumulative(), strict=True)), child.sum)
         yield family

@@ -11,7 +11,7 @@ from typing import Any
 from tqdm import tqdm
 
 from core import subjects
-from core.codec import Snapshot, encode
+from core.codec import Encoding, Snapshot, encode
 from core.data import load
 from core.errors import InvalidInput
 from worker.connect import connect
@@ -41,7 +41,7 @@ async def replay(settings: Settings, args: argparse.Namespace) -> int:
     bars = data.snapshots
     symbol = args.symbol or data.symbol
     total = args.count or len(bars)
-    encoding = "json" if args.json else "msgpack"
+    encoding: Encoding = "json" if args.json else "msgpack"
     subject = subjects.snapshot_for(symbol) if args.per_symbol_subject else subjects.SNAPSHOT
     # Looping past the end shifts timestamps forward so a symbol's ts keeps increasing.
     span = bars[-1].ts - bars[0].ts + 1

@@ -136,7 +136,7 @@ class StreamProcessor:
                 await nc.publish(subjects.PREDICTION, encode(wire, snap.encoding))
             self.published += n_ok
             metrics.predict_requests.labels(version, Status.OK).inc(n_ok)
-            metrics.predict_latency.labels(version).observe_many([w["latencyMs"] for w in wires])
+            metrics.predict_latency.labels(version).observe_many(result.latencies_ms)
             metrics.prediction_score.observe_many(result.scores)
         for snap, exc in result.rejected:
             await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx)

@@ -1,0 +1,147 @@
+"""The hot-path codec against its reference, the pydantic contract, plus round trips and error shapes."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from core.codec import decode, encode, prediction_wire, snapshot_from_mapping
+from core.contracts import ErrorReply, MarketSnapshot, Prediction, PredictRequest
+from core.errors import InvalidInput, PayloadTooLarge
+
+SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
+
+numbers = st.one_of(
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.booleans(),
+    st.none(),
+    st.text(max_size=5),
+)
+fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "ts": st.one_of(st.integers(min_value=-(2**60), max_value=2**60), st.floats(), st.booleans(), st.text(max_size=3)),
+        "mid": numbers,
+        "spreadBp": numbers,
+        "vol1m": numbers,
+        "rsi14": numbers,
+        "bid": numbers,
+        "ask": numbers,
+        "volume": numbers,
+        "symbol": st.one_of(st.text(max_size=70), st.integers(), st.none()),
+        "other": st.integers(),
+    },
+)
+
+
+def _reference_accepts(d: dict[str, Any]) -> bool:
+    try:
+        MarketSnapshot.model_validate(d)
+    except ValidationError:
+        return False
+    return True
+
+
+def _fast_accepts(d: dict[str, Any]) -> bool:
+    try:
+        snapshot_from_mapping(d)
+    except InvalidInput:
+        return False
+    return True
+
+
+@given(fields)
+def test_fast_validator_agrees_with_pydantic_contract(d: dict[str, Any]) -> None:
+    assert _fast_accepts(d) == _reference_accepts(d), d
+
+
+@given(fields)
+def test_accepted_snapshots_match_contract_values(d: dict[str, Any]) -> None:
+    if not _reference_accepts(d):
+        return
+    ref = MarketSnapshot.model_validate(d)
+    snap = snapshot_from_mapping(d, subject_symbol="SUBJ")
+    assert snap.ts == ref.ts and snap.mid == ref.mid
+    assert snap.symbol == (ref.symbol or "SUBJ")
+    assert snap.spread_bp == ref.spread_bp and snap.rsi14 == ref.rsi14
+    assert snap.vol1m == (ref.vol1m if ref.vol1m is not None else ref.volume)
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_never_raise_anything_but_invalid_input(raw: bytes) -> None:
+    try:
+        data, enc = decode(raw)
+        snapshot_from_mapping(data, raw=raw, encoding=enc)
+    except InvalidInput as exc:
+        assert exc.raw == raw
+        assert exc.code in ("decode", "schema")
+
+
+def test_seed_example_in_both_encodings() -> None:
+    for raw in (msgpack.packb(SEED), json.dumps(SEED).encode()):
+        data, enc = decode(raw)
+        snap = snapshot_from_mapping(data, raw=raw, encoding=enc)
+        assert (snap.ts, snap.mid, snap.symbol, snap.spread_bp, snap.vol1m, snap.rsi14) == (
+            1696723200000, 45000.0, "_", 2.0, 1e6, 55.0,
+        )
+        assert enc == ("json" if raw[:1] == b"{" else "msgpack")
+    assert MarketSnapshot.model_validate(SEED).spread_bp == 2.0
+    assert PredictRequest.model_validate({"snapshot": SEED}).snapshot.rsi14 == 55
+
+
+def test_symbol_resolution_order() -> None:
+    assert snapshot_from_mapping({**SEED, "symbol": "X"}, subject_symbol="Y").symbol == "X"
+    assert snapshot_from_mapping(SEED, subject_symbol="Y").symbol == "Y"
+    assert snapshot_from_mapping(SEED).symbol == "_"
+
+
+def test_content_type_header_selects_json() -> None:
+    assert decode(b'{"ts": 1, "mid": 2}', content_type="application/json")[1] == "json"
+    with pytest.raises(InvalidInput) as err:
+        decode(msgpack.packb(SEED), content_type="application/json")
+    assert err.value.code == "decode"
+
+
+def test_oversized_payload() -> None:
+    raw = b"{" + b" " * 100
+    with pytest.raises(PayloadTooLarge) as err:
+        decode(raw, max_bytes=50)
+    assert err.value.status == 413 and err.value.raw == raw
+
+
+def test_deeply_nested_payload_is_invalid_not_a_crash() -> None:
+    for raw in (b"[" * 5000 + b"]" * 5000, b"\x91" * 5000 + b"\x00"):
+        try:
+            data, _ = decode(raw, max_bytes=1 << 20)
+        except InvalidInput:
+            continue
+        with pytest.raises(InvalidInput):
+            snapshot_from_mapping(data)
+
+
+@given(st.floats(min_value=0, max_value=1), st.sampled_from(["msgpack", "json"]))
+def test_prediction_round_trip(score: float, encoding: str) -> None:
+    snap = snapshot_from_mapping(SEED)
+    wire = prediction_wire(snap, score, "hold", abs(score - 0.5) * 2, "baseline", ["a", "b"], [1.0, -2.5], 0.3)
+    back, _ = decode(encode(wire, encoding))  # type: ignore[arg-type]
+    pred = Prediction.model_validate(back)
+    assert pred.score == score and pred.features == {"a": 1.0, "b": -2.5} and pred.model_version == "baseline"
+
+
+def test_json_encoding_refuses_nan() -> None:
+    with pytest.raises(ValueError):
+        encode({"x": math.nan}, "json")
+
+
+def test_error_reply_shape() -> None:
+    assert ErrorReply.of("schema", "mid: must be finite").wire() == {
+        "error": {"code": "schema", "message": "mid: must be finite"}
+    }
