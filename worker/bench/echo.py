@@ -1,0 +1,56 @@
+"""The ceiling: ``python -m worker.bench.echo --url ...``, the least a nats-py worker can do per message.
+
+It joins the worker queue group on the snapshot subjects, decodes each msgpack snapshot, re-encodes it
+and publishes it on the prediction subject. No validation, features, model or metrics: whatever a real
+worker does on top of this costs throughput, so its ratio to this process (measured in the same run,
+with the same payloads) says how much of the client library's speed it keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+
+import msgpack
+import nats
+from nats.aio.msg import Msg
+
+from worker.bench.payloads import PREDICTION_SUBJECT, SNAPSHOT_SUBJECT
+
+__all__ = ["main"]
+
+QUEUE_GROUP = "ml-workers"
+
+
+async def _serve(url: str, subject: str, out: str) -> None:
+    nc = await nats.connect(url, name="bench-ceiling", allow_reconnect=False)
+    publish, unpackb, packb = nc.publish, msgpack.unpackb, msgpack.packb
+
+    async def on_msg(msg: Msg) -> None:
+        await publish(out, packb(unpackb(msg.data)))
+
+    await nc.subscribe(subject, queue=QUEUE_GROUP, cb=on_msg)
+    await nc.subscribe(subject + ".>", queue=QUEUE_GROUP, cb=on_msg)
+    await nc.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await nc.drain()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m worker.bench.echo")
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--subject", default=SNAPSHOT_SUBJECT)
+    ap.add_argument("--out", default=PREDICTION_SUBJECT)
+    args = ap.parse_args(argv)
+    asyncio.run(_serve(args.url, args.subject, args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

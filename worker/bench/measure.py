@@ -1,0 +1,210 @@
+"""One bed per subject under test (its own nats-server and process), and the phases run against it.
+
+A phase is: start a sink and wait for its READY, read the bed's CPU time, start a publisher, wait for it,
+tell the sink to finish, read the CPU time again, then compute from the sink's and publisher's files.
+Every wait has a bound and every process is stopped in a ``finally`` block.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worker.bench.payloads import PREDICTION_SUBJECT, SNAPSHOT_SUBJECT, snapshot
+from worker.bench.procs import Child, cpu_seconds, rss_bytes
+from worker.bench.scenarios import Context, Scenario, Target, child_env
+from worker.bench.wire import RawNats, pub_frame
+from worker.natsserver import NatsServer
+
+__all__ = ["Bed", "PhaseResult", "Sequencer", "stop_bed"]
+
+PERCENTILES = (50.0, 99.0, 99.9)
+
+
+class Sequencer:
+    """Hands out ranges of sequence numbers; ``ts = ts0 + seq`` is unique over the whole benchmark.
+
+    Args:
+        ts0: epoch milliseconds of the first snapshot.
+        symbols: how many symbols the snapshots are spread over.
+    """
+
+    def __init__(self, ts0: int, symbols: int) -> None:
+        self.ts0 = ts0
+        self.symbols = symbols
+        self._next = 0
+
+    def take(self, count: int) -> int:
+        seq0, self._next = self._next, self._next + count
+        return seq0
+
+
+@dataclass
+class PhaseResult:
+    """What one phase measured. Times in seconds, latencies in microseconds."""
+
+    sent: int
+    received: int
+    lost: int
+    duplicates: int
+    offered_rate: float | None
+    """Paced rate asked of the publisher; None when it pushed as fast as it could."""
+    publisher_rate: float | None
+    throughput: float | None
+    """Predictions per second at the sink: (n - 1) / (last arrival - first arrival)."""
+    cpu_us_per_msg: float | None
+    latency_us: dict[str, float] | None = None
+    stop: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class Bed:
+    """A subject under test, running on its own nats-server.
+
+    Args:
+        scenario: what runs.
+        sequencer: shared source of sequence numbers.
+        workdir: scratch directory for logs and the phases' files.
+        ready_timeout: bound on the start-up probe.
+    """
+
+    scenario: Scenario
+    sequencer: Sequencer
+    workdir: Path
+    ready_timeout: float = 60.0
+    server: NatsServer | None = None
+    child: Child | None = None
+    target: Target | None = None
+    startup_s: float | None = None
+    error: str | None = None
+    phases: int = field(default=0)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return self.server.url
+
+    def start(self) -> None:
+        """Start the server and the process, then probe until the first prediction comes back."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.server = NatsServer(jetstream=self.scenario.jetstream, store_dir=self.workdir / "nats").start()
+        self.target = self.scenario.build(Context(nats_url=self.url, workdir=self.workdir))
+        t0 = time.perf_counter()
+        self.child = Child(
+            self.scenario.name, self.target.argv, self.workdir / "target.log", env=child_env(self.target)
+        )
+        self._probe()
+        self.startup_s = time.perf_counter() - t0
+
+    def _probe(self) -> None:
+        assert self.child is not None
+        conn = RawNats(self.url)
+        try:
+            conn.subscribe(PREDICTION_SUBJECT)
+            conn.ping()
+            deadline = time.perf_counter() + self.ready_timeout
+            while not conn.payloads:
+                if not self.child.alive():
+                    raise RuntimeError(
+                        f"{self.scenario.name} exited with {self.child.proc.returncode}; {self.child.tail()}"
+                    )
+                if time.perf_counter() > deadline:
+                    raise TimeoutError(f"{self.scenario.name}: no prediction within {self.ready_timeout:.0f}s")
+                seq = self.sequencer.take(1)
+                conn.send(pub_frame(SNAPSHOT_SUBJECT, snapshot(self.sequencer.ts0, seq, self.sequencer.symbols)))
+                conn.poll(0.25)
+            conn.poll(0.2)  # let stray probe answers arrive now rather than during the first phase
+        finally:
+            conn.close()
+
+    def rss(self) -> tuple[int, int]:
+        assert self.child is not None
+        return rss_bytes(self.child.pid)
+
+    def phase(self, count: int, rate: float | None, *, idle: float = 1.0, grace: float = 30.0) -> PhaseResult:
+        """Publish ``count`` snapshots (paced at ``rate`` per second when given) and measure the predictions."""
+        assert self.child is not None
+        self.phases += 1
+        seq0 = self.sequencer.take(count)
+        prefix = str(self.workdir / f"phase{self.phases}")
+        py = sys.executable
+        common = ["--url", self.url, "--ts0", str(self.sequencer.ts0), "--seq0", str(seq0)]
+        pub_timeout = (count / rate if rate else 0.0) + 60.0
+        sink = Child(
+            "sink",
+            [py, "-m", "worker.bench.sink", *common, "--expect", str(count), "--out", prefix]
+            + ["--idle", str(idle), "--grace", str(grace), "--timeout", str(pub_timeout + grace + 30)],
+            Path(prefix + ".sink.log"),
+            pipe=True,
+        )
+        try:
+            if (line := sink.readline(30.0)) != "READY":
+                raise RuntimeError(f"sink said {line!r}")
+            cpu0 = cpu_seconds(self.child.pid)
+            pub_argv = [py, "-m", "worker.bench.publisher", *common, "--count", str(count)]
+            pub_argv += ["--symbols", str(self.sequencer.symbols), "--timeout", str(pub_timeout)]
+            if rate:
+                pub_argv += ["--rate", str(rate), "--times", prefix + ".send"]
+            pub = Child("publisher", pub_argv, Path(prefix + ".pub.log"), pipe=True)
+            try:
+                pub_out = json.loads(pub.readline(pub_timeout + 30.0))
+                pub.wait(10.0)
+            finally:
+                pub.stop()
+            sink.tell("stop")
+            sink_out = json.loads(sink.readline(grace + idle + 30.0))
+            cpu1 = cpu_seconds(self.child.pid)
+        finally:
+            sink.stop()
+        return _result(prefix, seq0, rate, pub_out, sink_out, cpu1 - cpu0)
+
+
+def _result(
+    prefix: str, seq0: int, rate: float | None, pub: dict[str, Any], sink: dict[str, Any], cpu_s: float
+) -> PhaseResult:
+    times = np.fromfile(prefix + ".t", dtype=np.float64)
+    seqs = np.fromfile(prefix + ".seq", dtype=np.int64)
+    n = len(times)
+    span = float(times[-1] - times[0]) if n > 1 else 0.0
+    latency = None
+    if rate and n:
+        send = np.fromfile(prefix + ".send", dtype=np.float64)
+        idx = seqs - seq0
+        ok = idx < len(send)
+        lat = (times[ok] - send[idx[ok]]) * 1e6
+        if len(lat):
+            qs = np.percentile(lat, PERCENTILES)
+            latency = {"p50": float(qs[0]), "p99": float(qs[1]), "p99.9": float(qs[2]), "max": float(lat.max())}
+            latency["samples"] = float(len(lat))
+    sent = int(pub["sent"])
+    return PhaseResult(
+        sent=sent,
+        received=n,
+        lost=sent - n,
+        duplicates=int(sink["duplicates"]),
+        offered_rate=rate,
+        publisher_rate=pub.get("rate"),
+        throughput=(n - 1) / span if span > 0 else None,
+        cpu_us_per_msg=cpu_s * 1e6 / n if n else None,
+        latency_us=latency,
+        stop=str(sink["stop"]),
+    )
+
+
+def stop_bed(bed: Bed) -> None:
+    """Stop the process, then its server; never raises."""
+    try:
+        if bed.child is not None:
+            bed.child.stop()
+    finally:
+        if bed.server is not None:
+            bed.server.cleanup()

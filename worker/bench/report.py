@@ -1,0 +1,156 @@
+"""Machine facts and the result tables (plain text for the terminal, Markdown and JSON for the folder)."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from worker.natsserver import find_nats_server
+
+__all__ = ["machine_info", "render", "write"]
+
+_COLUMNS = (
+    "scenario",
+    "msgs/s median (min-max)",
+    "x ceiling",
+    "lost",
+    "CPU us/msg",
+    "RSS MB",
+    "@1k/s p50/p99/p99.9 ms",
+    "@10k/s p50/p99/p99.9 ms",
+)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, load, Python and the versions of the pieces being measured."""
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        out = subprocess.run([find_nats_server(), "--version"], capture_output=True, text=True, timeout=10)
+        server = out.stdout.strip() or out.stderr.strip()
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        server = f"unknown ({exc})"
+    return {
+        "cpu_model": model,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "loadavg": os.getloadavg(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "nats_server": server,
+        "nats_py": _version("nats-py"),
+        "faststream": _version("faststream"),
+        "msgpack": _version("msgpack"),
+    }
+
+
+def _k(x: float | None) -> str:
+    return "-" if x is None else f"{x / 1000:.1f}k"
+
+
+def _lat(entry: dict[str, Any] | None) -> str:
+    if not entry:
+        return "-"
+    if "skipped" in entry:
+        return "n/a: " + str(entry["skipped"])
+    if "error" in entry:
+        return "error"
+    lat = entry.get("latency_us")
+    if not lat:
+        return "no data"
+    text = " / ".join(f"{lat[p] / 1000:.2f}" for p in ("p50", "p99", "p99.9"))
+    return text + (f" (lost {entry['lost']})" if entry.get("lost") else "")
+
+
+def _row(sc: dict[str, Any]) -> list[str]:
+    name = sc["name"]
+    if sc["status"] != "ok" and not sc.get("throughput"):
+        return [name, f"{sc['status']}: {sc.get('reason', '')}", "", "", "", "", "", ""]
+    tp = sc.get("throughput") or {}
+    tput = f"{_k(tp.get('median'))} ({_k(tp.get('min'))}-{_k(tp.get('max'))})" if tp.get("median") else "-"
+    ratio = tp.get("ratio_to_ceiling")
+    cpu = tp.get("cpu_us_per_msg")
+    rss = sc.get("rss_mb")
+    lat = sc.get("latency", {})
+    return [
+        name,
+        tput,
+        "-" if ratio is None else f"{ratio:.2f}",
+        str(tp.get("lost", "-")),
+        "-" if cpu is None else f"{cpu:.1f}",
+        "-" if rss is None else f"{rss:.0f}",
+        _lat(lat.get("1000")),
+        _lat(lat.get("10000")),
+    ]
+
+
+def _header(results: dict[str, Any]) -> list[str]:
+    m = results["machine"]
+    lines = [
+        f"spark-ml bench, {results['started']} ({results['mode']}, {results['config']['runs']} runs, "
+        f"{results['duration_s']:.0f} s)",
+        f"machine: {m['cpu_model']}, {m['cores']} cores, load {m['loadavg'][0]:.2f} at start; "
+        f"Python {m['python']}; {m['nats_server']}; nats-py {m['nats_py']}; faststream {m['faststream']}",
+        f"payload: {results['config']['payload_bytes']} byte msgpack snapshots over "
+        f"{results['config']['symbols']} symbols; each target on its own nats-server on 127.0.0.1",
+    ]
+    return lines
+
+
+def _notes(results: dict[str, Any]) -> list[str]:
+    notes = [f"{k}: {v:.2f}x" for k, v in results.get("summary", {}).items() if v is not None]
+    for sc in results["scenarios"]:
+        if sc.get("error"):
+            notes.append(f"{sc['name']} error: {sc['error']}")
+        if sc.get("note"):
+            notes.append(f"{sc['name']}: {sc['note']}")
+    return notes
+
+
+def render(results: dict[str, Any], *, markdown: bool = False) -> str:
+    """The results table with its header lines and notes."""
+    rows = [list(_COLUMNS)] + [_row(sc) for sc in results["scenarios"]]
+    head, notes = _header(results), _notes(results)
+    if markdown:
+        out = [f"- {line}" for line in head] + [""]
+        out.append("| " + " | ".join(rows[0]) + " |")
+        out.append("|" + "---|" * len(rows[0]))
+        out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows[1:]]
+        return "\n".join(out + [""] + [f"- {n}" for n in notes]) + "\n"
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    out = head + [""] + [fmt.format(*r).rstrip() for r in rows] + [""] + notes
+    return "\n".join(out) + "\n"
+
+
+def write(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``bench-<stamp>.json`` and ``.md`` (and ``latest.*`` copies) into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.fromisoformat(results["started"]).strftime("%Y%m%d-%H%M%S")
+    js = json.dumps(results, indent=2, default=str) + "\n"
+    md = "# spark-ml benchmark\n\n" + render(results, markdown=True)
+    json_path, md_path = out_dir / f"bench-{stamp}.json", out_dir / f"bench-{stamp}.md"
+    json_path.write_text(js)
+    md_path.write_text(md)
+    (out_dir / "latest.json").write_text(js)
+    (out_dir / "latest.md").write_text(md)
+    return json_path, md_path

@@ -1,0 +1,269 @@
+"""The benchmark run: start every selected bed, then measure them interleaved.
+
+Interleaving (run 1 of every target, then run 2 of every target, ...) matters on a shared machine:
+a burst of someone else's load then hits all targets alike instead of one, so the ratio to the
+ceiling measured in the same run stays meaningful even when the absolute figures move.
+
+Order: start and probe every bed; one warm-up burst each (not reported in the medians, used to size
+the throughput phases to about ``phase_seconds``); ``runs`` throughput phases each; one paced latency
+phase per offered rate each (skipped, with the reason, when the target cannot sustain that rate);
+resident memory at the end. Every process is stopped in ``finally``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from worker.bench.measure import Bed, PhaseResult, Sequencer, stop_bed
+from worker.bench.payloads import snapshot
+from worker.bench.report import machine_info
+from worker.bench.scenarios import SCENARIOS, Context, Unavailable
+
+__all__ = ["BenchConfig", "run"]
+
+CEILING = "ceiling"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Knobs of one benchmark run (``spark-ml bench`` fills it from its flags)."""
+
+    scenarios: tuple[str, ...]
+    quick: bool = False
+    runs: int = 3
+    max_count: int = 200_000
+    """Upper bound on snapshots per throughput phase."""
+    min_count: int = 2_000
+    phase_seconds: float = 2.5
+    """Target length of a throughput phase; its count comes from the warm-up's rate."""
+    warmup_count: int = 5_000
+    rates: tuple[float, ...] = (1_000.0, 10_000.0)
+    rate_seconds: tuple[float, ...] = (10.0, 5.0)
+    """How long each latency phase lasts (samples = rate x seconds)."""
+    symbols: int = 16
+    ready_timeout: float = 60.0
+    sink_idle_s: float = 1.0
+    """A phase ends this long after the last prediction when some are missing (loss)."""
+    sink_grace_s: float = 30.0
+
+    @classmethod
+    def preset(cls, scenarios: tuple[str, ...], *, quick: bool, runs: int = 3) -> BenchConfig:
+        if quick:
+            return cls(
+                scenarios, quick=True, runs=runs, max_count=50_000, phase_seconds=0.6,
+                warmup_count=2_000, rate_seconds=(2.0, 1.0), ready_timeout=40.0,
+            )  # fmt: skip
+        return cls(scenarios, runs=runs)
+
+
+def _summary(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+@dataclass
+class _Entry:
+    bed: Bed
+    warmup: PhaseResult | None = None
+    runs: list[PhaseResult] = field(default_factory=list)
+    latency: dict[str, dict[str, Any]] = field(default_factory=dict)
+    status: str = "ok"
+    reason: str = ""
+    rss: tuple[int, int] | None = None
+
+    def fail(self, exc: BaseException) -> None:
+        self.status, self.reason = "error", f"{type(exc).__name__}: {exc}"[:600]
+
+    @property
+    def usable(self) -> bool:
+        return self.status == "ok" and self.bed.child is not None and self.bed.child.alive()
+
+
+def _guard(entry: _Entry, step: Callable[[], None]) -> None:
+    """Run one step of one bed; a failure marks that bed and the benchmark goes on with the others."""
+    if not entry.usable:
+        if entry.status == "ok":
+            child = entry.bed.child
+            entry.status = "error"
+            entry.reason = f"process exited ({child.tail() if child else 'not started'})"
+        return
+    try:
+        step()
+    except (TimeoutError, RuntimeError, OSError, ValueError) as exc:
+        entry.fail(exc)
+
+
+def _size(cfg: BenchConfig, warm: PhaseResult | None) -> int:
+    rate = warm.throughput if warm and warm.throughput else 5_000.0
+    return max(cfg.min_count, min(cfg.max_count, int(rate * cfg.phase_seconds)))
+
+
+def _skipped(name: str, reason: str) -> dict[str, Any]:
+    sc = SCENARIOS[name]
+    return {"name": name, "title": sc.title, "kind": sc.kind, "status": "skipped", "reason": reason}
+
+
+class _Run:
+    """The steps of one benchmark run over its beds."""
+
+    def __init__(self, cfg: BenchConfig, tmp: Path, log: Callable[[str], None]) -> None:
+        self.cfg, self.tmp, self.log = cfg, tmp, log
+        self.seq = Sequencer(int(time.time() * 1000), cfg.symbols)
+        self.entries: list[_Entry] = []
+        self.skipped: list[dict[str, Any]] = []
+
+    def start(self, name: str) -> None:
+        sc = SCENARIOS[name]
+        if sc.kind != "stream":
+            # Placeholders raise Unavailable from build(); calling it gives the reason to report.
+            try:
+                sc.build(Context(nats_url="nats://127.0.0.1:4222", workdir=self.tmp / name))
+                self.skipped.append(_skipped(name, f"{sc.kind} measurement not written yet"))
+            except Unavailable as exc:
+                self.skipped.append(_skipped(name, str(exc)))
+            return
+        bed = Bed(sc, self.seq, self.tmp / name, ready_timeout=self.cfg.ready_timeout)
+        entry = _Entry(bed)
+        self.log(f"starting {name} ...")
+        try:
+            bed.start()
+            self.entries.append(entry)
+            self.log(f"  {name} ready in {bed.startup_s:.1f} s")
+        except Unavailable as exc:
+            stop_bed(bed)
+            self.skipped.append(_skipped(name, str(exc)))
+            self.log(f"  {name} skipped: {exc}")
+        except (TimeoutError, RuntimeError, OSError) as exc:
+            stop_bed(bed)
+            entry.fail(exc)
+            self.entries.append(entry)
+            self.log(f"  {name} failed to start: {exc}")
+
+    def _phase(self, e: _Entry, count: int, rate: float | None) -> PhaseResult:
+        return e.bed.phase(count, rate, idle=self.cfg.sink_idle_s, grace=self.cfg.sink_grace_s)
+
+    def warm_up(self) -> None:
+        for e in self.entries:
+
+            def warm(e: _Entry = e) -> None:
+                e.warmup = self._phase(e, self.cfg.warmup_count, None)
+
+            _guard(e, warm)
+
+    def throughput(self) -> None:
+        for i in range(self.cfg.runs):
+            for e in self.entries:
+
+                def one(e: _Entry = e) -> None:
+                    r = self._phase(e, _size(self.cfg, e.warmup), None)
+                    e.runs.append(r)
+                    name = e.bed.scenario.name
+                    self.log(f"  {name} run {len(e.runs)}: {r.throughput or 0:,.0f} msgs/s, lost {r.lost}")
+
+                _guard(e, one)
+            self.log(f"throughput run {i + 1}/{self.cfg.runs} done")
+
+    def latency(self) -> None:
+        for rate, seconds in zip(self.cfg.rates, self.cfg.rate_seconds, strict=True):
+            key = str(int(rate))
+            for e in self.entries:
+                best = max((r.throughput or 0.0 for r in e.runs), default=0.0)
+                if e.usable and best < 1.2 * rate:
+                    e.latency[key] = {"skipped": f"cannot sustain {rate:,.0f}/s (max {best:,.0f}/s)"}
+                    continue
+
+                def lat(e: _Entry = e, rate: float = rate, seconds: float = seconds, key: str = key) -> None:
+                    e.latency[key] = self._phase(e, int(rate * seconds), rate).as_dict()
+
+                _guard(e, lat)
+            self.log(f"latency at {rate:,.0f}/s done")
+
+    def memory(self) -> None:
+        for e in self.entries:
+            if e.bed.child is not None and e.bed.child.alive():
+                e.rss = e.bed.rss()
+
+
+def run(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the benchmark and return its results (``report.render`` turns them into the table)."""
+    started = datetime.now(UTC).astimezone()
+    t_start = time.perf_counter()
+    machine = machine_info()
+    with tempfile.TemporaryDirectory(prefix="spark-ml-bench-") as tmp:
+        r = _Run(cfg, Path(tmp), log)
+        try:
+            for name in cfg.scenarios:
+                r.start(name)
+            r.warm_up()
+            r.throughput()
+            r.latency()
+            r.memory()
+        finally:
+            for e in r.entries:
+                stop_bed(e.bed)
+    results = _assemble(cfg, r.entries, r.skipped, machine)
+    results["started"] = started.isoformat(timespec="seconds")
+    results["duration_s"] = time.perf_counter() - t_start
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    return results
+
+
+def _assemble(
+    cfg: BenchConfig, entries: list[_Entry], skipped: list[dict[str, Any]], machine: dict[str, Any]
+) -> dict[str, Any]:
+    scenarios: list[dict[str, Any]] = []
+    medians: dict[str, float | None] = {}
+    for e in entries:
+        sc = e.bed.scenario
+        tps = [r.throughput for r in e.runs if r.throughput]
+        cpus = [r.cpu_us_per_msg for r in e.runs if r.cpu_us_per_msg]
+        tp: dict[str, Any] = dict(_summary(tps))
+        tp["cpu_us_per_msg"] = statistics.median(cpus) if cpus else None
+        tp["lost"] = sum(r.lost for r in e.runs)
+        tp["sent"] = sum(r.sent for r in e.runs)
+        tp["runs"] = [r.as_dict() for r in e.runs]
+        medians[sc.name] = tp["median"]
+        scenarios.append(
+            {
+                "name": sc.name,
+                "title": sc.title,
+                "kind": sc.kind,
+                "status": e.status,
+                "error": e.reason if e.status != "ok" else None,
+                "note": e.bed.target.note if e.bed.target else "",
+                "startup_s": e.bed.startup_s,
+                "warmup": e.warmup.as_dict() if e.warmup else None,
+                "throughput": tp if e.runs else None,
+                "latency": e.latency,
+                "rss_mb": e.rss[0] / 2**20 if e.rss else None,
+                "processes": e.rss[1] if e.rss else None,
+            }
+        )
+    ceiling = medians.get(CEILING)
+    for s in scenarios:
+        if s["throughput"] and ceiling and s["throughput"]["median"]:
+            s["throughput"]["ratio_to_ceiling"] = s["throughput"]["median"] / ceiling
+    summary: dict[str, float | None] = {}
+    worker, peer = medians.get("worker"), medians.get("faststream")
+    if worker and peer:
+        summary["spark-ml worker / FastStream"] = worker / peer
+    if worker and ceiling:
+        summary["spark-ml worker / ceiling"] = worker / ceiling
+    config = asdict(cfg)
+    config["payload_bytes"] = len(snapshot(int(time.time() * 1000), 0, cfg.symbols))
+    return {
+        "mode": "quick" if cfg.quick else "full",
+        "config": config,
+        "machine": machine,
+        "scenarios": scenarios + skipped,
+        "summary": summary,
+    }

@@ -1,0 +1,180 @@
+"""The subjects under test. Adding one is one small function decorated with :func:`scenario`.
+
+A scenario turns a :class:`Context` (the NATS URL of the server started for it, a scratch directory,
+a free-port picker) into a :class:`Target`: the command that starts the process under test and its
+environment. It raises :class:`Unavailable` with a reason when the thing it measures does not exist
+yet; the benchmark then reports the scenario as skipped instead of failing. Stream scenarios are
+measured with the publisher and sink on ``market.snapshot`` -> ``ml.prediction``; request-reply and
+HTTP scenarios are placeholders until their measurement lands.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+__all__ = ["SCENARIOS", "Context", "Scenario", "Target", "Unavailable", "free_port", "scenario", "spark_ml_exe"]
+
+Kind = Literal["stream", "request", "http"]
+
+
+class Unavailable(Exception):
+    """The scenario cannot run in this tree yet (the reason is shown in the results)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a scenario may use to build its target."""
+
+    nats_url: str
+    workdir: Path
+    python: str = sys.executable
+
+
+@dataclass(frozen=True)
+class Target:
+    """A process to start: the command, extra environment, and a note for the report."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A registered subject under test."""
+
+    name: str
+    title: str
+    build: Callable[[Context], Target]
+    kind: Kind = "stream"
+    default: bool = True
+    """Part of a plain ``spark-ml bench`` (otherwise only with ``--only``)."""
+    jetstream: bool = False
+    """Start its nats-server with JetStream."""
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(
+    name: str, title: str, *, kind: Kind = "stream", default: bool = True, jetstream: bool = False
+) -> Callable[[Callable[[Context], Target]], Callable[[Context], Target]]:
+    """Register ``fn(ctx) -> Target`` as the scenario ``name``."""
+
+    def register(fn: Callable[[Context], Target]) -> Callable[[Context], Target]:
+        SCENARIOS[name] = Scenario(name, title, fn, kind, default, jetstream)
+        return fn
+
+    return register
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def spark_ml_exe() -> str:
+    """The ``spark-ml`` console script of the interpreter running the benchmark."""
+    exe = Path(sys.executable).parent / "spark-ml"
+    if not exe.exists():
+        raise Unavailable(f"{exe} not found: install the project (pip install -e .)")
+    return str(exe)
+
+
+def _worker_help() -> str:
+    """``spark-ml worker --help``, or Unavailable when the subcommand does not exist yet."""
+    try:
+        done = subprocess.run(
+            [spark_ml_exe(), "worker", "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise Unavailable("`spark-ml worker --help` did not answer within 60 s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise Unavailable(f"`spark-ml worker` is not available yet ({last[:160]})")
+    return done.stdout
+
+
+def _worker_env(ctx: Context, **extra: str) -> dict[str, str]:
+    registry = ctx.workdir / "registry"
+    registry.mkdir(parents=True, exist_ok=True)
+    return {
+        "SPARK_ML_NATS_URL": ctx.nats_url,
+        "SPARK_ML_METRICS_PORT": str(free_port()),
+        "SPARK_ML_HTTP_PORT": str(free_port()),
+        "SPARK_ML_REGISTRY": str(registry),
+        **extra,
+    }
+
+
+@scenario("ceiling", "bare nats-py echo (ceiling)")
+def _ceiling(ctx: Context) -> Target:
+    return Target([ctx.python, "-m", "worker.bench.echo", "--url", ctx.nats_url])
+
+
+@scenario("worker", "spark-ml worker, baseline model")
+def _worker(ctx: Context) -> Target:
+    _worker_help()
+    return Target([spark_ml_exe(), "worker"], _worker_env(ctx))
+
+
+def prepare_tree_registry(registry: Path) -> str:
+    """Hook: put a trained tree model in ``registry`` and make it active; returns its version.
+
+    Fill this in once the ML issue lands (for example by running ``spark-ml train`` with the tree model
+    into ``registry`` and promoting it); until then the ``worker-tree`` scenario is skipped.
+    """
+    raise Unavailable("no trained tree model yet (hook: worker.bench.scenarios.prepare_tree_registry)")
+
+
+@scenario("worker-tree", "spark-ml worker, trained tree model")
+def _worker_tree(ctx: Context) -> Target:
+    _worker_help()
+    env = _worker_env(ctx)
+    version = prepare_tree_registry(Path(env["SPARK_ML_REGISTRY"]))
+    return Target([spark_ml_exe(), "worker"], env, note=f"model {version}")
+
+
+@scenario("worker-2p", "spark-ml worker --procs 2", default=False)
+def _worker_two(ctx: Context) -> Target:
+    if "--procs" not in _worker_help():
+        raise Unavailable("`spark-ml worker --procs` does not exist yet")
+    return Target([spark_ml_exe(), "worker", "--procs", "2"], _worker_env(ctx))
+
+
+@scenario("worker-js", "spark-ml worker, JetStream mode", default=False, jetstream=True)
+def _worker_js(ctx: Context) -> Target:
+    _worker_help()
+    return Target([spark_ml_exe(), "worker"], _worker_env(ctx, SPARK_ML_MODE="jetstream"))
+
+
+@scenario("faststream", "FastStream echo (peer)")
+def _faststream(ctx: Context) -> Target:
+    return Target([ctx.python, "-m", "worker.bench.fs_peer", "--url", ctx.nats_url])
+
+
+@scenario("rr", "request-reply ml.predict (1 caller; 64 in flight)", kind="request")
+def _request_reply(ctx: Context) -> Target:
+    raise Unavailable("placeholder: request-reply measurement not written yet")
+
+
+@scenario("http", "HTTP gateway POST /ml/predict", kind="http")
+def _http(ctx: Context) -> Target:
+    raise Unavailable("placeholder: the HTTP gateway is not in the tree yet")
+
+
+def child_env(target: Target) -> dict[str, str]:
+    """The environment a target runs with: ours, minus proxies (loopback only), plus its own."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(target.env)
+    return env
