@@ -13,8 +13,9 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Protocol
 
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
@@ -30,9 +31,16 @@ from worker.settings import Settings
 from worker.sidecar import MetricsServer
 from worker.stream import StreamProcessor
 
-__all__ = ["WorkerApp", "run_worker"]
+__all__ = ["ServiceFactory", "Stoppable", "WorkerApp", "run_worker"]
 
 log = logging.getLogger(__name__)
+
+
+class Stoppable(Protocol):
+    async def stop(self) -> None: ...
+
+
+ServiceFactory = Callable[["WorkerApp"], Awaitable[Stoppable]]
 
 # Bounds on what the NATS client buffers for our subscriptions: beyond them it drops and reports a slow
 # consumer (counted in ml_slow_consumer_drops_total), so a burst cannot grow memory without limit.
@@ -47,7 +55,10 @@ class WorkerApp:
         settings: process settings.
         registry: Prometheus registry (a fresh one when None; tests pass their own).
         handle_signals: install SIGTERM/SIGINT handlers (off for tests and embedding).
-        serve_predict: also serve the ``ml.predict`` micro service.
+        services: factories of services that run beside the stream on the same connection and engine
+            (the ``ml.predict`` micro service); each gets the started app and returns something with
+            ``async stop()``. The composition root (``worker.run``, ``worker.up``) supplies them, so the
+            worker never imports the gateway layer.
         serve_metrics: run the metrics sidecar on ``settings.metrics_port``.
     """
 
@@ -57,13 +68,13 @@ class WorkerApp:
         *,
         registry: CollectorRegistry | None = None,
         handle_signals: bool = True,
-        serve_predict: bool = True,
+        services: Sequence[ServiceFactory] = (),
         serve_metrics: bool = True,
     ) -> None:
         self.settings = settings
         self.metrics = Metrics(registry)
         self.handle_signals = handle_signals
-        self.serve_predict = serve_predict
+        self.service_factories = list(services)
         self.serve_metrics = serve_metrics
         self.stop_event = asyncio.Event()
         self.models = ModelSource(settings)
@@ -76,7 +87,7 @@ class WorkerApp:
         self.processor: StreamProcessor | None = None
         self.sidecar: MetricsServer | None = None
         self._subs: list[Subscription] = []
-        self._service: Any = None
+        self._services: list[Stoppable] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._consuming = False
         self._signals = 0
@@ -114,8 +125,8 @@ class WorkerApp:
                 pending_bytes_limit=_PENDING_BYTES,
             )
             self._subs.append(sub)
-        if self.serve_predict:
-            await self._start_predict_service()
+        for factory in self.service_factories:
+            self._services.append(await factory(self))
         await self.nc.flush()
         self._consuming = True
         self._tasks.append(asyncio.create_task(self._watch_models(), name="spark-ml-model-watch"))
@@ -130,19 +141,6 @@ class WorkerApp:
             self.engine.model.version,
             s.pool_size,
             f"http://{s.bind_host}:{self.sidecar.port}/metrics" if self.sidecar else "off",
-        )
-
-    async def _start_predict_service(self) -> None:
-        from gateway.service import PredictService  # the gateway layer sits above the worker
-
-        assert self.nc is not None
-        self._service = await PredictService.start(
-            self.nc,
-            engine=self.engine,
-            metrics=self.metrics,
-            resolve_model=self.models.resolve,
-            model_info=self.models.info,
-            max_payload=self.settings.max_payload,
         )
 
     def _on_signal(self, sig: int) -> None:
@@ -191,9 +189,9 @@ class WorkerApp:
                     await sub.drain()  # type: ignore[no-untyped-call]
         if self.processor is not None:
             abandoned = await self.processor.close(self.settings.drain_timeout_s)
-        if self._service is not None:
+        for service in reversed(self._services):
             with contextlib.suppress(Exception):
-                await self._service.stop()
+                await service.stop()
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.flush(timeout=2)
@@ -219,7 +217,9 @@ class WorkerApp:
         await self.stop()
 
 
-async def run_worker(settings: Settings, *, handle_signals: bool = True) -> None:
+async def run_worker(
+    settings: Settings, *, services: Sequence[ServiceFactory] = (), handle_signals: bool = True
+) -> None:
     """``spark-ml worker``: run until SIGTERM/SIGINT, then drain and return."""
-    async with WorkerApp(settings, handle_signals=handle_signals) as app:
+    async with WorkerApp(settings, services=services, handle_signals=handle_signals) as app:
         await app.stop_event.wait()

@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worker.settings import Settings
 
-__all__ = ["analytics", "check", "gateway", "run_procs", "stop_on_signals", "worker"]
+if TYPE_CHECKING:
+    from worker.app import Stoppable, WorkerApp
+
+__all__ = ["analytics", "check", "gateway", "predict_service", "run_procs", "stop_on_signals", "worker"]
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +38,25 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+async def predict_service(app: WorkerApp) -> Stoppable:
+    """The ``ml.predict`` micro service on the worker's connection, engine and models."""
+    from gateway.service import PredictService
+
+    assert app.nc is not None
+    return await PredictService.start(
+        app.nc,
+        engine=app.engine,
+        metrics=app.metrics,
+        resolve_model=app.models.resolve,
+        model_info=app.models.info,
+        max_payload=app.settings.max_payload,
+    )
+
+
 async def worker(settings: Settings) -> int:
     from worker.app import run_worker
 
-    await run_worker(settings)
+    await run_worker(settings, services=[predict_service])
     return 0
 
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from worker.app import WorkerApp
 from worker.natsserver import NatsServer
+from worker.run import predict_service
 from worker.settings import Settings
 
 __all__ = ["up"]
@@ -56,7 +57,7 @@ async def ensure_nats(settings: Settings) -> NatsServer | None:
 async def up(settings: Settings, *, gateway: bool = True, analytics: bool = True) -> int:
     server = await ensure_nats(settings)
     try:
-        async with WorkerApp(settings, handle_signals=True) as app:
+        async with WorkerApp(settings, services=[predict_service], handle_signals=True) as app:
             assert app.nc is not None
             extras: list[Any] = []
             http_port = None

@@ -28,7 +28,9 @@ numbers = st.one_of(
 fields = st.fixed_dictionaries(
     {},
     optional={
-        "ts": st.one_of(st.integers(min_value=-(2**60), max_value=2**60), st.floats(), st.booleans(), st.text(max_size=3)),
+        "ts": st.one_of(
+            st.integers(min_value=-(2**60), max_value=2**60), st.floats(), st.booleans(), st.text(max_size=3)
+        ),
         "mid": numbers,
         "spreadBp": numbers,
         "vol1m": numbers,
@@ -90,7 +92,12 @@ def test_seed_example_in_both_encodings() -> None:
         data, enc = decode(raw)
         snap = snapshot_from_mapping(data, raw=raw, encoding=enc)
         assert (snap.ts, snap.mid, snap.symbol, snap.spread_bp, snap.vol1m, snap.rsi14) == (
-            1696723200000, 45000.0, "_", 2.0, 1e6, 55.0,
+            1696723200000,
+            45000.0,
+            "_",
+            2.0,
+            1e6,
+            55.0,
         )
         assert enc == ("json" if raw[:1] == b"{" else "msgpack")
     assert MarketSnapshot.model_validate(SEED).spread_bp == 2.0

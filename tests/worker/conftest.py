@@ -12,6 +12,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from worker.app import WorkerApp
+from worker.run import predict_service
 from worker.settings import Settings
 
 SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
@@ -39,7 +40,8 @@ async def worker_factory(settings_factory) -> AsyncIterator[Callable[..., Awaita
 
     async def start(**overrides: Any) -> WorkerApp:
         serve_predict = overrides.pop("serve_predict", False)
-        app = WorkerApp(settings_factory(**overrides), handle_signals=False, serve_predict=serve_predict)
+        services = [predict_service] if serve_predict else []
+        app = WorkerApp(settings_factory(**overrides), handle_signals=False, services=services)
         await app.start()
         apps.append(app)
         return app

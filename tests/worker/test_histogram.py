@@ -29,6 +29,7 @@ def test_same_exposition_as_prometheus_client(batches: list[list[float]]) -> Non
             ref.labels("v1").observe(v)
         ours.labels("v1").observe_many(np.array(batch))
     ref_lines, our_lines = _lines(ref_reg), _lines(our_reg)
+
     # sums may differ in the last bits (numpy sums pairwise): compare them numerically
     def split(lines: list[str]) -> tuple[list[str], float]:
         s = [ln for ln in lines if "_sum" in ln]
@@ -45,4 +46,6 @@ def test_boundary_value_falls_in_its_bucket() -> None:
     h.observe_many([1.0, 2.0, 2.0000001])
     h.observe(0.5)
     lines = _lines(reg)
-    assert 'h_bucket{le="1.0"} 2.0' in lines and 'h_bucket{le="2.0"} 3.0' in lines and 'h_bucket{le="+Inf"} 4.0' in lines
+    assert (
+        'h_bucket{le="1.0"} 2.0' in lines and 'h_bucket{le="2.0"} 3.0' in lines and 'h_bucket{le="+Inf"} 4.0' in lines
+    )

@@ -25,10 +25,19 @@ async def _wait_ready(nc: Client, preds: Collector, timeout: float = 20.0) -> No
 
 
 async def test_sigterm_drains_and_exits_zero(nc: Client, nats_url: str, tmp_path) -> None:
-    env = {**os.environ, "SPARK_ML_NATS_URL": nats_url, "SPARK_ML_METRICS_PORT": "0", "SPARK_ML_REGISTRY": str(tmp_path)}
+    env = {
+        **os.environ,
+        "SPARK_ML_NATS_URL": nats_url,
+        "SPARK_ML_METRICS_PORT": "0",
+        "SPARK_ML_REGISTRY": str(tmp_path),
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "from worker.cli import main; raise SystemExit(main())", "worker",
-        env=env, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-c",
+        "from worker.cli import main; raise SystemExit(main())",
+        "worker",
+        env=env,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         probe = Collector()
