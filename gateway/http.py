@@ -1,0 +1,313 @@
+"""The HTTP bridge (aiohttp): the seeds' routes in front of the ``ml.predict`` NATS service.
+
+Routes: ``POST /ml/predict``, ``GET /ml/health``, ``GET /ml/model/info``, ``GET /ml/metrics``.
+The bridge never parses a prediction request: it checks who is asking (API key, rate limit) and how
+much (size), forwards the bytes over NATS request-reply with a timeout, and maps the outcome:
+
+====================================  ======
+outcome                               status
+====================================  ======
+a Prediction                          200
+worker refused the input (its body)   400 (413 when oversized)
+body over ``max_payload``             413
+API key missing or wrong              401
+client over its rate limit            429 + ``Retry-After``
+not connected, or no worker (NATS     503, at once
+no-responders)
+no reply within ``request_timeout_s``  504
+model failure (the worker's body)     500
+====================================  ======
+
+A late reply after a 504 cannot reach another caller: every request waits on its own inbox token, and
+nats-py drops replies whose token is no longer awaited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+from nats.aio.client import Client
+from nats.errors import ConnectionClosedError, ConnectionDrainingError, NoRespondersError, OutboundBufferLimitError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.micro.request import ERROR_CODE_HEADER
+from nats.micro.service import ServiceVerb, control_subject
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+from core.contracts import ErrorReply
+from core.subjects import PREDICT, SERVICE_NAME
+from gateway.ratelimit import ClientRateLimiter
+from gateway.service import CONTENT_TYPES, MODEL_INFO
+from worker.connect import connect_options
+from worker.metrics import LATENCY_BUCKETS_MS
+from worker.settings import Settings
+
+__all__ = ["HTTP_LATENCY_BUCKETS_MS", "HttpGateway", "run_gateway"]
+
+log = logging.getLogger(__name__)
+
+HTTP_LATENCY_BUCKETS_MS = (*LATENCY_BUCKETS_MS, 2500.0, 5000.0, 10000.0)
+"""The worker's millisecond buckets, extended past the default request timeout so 504s land in a bucket."""
+
+_R_PREDICT, _R_HEALTH, _R_INFO, _R_METRICS = "/ml/predict", "/ml/health", "/ml/model/info", "/ml/metrics"
+_OPEN = frozenset({_R_HEALTH})
+"""Routes served without the API key: a liveness probe reveals nothing and carries no secret."""
+_LIMITED = frozenset({_R_PREDICT, _R_INFO})
+"""Routes that cost a worker a request, hence rate limited."""
+_HEALTH_TIMEOUT_S = 1.0
+_PING = control_subject(ServiceVerb.PING, name=SERVICE_NAME)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response(ErrorReply.of(code, message).wire(), status=status, headers=headers)
+
+
+def _reply_status(code: str) -> int:
+    """HTTP status for a worker's ``Nats-Service-Error-Code`` (502 for anything that is not an HTTP error)."""
+    try:
+        status = int(code)
+    except ValueError:
+        return 502
+    return status if 400 <= status <= 599 else 502
+
+
+class _HttpMetrics:
+    """The bridge's own metrics: requests by route and status code, latency by route (milliseconds)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.requests = Counter(
+            "ml_http_requests", "HTTP requests answered by the gateway", ["route", "code"], registry=registry
+        )
+        self.latency = Histogram(
+            "ml_http_latency_ms",
+            "HTTP request latency in milliseconds, arrival to response",
+            ["route"],
+            buckets=HTTP_LATENCY_BUCKETS_MS,
+            registry=registry,
+        )
+
+
+class HttpGateway:
+    """The HTTP bridge; ``start()``/``stop()`` or ``async with``.
+
+    Args:
+        nc: a NATS client; it may still be connecting (requests get 503 until it is connected).
+        settings: ``bind_host``, ``http_port`` (0: an ephemeral port, see :attr:`port`), ``api_key``,
+            ``rate_limit``, ``request_timeout_s`` and ``max_payload`` are used.
+        registry: where the ``ml_http_*`` metrics live (served on ``/ml/metrics``); a new one when None.
+
+    Raises:
+        ValueError: when ``settings.rate_limit`` is not in ``limits`` notation.
+    """
+
+    def __init__(self, nc: Client, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+        self._nc = nc
+        self._settings = settings
+        self._limiter = ClientRateLimiter(settings.rate_limit)
+        self._metrics = _HttpMetrics(registry if registry is not None else CollectorRegistry())
+        self._key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
+        self._runner: web.AppRunner | None = None
+        self.port: int = settings.http_port
+        """The bound port (the ephemeral one when ``http_port`` is 0), known after :meth:`start`."""
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self._metrics.registry
+
+    def _app(self) -> web.Application:
+        app = web.Application(client_max_size=self._settings.max_payload, middlewares=[self._observe, self._guard])
+        app.router.add_post(_R_PREDICT, self._predict)
+        app.router.add_get(_R_HEALTH, self._health)
+        app.router.add_get(_R_INFO, self._info)
+        app.router.add_get(_R_METRICS, self._render_metrics)
+        return app
+
+    async def start(self) -> None:
+        """Bind ``bind_host:http_port`` and serve."""
+        s = self._settings
+        runner = web.AppRunner(self._app(), shutdown_timeout=s.request_timeout_s + 1.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, s.bind_host, s.http_port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        log.info("gateway: http://%s:%d/ml/predict -> %s", s.bind_host, self.port, PREDICT)
+
+    async def stop(self) -> None:
+        """Stop accepting connections and let in-flight requests finish (bounded by the request timeout)."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> HttpGateway:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    # --- middlewares ----------------------------------------------------------------------------------
+
+    @web.middleware
+    async def _observe(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        start = time.perf_counter()
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "other"  # unmatched paths: one series, not one each
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:  # aiohttp's own 404/405: counted like any answer
+            status = exc.status
+            raise
+        finally:
+            self._metrics.requests.labels(route, str(status)).inc()
+            self._metrics.latency.labels(route).observe((time.perf_counter() - start) * 1000.0)
+
+    @web.middleware
+    async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else ""
+        if self._key is not None and route not in _OPEN and not self._authorized(request):
+            return _error(401, "unauthorized", "missing or wrong API key", {"WWW-Authenticate": "Bearer"})
+        if route in _LIMITED:
+            wait_s = self._limiter.hit("api-key" if self._key is not None else request.remote or "?")
+            if wait_s is not None:
+                retry = ClientRateLimiter.retry_after(wait_s)
+                return _error(429, "rate_limited", f"over {self._settings.rate_limit}", {"Retry-After": retry})
+        return await handler(request)
+
+    def _authorized(self, request: web.Request) -> bool:
+        assert self._key is not None
+        supplied = request.headers.get("X-API-Key")
+        if supplied is None:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer":
+                return False
+            supplied = token.strip()
+        return hmac.compare_digest(supplied.encode("utf-8", "surrogateescape"), self._key)
+
+    # --- routes ---------------------------------------------------------------------------------------
+
+    async def _predict(self, request: web.Request) -> web.Response:
+        limit = self._settings.max_payload
+        too_large = _error(413, "payload_too_large", f"the body limit is {limit} bytes")
+        if request.content_length is not None and request.content_length > limit:
+            return too_large
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return too_large
+        if len(body) > limit:
+            return too_large
+        content_type = request.headers.get("Content-Type", "")
+        forward = {"Content-Type": content_type} if "json" in content_type or "msgpack" in content_type else None
+        return await self._forward(PREDICT, body, forward)
+
+    async def _info(self, request: web.Request) -> web.Response:
+        return await self._forward(MODEL_INFO, b"", None)
+
+    async def _health(self, request: web.Request) -> web.Response:
+        connected = self._nc.is_connected
+        worker = False
+        if connected:
+            try:
+                await self._nc.request(_PING, b"", timeout=min(_HEALTH_TIMEOUT_S, self._settings.request_timeout_s))
+                worker = True
+            except (NoRespondersError, NatsTimeoutError, ConnectionClosedError, ConnectionDrainingError):
+                worker = False
+        body = {"status": "ok" if connected and worker else "unavailable", "nats": connected, "worker": worker}
+        return web.json_response(body, status=200 if connected and worker else 503)
+
+    async def _render_metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _forward(self, subject: str, body: bytes, headers: dict[str, str] | None) -> web.Response:
+        nc = self._nc
+        if not nc.is_connected:
+            return _error(503, "nats_unavailable", "the gateway is not connected to NATS")
+        timeout = self._settings.request_timeout_s
+        try:
+            msg = await nc.request(subject, body, timeout=timeout, headers=headers)
+        except NoRespondersError:
+            return _error(503, "no_worker", f"no worker is serving {subject}")
+        except NatsTimeoutError:
+            return _error(504, "timeout", f"no reply from a worker within {timeout:g}s")
+        except (ConnectionClosedError, ConnectionDrainingError, OutboundBufferLimitError) as exc:
+            return _error(503, "nats_unavailable", str(exc))
+        reply_headers = msg.headers or {}
+        code = reply_headers.get(ERROR_CODE_HEADER)
+        status = 200 if code is None else _reply_status(code)
+        content_type = reply_headers.get("Content-Type") or CONTENT_TYPES["json" if msg.data[:1] == b"{" else "msgpack"]
+        return web.Response(status=status, body=msg.data, headers={"Content-Type": content_type})
+
+
+async def run_gateway(settings: Settings, *, stop: asyncio.Event) -> None:
+    """``spark-ml gateway``: serve HTTP at once, connect to NATS in the background (retrying forever), run until
+    ``stop`` is set. Until NATS is reachable, requests get 503 right away."""
+    nc = Client()
+    gateway = HttpGateway(nc, settings)
+    await gateway.start()
+    connecting = asyncio.create_task(_connect(nc, settings), name="gateway-nats-connect")
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
+        if nc.is_connected:
+            await nc.drain()
+        elif not nc.is_closed:
+            await nc.close()
+        log.info("gateway: stopped")
+
+
+async def _connect(nc: Client, settings: Settings) -> None:
+    await nc.connect(**_nats_options(settings))
+    log.info("gateway: nats: connected to %s", nc.connected_url.netloc if nc.connected_url else "?")
+
+
+def _nats_options(settings: Settings) -> dict[str, Any]:
+    """Connect options: reconnect forever, and log each distinct connection problem once, not every retry."""
+    last: list[str] = []
+
+    async def error_cb(exc: Exception) -> None:
+        text = f"{type(exc).__name__}: {exc}"
+        if last != [text]:
+            last[:] = [text]
+            log.warning("gateway: nats: %s", text)
+
+    async def disconnected_cb() -> None:
+        log.warning("gateway: nats: disconnected")
+
+    async def reconnected_cb() -> None:
+        last.clear()
+        log.info("gateway: nats: connected")
+
+    opts = connect_options(settings)
+    opts.update(
+        name="spark-ml-gateway",
+        error_cb=error_cb,
+        disconnected_cb=disconnected_cb,
+        reconnected_cb=reconnected_cb,
+        allow_reconnect=True,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        connect_timeout=2,
+    )
+    return opts
