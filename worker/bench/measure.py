@@ -109,7 +109,7 @@ class Bed:
         assert self.child is not None
         conn = RawNats(self.url)
         try:
-            conn.subscribe(PREDICTION_SUBJECT)
+            conn.subscribe(self.target.sink_subject if self.target else PREDICTION_SUBJECT)
             conn.ping()
             deadline = time.perf_counter() + self.ready_timeout
             while not conn.payloads:
@@ -137,11 +137,13 @@ class Bed:
         seq0 = self.sequencer.take(count)
         prefix = str(self.workdir / f"phase{self.phases}")
         py = sys.executable
+        assert self.target is not None
         common = ["--url", self.url, "--ts0", str(self.sequencer.ts0), "--seq0", str(seq0)]
         pub_timeout = (count / rate if rate else 0.0) + 60.0
         sink = Child(
             "sink",
-            [py, "-m", "worker.bench.sink", *common, "--expect", str(count), "--out", prefix]
+            [py, "-m", "worker.bench.sink", *common, "--subject", self.target.sink_subject]
+            + ["--expect", str(count), "--out", prefix]
             + ["--idle", str(idle), "--grace", str(grace), "--timeout", str(pub_timeout + grace + 30)],
             Path(prefix + ".sink.log"),
             pipe=True,
@@ -165,11 +167,12 @@ class Bed:
             cpu1 = cpu_seconds(self.child.pid)
         finally:
             sink.stop()
-        return _result(prefix, seq0, rate, pub_out, sink_out, cpu1 - cpu0)
+        cpu = cpu1 - cpu0 if self.target.measure_process else None
+        return _result(prefix, seq0, rate, pub_out, sink_out, cpu)
 
 
 def _result(
-    prefix: str, seq0: int, rate: float | None, pub: dict[str, Any], sink: dict[str, Any], cpu_s: float
+    prefix: str, seq0: int, rate: float | None, pub: dict[str, Any], sink: dict[str, Any], cpu_s: float | None
 ) -> PhaseResult:
     times = np.fromfile(prefix + ".t", dtype=np.float64)
     seqs = np.fromfile(prefix + ".seq", dtype=np.int64)
@@ -194,7 +197,7 @@ def _result(
         offered_rate=rate,
         publisher_rate=pub.get("rate"),
         throughput=(n - 1) / span if span > 0 else None,
-        cpu_us_per_msg=cpu_s * 1e6 / n if n else None,
+        cpu_us_per_msg=cpu_s * 1e6 / n if n and cpu_s is not None else None,
         latency_us=latency,
         stop=str(sink["stop"]),
     )

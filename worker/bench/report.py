@@ -84,7 +84,7 @@ def _lat(entry: dict[str, Any] | None) -> str:
 def _row(sc: dict[str, Any]) -> list[str]:
     name = sc["name"]
     if sc["status"] != "ok" and not sc.get("throughput"):
-        return [name, f"{sc['status']}: {sc.get('reason', '')}", "", "", "", "", "", ""]
+        return [name, f"{sc['status']} (see below)", "", "", "", "", "", ""]
     tp = sc.get("throughput") or {}
     tput = f"{_k(tp.get('median'))} ({_k(tp.get('min'))}-{_k(tp.get('max'))})" if tp.get("median") else "-"
     ratio = tp.get("ratio_to_ceiling")
@@ -121,6 +121,8 @@ def _notes(results: dict[str, Any]) -> list[str]:
     for sc in results["scenarios"]:
         if sc.get("error"):
             notes.append(f"{sc['name']} error: {sc['error']}")
+        if sc["status"] == "skipped":
+            notes.append(f"{sc['name']} ({sc['title']}) skipped: {sc['reason']}")
         if sc.get("note"):
             notes.append(f"{sc['name']}: {sc['note']}")
     return notes

@@ -189,7 +189,7 @@ class _Run:
 
     def memory(self) -> None:
         for e in self.entries:
-            if e.bed.child is not None and e.bed.child.alive():
+            if e.bed.child is not None and e.bed.child.alive() and e.bed.target and e.bed.target.measure_process:
                 e.rss = e.bed.rss()
 
 
@@ -225,7 +225,7 @@ def _assemble(
     for e in entries:
         sc = e.bed.scenario
         tps = [r.throughput for r in e.runs if r.throughput]
-        cpus = [r.cpu_us_per_msg for r in e.runs if r.cpu_us_per_msg]
+        cpus = [r.cpu_us_per_msg for r in e.runs if r.cpu_us_per_msg is not None]
         tp: dict[str, Any] = dict(_summary(tps))
         tp["cpu_us_per_msg"] = statistics.median(cpus) if cpus else None
         tp["lost"] = sum(r.lost for r in e.runs)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from worker.bench.payloads import PREDICTION_SUBJECT, SNAPSHOT_SUBJECT
+
 __all__ = ["SCENARIOS", "Context", "Scenario", "Target", "Unavailable", "free_port", "scenario", "spark_ml_exe"]
 
 Kind = Literal["stream", "request", "http"]
@@ -44,6 +46,10 @@ class Target:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    sink_subject: str = PREDICTION_SUBJECT
+    """Where the sink listens (the ``floor`` scenario listens to the snapshots themselves)."""
+    measure_process: bool = True
+    """Whether the process's CPU and memory mean anything (not for the floor's idle placeholder)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,14 @@ def _worker_env(ctx: Context, **extra: str) -> dict[str, str]:
         "SPARK_ML_REGISTRY": str(registry),
         **extra,
     }
+
+
+@scenario("floor", "no worker: publisher -> nats-server -> sink")
+def _floor(ctx: Context) -> Target:
+    # The instruments' own limits: the sink reads the snapshots directly. A sleeping process stands in
+    # for the worker so that every bed has the same shape.
+    idle = [ctx.python, "-c", "import signal; signal.pause()"]
+    return Target(idle, sink_subject=SNAPSHOT_SUBJECT, measure_process=False, note="the harness's own floor")
 
 
 @scenario("ceiling", "bare nats-py echo (ceiling)")

@@ -1,0 +1,71 @@
+"""Smoke run of the benchmark harness: a few hundred messages through real processes, no timing asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from scripts.bench import main
+from worker.bench.report import render, write
+from worker.bench.runner import BenchConfig, run
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _tiny(*scenarios: str) -> BenchConfig:
+    return BenchConfig(
+        scenarios=scenarios,
+        quick=True,
+        runs=2,
+        max_count=300,
+        min_count=300,
+        warmup_count=200,
+        rates=(400.0,),
+        rate_seconds=(0.5,),
+        ready_timeout=60.0,
+        sink_idle_s=0.5,
+        sink_grace_s=10.0,
+    )
+
+
+def test_ceiling_and_peer_are_counted_and_reported(tmp_path):
+    # Given the ceiling echo, the FastStream peer and a placeholder scenario
+    # When the harness runs a tiny benchmark
+    results = run(_tiny("ceiling", "faststream", "rr"), log=lambda _line: None)
+
+    # Then every message sent to a real worker came back, and each figure has its place
+    by_name = {s["name"]: s for s in results["scenarios"]}
+    assert set(by_name) == {"ceiling", "faststream", "rr"}
+    for name in ("ceiling", "faststream"):
+        sc = by_name[name]
+        assert sc["status"] == "ok", sc.get("error")
+        tp = sc["throughput"]
+        assert [r["sent"] for r in tp["runs"]] == [300, 300]
+        assert [r["received"] for r in tp["runs"]] == [300, 300]
+        assert tp["lost"] == 0
+        assert tp["min"] <= tp["median"] <= tp["max"]
+        # /proc CPU times tick every 10 ms: a 300-message run may well round to zero
+        assert tp["cpu_us_per_msg"] >= 0
+        assert sc["rss_mb"] > 0
+        lat = sc["latency"]["400"]
+        assert lat["sent"] == lat["received"] == 200
+        assert lat["latency_us"]["samples"] == 200
+        assert 0 < lat["latency_us"]["p50"] <= lat["latency_us"]["p99"] <= lat["latency_us"]["p99.9"]
+    assert by_name["ceiling"]["throughput"]["ratio_to_ceiling"] == pytest.approx(1.0)
+    assert by_name["rr"]["status"] == "skipped"
+    assert results["machine"]["cores"] >= 1
+    assert results["config"]["payload_bytes"] > 50
+
+    # And the table, the JSON and the Markdown say the same
+    text = render(results)
+    assert "ceiling" in text and "faststream" in text and "rr" in text
+    json_path, md_path = write(results, tmp_path / "out")
+    assert json.loads(json_path.read_text())["scenarios"][0]["name"] == "ceiling"
+    assert "| ceiling |" in md_path.read_text()
+    assert (tmp_path / "out" / "latest.md").read_text() == md_path.read_text()
+
+
+def test_cli_refuses_unknown_scenarios(capsys):
+    assert main(["--only", "nope", "--no-write"]) == 2
+    assert "unknown scenario(s): nope" in capsys.readouterr().err
