@@ -1,7 +1,7 @@
 """Shared helpers of the ops tests: repository files, PromQL metric names, the metrics spark-ml exports.
 
-Worker metric names come from the code, not from a list in a test: the worker's ``Metrics`` container is
-instantiated on a private registry and its families are read back.
+Metric names come from the code, not from a list in a test: the worker's ``Metrics`` container and the
+gateway's registry are instantiated and their families read back.
 """
 
 from __future__ import annotations
@@ -73,19 +73,16 @@ def _family_samples(registry: CollectorRegistry) -> set[str]:
     return names
 
 
-GATEWAY_FAMILIES = {"ml_http_requests": "counter", "ml_http_latency_ms": "histogram"}
-"""The HTTP gateway's own metrics (served on /ml/metrics). The static tests trust this table; the live
-Prometheus test holds it to what a running gateway really exposes."""
-
-
 def exported_metric_names() -> set[str]:
-    """Every sample name the worker's metric container and the gateway can expose."""
-    from worker.metrics import Metrics
+    """Every sample name the worker's metric container and the HTTP gateway can expose."""
+    from nats.aio.client import Client
 
-    names = _family_samples(Metrics().registry)
-    for family, kind in GATEWAY_FAMILIES.items():
-        names.update(family + suffix for suffix in _SUFFIXES[kind])
-    return names
+    from gateway.http import HttpGateway
+    from worker.metrics import Metrics
+    from worker.settings import Settings
+
+    gateway = HttpGateway(Client(), Settings())  # not started: only its metric registry is read
+    return _family_samples(Metrics().registry) | _family_samples(gateway.registry)
 
 
 def load_yaml(path: Path) -> Any:
