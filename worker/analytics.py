@@ -1,0 +1,271 @@
+"""Live analytics: paper positions from ``ml.prediction`` marked to ``market.snapshot``, PnL on ``analytics.pnl.*``.
+
+For every symbol the service keeps a :class:`core.live_pnl.PaperPosition`: snapshots move its price,
+predictions' signals move its position (at the last known price). After either it publishes the symbol's
+figures (msgpack, camelCase keys, the fields of :class:`core.live_pnl.PnlSnapshot` plus ``symbol``,
+``publishedAt`` and ``lagMs``) on ``analytics.pnl.<SYMBOL>``:
+
+* at once when the symbol's last message is at least ``min_gap_s`` old, else as soon as it is; so a
+  symbol costs at most ``1 / min_gap_s`` messages a second however fast its data comes, and every
+  snapshot or prediction is reflected in a message at most ``min_gap_s`` (plus processing) after it
+  arrived. ``lagMs`` is that delay for the oldest event in the message (receive to publish, this process);
+* and at least every ``interval_s`` for every symbol that had data in the last ``idle_s`` seconds, as a
+  heartbeat for dashboards.
+
+Bad payloads are counted and skipped: the worker dead-letters snapshots, and analytics is a read-only
+observer that must not add a second dead letter for the same message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from types import TracebackType
+from typing import Any
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+from core import subjects
+from core.codec import decode, encode, snapshot_from_mapping
+from core.contracts import valid_symbol
+from core.errors import InvalidInput
+from core.live_pnl import PaperPosition
+
+__all__ = ["AnalyticsService"]
+
+log = logging.getLogger(__name__)
+_now = time.perf_counter
+_MAX_PREDICTION_BYTES = 256 * 1024
+
+
+class _Symbol:
+    """Per-symbol state: the paper position and the bookkeeping of when it was last published."""
+
+    __slots__ = ("dirty_since", "last_pub", "last_seen", "pp")
+
+    def __init__(self, pp: PaperPosition) -> None:
+        self.pp = pp
+        self.dirty_since: float | None = None
+        self.last_pub = -1e18
+        self.last_seen = 0.0
+
+
+class AnalyticsService:
+    """The live PnL consumer; an async context manager.
+
+    Args:
+        nc: connected NATS client (shared with the worker in ``spark-ml up``; the service never closes it).
+        interval_s: heartbeat period for symbols that had data in the last ``idle_s`` seconds.
+        min_gap_s: shortest time between two messages of one symbol (bounds both traffic and staleness).
+        idle_s: a symbol without data for this long gets no more heartbeats.
+        cost_bp: cost plus slippage of a position change, in basis points.
+        long_short: ``sell`` goes short (true) or flat (false).
+        var_window: returns kept per symbol for VaR.
+        max_symbols: symbols tracked at most (least recently seen dropped first), against unbounded growth.
+    """
+
+    def __init__(
+        self,
+        nc: Client,
+        *,
+        interval_s: float = 1.0,
+        min_gap_s: float = 0.05,
+        idle_s: float = 10.0,
+        cost_bp: float = 0.0,
+        long_short: bool = False,
+        var_window: int = 500,
+        max_symbols: int = 10_000,
+    ) -> None:
+        if interval_s <= 0 or min_gap_s < 0 or idle_s <= 0:
+            raise ValueError("interval_s and idle_s must be > 0, min_gap_s >= 0")
+        if max_symbols < 1:
+            raise ValueError("max_symbols must be >= 1")
+        PaperPosition(cost_bp=cost_bp, var_window=var_window)  # validate the position settings now
+        self.nc = nc
+        self.interval_s = interval_s
+        self.min_gap_s = min_gap_s
+        self.idle_s = idle_s
+        self._pp_args: dict[str, Any] = {"cost_bp": cost_bp, "long_short": long_short, "var_window": var_window}
+        self.max_symbols = max_symbols
+        self._symbols: OrderedDict[str, _Symbol] = OrderedDict()
+        self._held: dict[str, _Symbol] = {}
+        """Symbols with news not yet published because their last message is younger than ``min_gap_s``."""
+        self._subs: list[Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._wake = asyncio.Event()
+        self._running = False
+        self.snapshots = 0
+        self.predictions = 0
+        self.skipped = 0
+        self.published = 0
+
+    async def __aenter__(self) -> AnalyticsService:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Subscribe to snapshots and predictions and start the timers."""
+        if self._running:
+            return
+        self._running = True
+        nc = self.nc
+        for subject in (subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD):
+            self._subs.append(await nc.subscribe(subject, cb=self._on_snapshot))
+        self._subs.append(await nc.subscribe(subjects.PREDICTION, cb=self._on_prediction))
+        await nc.flush()  # the subscriptions are live on the server before start() returns
+        self._tasks = [
+            asyncio.create_task(self._flusher(), name="analytics-flusher"),
+            asyncio.create_task(self._heartbeat(), name="analytics-heartbeat"),
+        ]
+        log.info(
+            "analytics: following %s, %s and %s", subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD, subjects.PREDICTION
+        )
+
+    async def stop(self) -> None:
+        """Drain the subscriptions, stop the timers, publish what is pending, flush."""
+        if not self._running:
+            return
+        self._running = False
+        for sub in self._subs:
+            with contextlib.suppress(Exception):
+                await sub.drain()  # type: ignore[no-untyped-call]
+        self._subs.clear()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if not self.nc.is_closed:
+            await self._publish_due(_now(), force=True)
+            with contextlib.suppress(Exception):
+                await self.nc.flush(timeout=2)
+        log.info(
+            "analytics stopped: snapshots=%d predictions=%d skipped=%d published=%d symbols=%d",
+            self.snapshots,
+            self.predictions,
+            self.skipped,
+            self.published,
+            len(self._symbols),
+        )
+
+    def position(self, symbol: str) -> PaperPosition | None:
+        """The paper position of a symbol, if tracked."""
+        st = self._symbols.get(symbol)
+        return st.pp if st else None
+
+    def _state(self, symbol: str) -> _Symbol:
+        symbols = self._symbols
+        st = symbols.get(symbol)
+        if st is None:
+            st = symbols[symbol] = _Symbol(PaperPosition(**self._pp_args))
+            if len(symbols) > self.max_symbols:
+                gone, _ = symbols.popitem(last=False)
+                self._held.pop(gone, None)
+        else:
+            symbols.move_to_end(symbol)
+        return st
+
+    async def _on_snapshot(self, msg: Msg) -> None:
+        recv = _now()
+        try:
+            content_type = msg.headers.get("Content-Type") if msg.headers else None
+            data, _ = decode(msg.data, content_type=content_type)
+            snap = snapshot_from_mapping(data, subject_symbol=subjects.symbol_from_subject(msg.subject))
+        except InvalidInput:
+            self.skipped += 1
+            return
+        st = self._state(snap.symbol)
+        pp = st.pp
+        if pp.ts is not None and snap.ts < pp.ts:
+            self.skipped += 1  # out of order: the worker refuses it too
+            return
+        pp.update(snap.mid, snap.ts)
+        self.snapshots += 1
+        await self._touch(snap.symbol, st, recv)
+
+    async def _on_prediction(self, msg: Msg) -> None:
+        recv = _now()
+        try:
+            data, _ = decode(msg.data, max_bytes=_MAX_PREDICTION_BYTES)
+            symbol, signal = data["symbol"], data["signal"]
+            if not (isinstance(symbol, str) and valid_symbol(symbol)):
+                raise ValueError(symbol)
+            st = self._state(symbol)
+            st.pp.on_signal(signal)
+        except (InvalidInput, KeyError, TypeError, ValueError):
+            self.skipped += 1
+            return
+        self.predictions += 1
+        await self._touch(symbol, st, recv)
+
+    async def _touch(self, symbol: str, st: _Symbol, recv: float) -> None:
+        st.last_seen = recv
+        if st.dirty_since is None:
+            st.dirty_since = recv
+        now = _now()
+        if now - st.last_pub >= self.min_gap_s:
+            await self._publish(symbol, st, now)
+        elif symbol not in self._held:
+            self._held[symbol] = st
+            self._wake.set()
+
+    async def _publish(self, symbol: str, st: _Symbol, now: float) -> None:
+        body = st.pp.snapshot().wire()
+        body["symbol"] = symbol
+        body["publishedAt"] = int(time.time() * 1000)
+        body["lagMs"] = (now - st.dirty_since) * 1000.0 if st.dirty_since is not None else 0.0
+        st.dirty_since = None
+        st.last_pub = now
+        self._held.pop(symbol, None)
+        await self.nc.publish(subjects.analytics_pnl(symbol), encode(body, "msgpack"))
+        self.published += 1
+
+    async def _publish_due(self, now: float, *, force: bool = False) -> float | None:
+        """Publish every dirty symbol whose gap has passed; return the time the next one falls due."""
+        gap = self.min_gap_s
+        nxt: float | None = None
+        for symbol, st in list(self._held.items()):
+            due = st.last_pub + gap
+            if force or due <= now:
+                await self._publish(symbol, st, now)
+            elif nxt is None or due < nxt:
+                nxt = due
+        return nxt
+
+    async def _flusher(self) -> None:
+        """Publish symbols whose messages were held back by ``min_gap_s`` as soon as they fall due."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while True:
+                try:
+                    nxt = await self._publish_due(_now())
+                except Exception:
+                    log.exception("analytics: publishing failed")
+                    nxt = None
+                if nxt is None:
+                    break
+                await asyncio.sleep(max(nxt - _now(), 0.0))
+
+    async def _heartbeat(self) -> None:
+        """Every ``interval_s``, publish each recently active symbol not published within the interval."""
+        while True:
+            await asyncio.sleep(self.interval_s)
+            now = _now()
+            try:
+                for symbol, st in list(self._symbols.items()):
+                    if now - st.last_seen <= self.idle_s and now - st.last_pub >= self.interval_s * 0.5:
+                        await self._publish(symbol, st, now)
+            except Exception:
+                log.exception("analytics: heartbeat failed")
