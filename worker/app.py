@@ -18,13 +18,12 @@ from types import TracebackType
 from typing import Protocol
 
 from nats.aio.client import Client
-from nats.aio.subscription import Subscription
 from prometheus_client import CollectorRegistry
 
-from core import subjects
 from core.engine import Engine, SignalPolicy
 from core.features import FeatureStore
 from worker.connect import connect
+from worker.consume import Intake, make_intake
 from worker.metrics import Metrics
 from worker.models import ModelSource
 from worker.settings import Settings
@@ -41,11 +40,6 @@ class Stoppable(Protocol):
 
 
 ServiceFactory = Callable[["WorkerApp"], Awaitable[Stoppable]]
-
-# Bounds on what the NATS client buffers for our subscriptions: beyond them it drops and reports a slow
-# consumer (counted in ml_slow_consumer_drops_total), so a burst cannot grow memory without limit.
-_PENDING_MSGS = 65_536
-_PENDING_BYTES = 64 * 1024 * 1024
 
 
 class WorkerApp:
@@ -86,7 +80,7 @@ class WorkerApp:
         self.nc: Client | None = None
         self.processor: StreamProcessor | None = None
         self.sidecar: MetricsServer | None = None
-        self._subs: list[Subscription] = []
+        self.intake: Intake | None = None
         self._services: list[Stoppable] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._consuming = False
@@ -116,15 +110,8 @@ class WorkerApp:
             max_payload=s.max_payload,
         )
         self.processor.start()
-        for subject in (subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD):
-            sub = await self.nc.subscribe(
-                subject,
-                queue=subjects.QUEUE_GROUP,
-                cb=self.processor.on_msg,
-                pending_msgs_limit=_PENDING_MSGS,
-                pending_bytes_limit=_PENDING_BYTES,
-            )
-            self._subs.append(sub)
+        self.intake = make_intake(self.nc, self.processor, s, self.metrics)
+        await self.intake.start()
         for factory in self.service_factories:
             self._services.append(await factory(self))
         await self.nc.flush()
@@ -183,10 +170,8 @@ class WorkerApp:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         nc = self.nc
         abandoned = 0
-        if nc is not None and nc.is_connected:
-            for sub in self._subs:
-                with contextlib.suppress(Exception):
-                    await sub.drain()  # type: ignore[no-untyped-call]
+        if self.intake is not None and nc is not None and nc.is_connected:
+            await self.intake.stop()
         if self.processor is not None:
             abandoned = await self.processor.close(self.settings.drain_timeout_s)
         for service in reversed(self._services):

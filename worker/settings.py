@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings"]
 
@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     ack_wait_s: float = Field(30.0, gt=0)
     max_deliver: int = Field(5, ge=1)
     """JetStream deliveries before a message is dead-lettered."""
+    js_backoff_s: Annotated[tuple[float, ...], NoDecode] = ()
+    """JetStream redelivery backoff (seconds per attempt, comma-separated in the environment)."""
+    js_replicas: int = Field(1, ge=1, le=5)
+    """Replicas of the MARKET_SNAPSHOTS stream when spark-ml creates it (3 on a cluster)."""
 
     registry: Path = Path(".spark-ml/registry")
     registry_poll_s: float = Field(1.0, gt=0)
@@ -70,6 +74,13 @@ class Settings(BaseSettings):
             parts = urlsplit(server.strip())
             if parts.scheme not in ("nats", "tls", "ws", "wss") or not parts.hostname:
                 raise ValueError(f"not a NATS URL: {server!r} (expected nats://host:port)")
+        return value
+
+    @field_validator("js_backoff_s", mode="before")
+    @classmethod
+    def _split_backoff(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(float(x) for x in value.split(",") if x.strip())
         return value
 
     @property

@@ -36,8 +36,10 @@ class StreamProcessor:
         metrics: the process's metric set.
         shards, queue_max, batch_max, batch_wait_s: see :class:`Pool`.
         max_payload: larger payloads are dead-lettered as ``payload_too_large``.
-        settle: called after a batch is published with the published and dead-lettered snapshots
-            (JetStream acknowledges them there); None in core mode.
+
+    The intake adapter may set four hooks (JetStream does; core mode needs none): ``settle`` after a
+    batch is published, ``on_dead`` after a message is dead-lettered, ``on_publish_failed`` when output
+    could not be published, and ``message_id`` for the ``Nats-Msg-Id`` of each prediction.
     """
 
     def __init__(
@@ -51,13 +53,15 @@ class StreamProcessor:
         batch_max: int = 256,
         batch_wait_s: float = 0.0,
         max_payload: int = 64 * 1024,
-        settle: Callable[[Sequence[Snapshot], Sequence[Snapshot]], Awaitable[None]] | None = None,
     ) -> None:
         self.nc = nc
         self.engine = engine
         self.metrics = metrics
         self.max_payload = max_payload
-        self._settle = settle
+        self.settle: Callable[[Sequence[Snapshot], Sequence[Snapshot]], Awaitable[None]] | None = None
+        self.on_dead: Callable[[object], Awaitable[None]] | None = None
+        self.on_publish_failed: Callable[[Sequence[Snapshot]], Awaitable[None]] | None = None
+        self.message_id: Callable[[Snapshot], str | None] | None = None
         self.pool: Pool[Snapshot] = Pool(
             self.handle_batch,
             shards=shards,
@@ -118,6 +122,8 @@ class StreamProcessor:
             self.metrics.model_errors.labels("publish_error").inc()
             log.exception("could not dead-letter a message from %s", subject)
             raise
+        if self.on_dead is not None:
+            await self.on_dead(ctx)
 
     async def handle_batch(self, shard: int, batch: list[Snapshot]) -> None:
         """Score one batch with one model version and publish every outcome."""
@@ -131,17 +137,34 @@ class StreamProcessor:
         metrics.feature_extractions.inc(extracted)
         if n_ok:
             wires = result.wire(_perf())
-            nc = self.nc
-            for snap, wire in zip(result.snaps, wires, strict=True):
-                await nc.publish(subjects.PREDICTION, encode(wire, snap.encoding))
+            try:
+                await self._publish(result.snaps, wires)
+            except Exception:
+                metrics.model_errors.labels("publish_error").inc()
+                log.exception("publishing %d predictions failed", n_ok)
+                if self.on_publish_failed is not None:
+                    await self.on_publish_failed(result.snaps)
+                return
             self.published += n_ok
             metrics.predict_requests.labels(version, Status.OK).inc(n_ok)
             metrics.predict_latency.labels(version).observe_many(result.latencies_ms)
             metrics.prediction_score.observe_many(result.scores)
         for snap, exc in result.rejected:
             await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx)
-        if self._settle is not None:
-            await self._settle(result.snaps, [s for s, _ in result.rejected])
+        if self.settle is not None:
+            await self.settle(result.snaps, [s for s, _ in result.rejected])
+
+    async def _publish(self, snaps: list[Snapshot], wires: list[dict[str, object]]) -> None:
+        nc = self.nc
+        msg_id = self.message_id
+        if msg_id is None:
+            for snap, wire in zip(snaps, wires, strict=True):
+                await nc.publish(subjects.PREDICTION, encode(wire, snap.encoding))
+            return
+        for snap, wire in zip(snaps, wires, strict=True):
+            mid = msg_id(snap)
+            headers = {"Nats-Msg-Id": mid} if mid else None
+            await nc.publish(subjects.PREDICTION, encode(wire, snap.encoding), headers=headers)
 
     def model_changed(self) -> None:
         self.metrics.set_model_version(self.engine.model.version)
