@@ -27,6 +27,7 @@ from worker.consume import Intake, make_intake
 from worker.metrics import Metrics
 from worker.models import ModelSource
 from worker.settings import Settings
+from worker.shadow import DriftTracker, ShadowScorer
 from worker.sidecar import MetricsServer
 from worker.stream import StreamProcessor
 
@@ -72,6 +73,7 @@ class WorkerApp:
         self.serve_metrics = serve_metrics
         self.stop_event = asyncio.Event()
         self.models = ModelSource(settings)
+        self.models.load_initial()
         self.engine = Engine(
             self.models.live,
             features=FeatureStore(max_symbols=settings.max_symbols),
@@ -86,6 +88,7 @@ class WorkerApp:
         self._consuming = False
         self._signals = 0
         self._started_at = 0.0
+        self._load_errors_counted = 0
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -109,6 +112,11 @@ class WorkerApp:
             batch_wait_s=s.batch_wait_ms / 1000.0,
             max_payload=s.max_payload,
         )
+        self.shadow = ShadowScorer(self.nc, self.metrics, self.engine.policy)
+        self.drift = DriftTracker(self.metrics)
+        self._models_changed()
+        self._count_load_errors()
+        self.processor.observers += [self.shadow.submit, self.drift.update]
         self.processor.start()
         self.intake = make_intake(self.nc, self.processor, s, self.metrics)
         await self.intake.start()
@@ -143,6 +151,7 @@ class WorkerApp:
 
     def _refresh(self) -> None:
         if self.processor is not None:
+            self.drift.export()
             for i, depth in enumerate(self.processor.pool.depths()):
                 self.metrics.queue_depth.labels(str(i)).set(depth)
 
@@ -156,11 +165,28 @@ class WorkerApp:
                 log.exception("model refresh failed; keeping %s", self.engine.model.version)
                 self.metrics.model_errors.labels("model_load").inc()
                 continue
+            self._count_load_errors()
             if changed:
-                # Assigned between batches: run_batch is synchronous, so no batch mixes two versions.
-                self.engine.model = self.models.live
-                self.metrics.set_model_version(self.engine.model.version)
-                log.info("model switched to %s", self.engine.model.version)
+                self._models_changed()
+
+    def _count_load_errors(self) -> None:
+        new = self.models.load_errors - self._load_errors_counted
+        if new > 0:
+            self.metrics.model_errors.labels("model_load").inc(new)
+            self._load_errors_counted = self.models.load_errors
+
+    def _models_changed(self) -> None:
+        # Assigned between batches: run_batch is synchronous, so no batch mixes two versions.
+        if self.engine.model is not self.models.live:
+            self.engine.model = self.models.live
+            self.drift.set_reference(self.models.reference)
+            log.info("model switched to %s", self.engine.model.version)
+        elif self.drift.monitor is None and self.models.reference:
+            self.drift.set_reference(self.models.reference)
+        self.metrics.set_model_version(self.engine.model.version)
+        if self.shadow.model is not self.models.shadow:
+            self.shadow.model = self.models.shadow
+            log.info("shadow model: %s", self.models.shadow.version if self.models.shadow else "none")
 
     async def stop(self) -> None:
         """Stop intake, finish in-flight work within the drain bound, flush, close."""
@@ -174,6 +200,7 @@ class WorkerApp:
             await self.intake.stop()
         if self.processor is not None:
             abandoned = await self.processor.close(self.settings.drain_timeout_s)
+            await self.shadow.close()
         for service in reversed(self._services):
             with contextlib.suppress(Exception):
                 await service.stop()

@@ -17,7 +17,7 @@ __all__ = ["LATENCY_BUCKETS_MS", "SCORE_BUCKETS", "Metrics", "Status"]
 
 LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 80.0, 100.0, 200.0, 250.0, 500.0, 1000.0)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-ERROR_TYPES = ("invalid_input", "model_error", "model_output", "publish_error")
+ERROR_TYPES = ("invalid_input", "model_error", "model_output", "publish_error", "model_load", "shadow_error")
 """Values of ``error_type`` in ml_model_errors_total (created at zero so rates exist before the first error)."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 
@@ -70,6 +70,9 @@ class Metrics:
         self.nats_reconnects = Counter("ml_nats_reconnects", "Reconnections to NATS", registry=r)
         self.shadow_agreement = Gauge(
             "ml_shadow_agreement_ratio", "Share of equal signals between live and shadow over a window", registry=r
+        )
+        self.shadow_skipped = Counter(
+            "ml_shadow_skipped", "Rows not shadow-scored because the shadow model was still busy", registry=r
         )
         self.feature_drift_psi = Gauge(
             "ml_feature_drift_psi",

@@ -15,7 +15,7 @@ from nats.aio.msg import Msg
 
 from core import subjects
 from core.codec import Snapshot, decode, encode, snapshot_from_mapping
-from core.engine import Engine
+from core.engine import BatchResult, Engine
 from core.errors import InvalidInput, SparkMlError
 from worker.metrics import Metrics, Status
 from worker.pool import Pool
@@ -62,6 +62,8 @@ class StreamProcessor:
         self.on_dead: Callable[[object], Awaitable[None]] | None = None
         self.on_publish_failed: Callable[[Sequence[Snapshot]], Awaitable[None]] | None = None
         self.message_id: Callable[[Snapshot], str | None] | None = None
+        self.observers: list[Callable[[BatchResult], None]] = []
+        """Called with every published batch (shadow scoring, drift); must not block."""
         self.pool: Pool[Snapshot] = Pool(
             self.handle_batch,
             shards=shards,
@@ -146,6 +148,11 @@ class StreamProcessor:
                     await self.on_publish_failed(result.snaps)
                 return
             self.published += n_ok
+            for observe in self.observers:
+                try:
+                    observe(result)
+                except Exception:
+                    log.exception("batch observer failed")
             metrics.predict_requests.labels(version, Status.OK).inc(n_ok)
             metrics.predict_latency.labels(version).observe_many(result.latencies_ms)
             metrics.prediction_score.observe_many(result.scores)

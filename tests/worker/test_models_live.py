@@ -1,0 +1,130 @@
+"""A running worker follows the registry: promote, rollback, shadow, corrupt artifacts; drift gauges."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import msgpack
+import numpy as np
+from nats.aio.client import Client
+
+from core import subjects
+from core.drift import reference_from
+from core.features import FEATURE_NAMES
+from core.models.logistic import LogisticModel
+from core.registry import Registry
+
+from .conftest import Collector
+
+
+def _constant(intercept: float) -> LogisticModel:
+    """A logistic model whose score is sigmoid(intercept) whatever the features."""
+    names = ("ret_1", "rsi_14")
+    return LogisticModel(names, [0.0, 0.0], [1.0, 1.0], [0.0, 0.0], intercept)
+
+
+def _register(reg: Registry, model: LogisticModel) -> str:
+    rng = np.random.default_rng(1)
+    ref = reference_from(rng.normal(size=(1000, len(FEATURE_NAMES))) * 10 + 50, FEATURE_NAMES)
+    return reg.register(model, data="test", metrics={"auc": 0.5}, reference=ref).version
+
+
+async def _until(cond, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+async def _publish(nc: Client, start: int, n: int, symbol: str = "HOT") -> None:
+    for i in range(start, start + n):
+        await nc.publish(subjects.snapshot_for(symbol), msgpack.packb({"ts": i, "mid": 100.0 + i % 3}))
+    await nc.flush()
+
+
+async def test_promote_rollback_without_restart_or_loss(nc: Client, worker_factory, collect, tmp_path: Path) -> None:
+    # Given a running worker on an empty registry (baseline) and a registered "always buy" model
+    app = await worker_factory(registry=tmp_path / "reg")
+    reg = Registry(tmp_path / "reg")
+    buy = _register(reg, _constant(3.0))
+    preds = await collect(subjects.PREDICTION)
+    await _publish(nc, 0, 50)
+    await preds.wait(50)
+    # When it is promoted while snapshots keep flowing
+    reg.promote(buy)
+    await _publish(nc, 50, 50)
+    await _until(lambda: app.engine.model.version == buy)
+    await _publish(nc, 100, 50)
+    # Then nothing is lost, and versions switch once, never back and forth
+    await preds.wait(150)
+    versions = [b["modelVersion"] for b in preds.bodies()]
+    assert [b["ts"] for b in preds.bodies()] == list(range(150))
+    first = versions.index(buy)
+    assert set(versions[:first]) == {"baseline"} and set(versions[first:]) == {buy}
+    assert all(b["signal"] == "buy" for b in preds.bodies()[first:])
+    assert app.metrics.model_version_info.labels(buy)._value.get() == 1
+    # When rolled back, the baseline serves again
+    assert reg.rollback() == "baseline"
+    await _until(lambda: app.engine.model.version == "baseline")
+    await _publish(nc, 150, 10)
+    await preds.wait(160)
+    assert {b["modelVersion"] for b in preds.bodies()[150:]} == {"baseline"}
+
+
+async def test_shadow_predictions_go_only_to_the_shadow_subject(nc: Client, worker_factory, collect, tmp_path) -> None:
+    app = await worker_factory(registry=tmp_path / "reg")
+    reg = Registry(tmp_path / "reg")
+    buy, sell = _register(reg, _constant(3.0)), _register(reg, _constant(-3.0))
+    reg.promote(buy)
+    reg.set_shadow(sell)
+    await _until(lambda: app.shadow.model is not None and app.engine.model.version == buy)
+    live = await collect(subjects.PREDICTION)
+    shadow = await collect(subjects.PREDICTION_SHADOW)
+    await _publish(nc, 0, 40, "SH")
+    await live.wait(40)
+    await _until(lambda: len(shadow.msgs) + app.metrics.shadow_skipped._value.get() >= 40)
+    assert {b["modelVersion"] for b in live.bodies()} == {buy}
+    assert shadow.msgs and {b["modelVersion"] for b in shadow.bodies()} == {sell}
+    assert {b["signal"] for b in shadow.bodies()} == {"sell"}
+    # live says buy, shadow says sell: they never agree
+    assert app.metrics.shadow_agreement._value.get() == 0.0
+    # and drift gauges exist for the live model's reference features
+    app._refresh()
+    assert app.metrics.feature_drift_psi.labels("rsi_14")._value.get() > 0
+
+
+async def test_failing_shadow_never_breaks_live(nc: Client, worker_factory, collect, tmp_path) -> None:
+    app = await worker_factory(registry=tmp_path / "reg")
+
+    class Broken:
+        version, kind, feature_names = "broken", "test", ("ret_1",)
+
+        def predict_proba(self, x):
+            raise RuntimeError("shadow exploded")
+
+    app.shadow.model = Broken()  # type: ignore[assignment]
+    live = await collect(subjects.PREDICTION)
+    await _publish(nc, 0, 30, "BRK")
+    await live.wait(30)
+    await _until(lambda: app.metrics.model_errors.labels("shadow_error")._value.get() >= 1)
+
+
+async def test_corrupt_artifact_is_refused_and_baseline_keeps_serving(
+    nc: Client, worker_factory, collect, tmp_path
+) -> None:
+    # Given a promoted version whose artifact is corrupted on disk afterwards
+    reg = Registry(tmp_path / "reg")
+    version = _register(reg, _constant(3.0))
+    reg.promote(version)
+    artifact = tmp_path / "reg" / "artifacts" / reg.manifest(version).artifact
+    artifact.write_bytes(artifact.read_bytes().replace(b"3.0", b"9.0"))
+    # When a worker starts on that registry
+    app = await worker_factory(registry=tmp_path / "reg")
+    # Then it refuses the artifact, counts the error and keeps serving the baseline
+    assert app.models.load_errors == 1
+    assert app.metrics.model_errors.labels("model_load")._value.get() == 1
+    preds = await collect(subjects.PREDICTION)
+    await _publish(nc, 0, 5, "COR")
+    await preds.wait(5)
+    assert {b["modelVersion"] for b in preds.bodies()} == {"baseline"}
