@@ -15,8 +15,6 @@ from core.features import FEATURE_NAMES
 from core.models.logistic import LogisticModel
 from core.registry import Registry
 
-from .conftest import Collector
-
 
 def _constant(intercept: float) -> LogisticModel:
     """A logistic model whose score is sigmoid(intercept) whatever the features."""
