@@ -273,6 +273,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dic
         stack.wait_until("the worker's /readyz", lambda: _get(f"{worker_metrics}/readyz")[0] == 200, 30)
         stack.wait_until("the gateway's /ml/metrics", lambda: _get(gateway_metrics)[0] == 200, 30)
         stack.wait_until("Prometheus /-/ready", lambda: _get(f"{stack.prometheus}/-/ready")[0] == 200, 20)
+        # Target discovery reaches the scrape loops seconds after startup: traffic sent before the first
+        # scrapes would leave the rates with a single sample of the final counts.
+        stack.wait_until("Prometheus to scrape both targets", lambda: stack.total("sum(up)") == 2, 30)
 
         info = asyncio.run(_drive_traffic(stack))
 
