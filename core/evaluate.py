@@ -20,8 +20,12 @@ before testing and the rows just before a test block (whose rolling features ove
 from __future__ import annotations
 
 import math
+import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -29,12 +33,17 @@ from numpy.typing import ArrayLike, NDArray
 from core.features import WARMUP
 
 __all__ = [
+    "LOWER_IS_BETTER",
     "METRICS",
+    "Slo",
     "TOP_FRACTION",
     "Fold",
     "accuracy",
     "auc",
+    "check_slo",
+    "choose_folds",
     "default_gap",
+    "load_slo",
     "log_loss",
     "metrics",
     "precision_recall_at",
@@ -44,7 +53,10 @@ __all__ = [
 ]
 
 METRICS: tuple[str, ...] = ("auc", "accuracy", "precision_at_20", "recall_at_20", "log_loss")
+LOWER_IS_BETTER = frozenset({"log_loss"})
 TOP_FRACTION = 0.2
+MAX_FOLDS = 5
+"""Folds used when the caller does not say: fewer only when the series is too short for five."""
 MIN_TRAIN = 30
 """Fewest training rows a fold may have."""
 MIN_TEST = 10
@@ -184,6 +196,17 @@ def walk_forward(n: int, *, folds: int = 5, gap: int | None = None) -> list[Fold
     return out
 
 
+def choose_folds(n: int, *, gap: int | None = None, most: int = MAX_FOLDS) -> int:
+    """The largest number of folds, at most ``most``, that :func:`walk_forward` can make from ``n`` rows."""
+    for k in range(most, 1, -1):
+        try:
+            walk_forward(n, folds=k, gap=gap)
+        except ValueError:
+            continue
+        return k
+    return 1
+
+
 def spread(values: Sequence[float]) -> dict[str, float]:
     """Mean, sample std, min, max and a 95% t-interval of the mean across folds (NaN folds ignored)."""
     v = np.asarray([x for x in values if not math.isnan(x)], dtype=np.float64)
@@ -209,3 +232,61 @@ def summarize(per_fold: Sequence[Mapping[str, float]]) -> tuple[dict[str, float]
     names = list(per_fold[0]) if per_fold else list(METRICS)
     spreads = {name: spread([m[name] for m in per_fold]) for name in names}
     return {name: spreads[name]["mean"] for name in names}, spreads
+
+
+@dataclass(frozen=True, slots=True)
+class Slo:
+    """Thresholds of the evaluation gate (``core/slo.toml``).
+
+    Args:
+        minimum: metric -> lowest acceptable value.
+        maximum: metric -> highest acceptable value.
+        beat_baseline: metrics on which the model must do strictly better than the baseline on the same folds.
+    """
+
+    minimum: dict[str, float] = field(default_factory=dict)
+    maximum: dict[str, float] = field(default_factory=dict)
+    beat_baseline: tuple[str, ...] = ("auc",)
+
+
+def load_slo(path: Path | str | None = None) -> Slo:
+    """Read the gate's thresholds; the packaged ``core/slo.toml`` by default. ValueError when malformed."""
+    if path is None:
+        text = resources.files("core").joinpath("slo.toml").read_text()
+    else:
+        text = Path(path).read_text()
+    try:
+        doc = tomllib.loads(text)
+        slo = Slo(
+            minimum={str(k): float(v) for k, v in doc.get("minimum", {}).items()},
+            maximum={str(k): float(v) for k, v in doc.get("maximum", {}).items()},
+            beat_baseline=tuple(str(m) for m in doc.get("beat_baseline", {}).get("metrics", ["auc"])),
+        )
+    except (tomllib.TOMLDecodeError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"bad SLO file: {exc}") from exc
+    unknown = {*slo.minimum, *slo.maximum, *slo.beat_baseline} - set(METRICS)
+    if unknown:
+        raise ValueError(f"bad SLO file: unknown metrics {', '.join(sorted(unknown))}")
+    return slo
+
+
+def check_slo(model: Mapping[str, float], baseline: Mapping[str, float], slo: Slo) -> list[dict[str, Any]]:
+    """One check per threshold and per baseline comparison: name, value, threshold, passed. NaN never passes."""
+    checks: list[dict[str, Any]] = []
+    for metric, bound in slo.minimum.items():
+        value = model[metric]
+        checks.append(_check(f"{metric} >= {bound}", metric, value, ">=", bound, value >= bound))
+    for metric, bound in slo.maximum.items():
+        value = model[metric]
+        checks.append(_check(f"{metric} <= {bound}", metric, value, "<=", bound, value <= bound))
+    for metric in slo.beat_baseline:
+        value, base = model[metric], baseline[metric]
+        better = value < base if metric in LOWER_IS_BETTER else value > base
+        op = "<" if metric in LOWER_IS_BETTER else ">"
+        checks.append(_check(f"{metric} {op} baseline", metric, value, op, base, better))
+    return checks
+
+
+def _check(name: str, metric: str, value: float, op: str, threshold: float, passed: bool) -> dict[str, Any]:
+    ok = bool(passed) and not math.isnan(value) and not math.isnan(threshold)
+    return {"name": name, "metric": metric, "op": op, "threshold": threshold, "value": value, "passed": ok}

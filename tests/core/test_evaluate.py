@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -13,9 +14,13 @@ from sklearn.metrics import log_loss as sk_log_loss
 
 from core.evaluate import (
     METRICS,
+    Slo,
     accuracy,
     auc,
+    check_slo,
+    choose_folds,
     default_gap,
+    load_slo,
     log_loss,
     metrics,
     precision_recall_at,
@@ -23,6 +28,9 @@ from core.evaluate import (
     summarize,
     walk_forward,
 )
+from core.features import FEATURE_NAMES
+from core.synthetic import SyntheticConfig, generate
+from core.training import bin_fractions, reference_distribution, train, walk_forward_eval
 
 labelled = st.lists(
     st.tuples(st.integers(0, 1), st.sampled_from([0.1, 0.3, 0.5, 0.7]) | st.floats(0.0, 1.0)), min_size=2, max_size=60
@@ -105,3 +113,78 @@ def test_spread_by_hand() -> None:
     assert (out["min"], out["max"]) == (0.5, 0.7)
     means, spreads = summarize([{"auc": 0.5}, {"auc": 0.7}])
     assert means == {"auc": pytest.approx(0.6)} and spreads["auc"]["n"] == 2
+
+
+# -- the training driver ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_bed():
+    return generate(SyntheticConfig(n_bars=3000, seed=8))
+
+
+def test_walk_forward_eval_scores_only_unseen_rows(small_bed) -> None:
+    wf = walk_forward_eval(small_bed, "logistic", folds=3, gap=10)
+    rows, y, scores, base = wf.oos()
+    assert len(wf.folds) == 3
+    # Test rows are in time order, never repeated, all after the first training block
+    assert np.all(np.diff(rows) == 1)
+    for f in wf.folds:
+        # The fold's model was fitted on rows strictly before its test block, minus the gap
+        train_rows = small_bed.rows()[f.fold.train]
+        assert train_rows[-1] + 10 < f.rows[0]
+        assert f.metrics == metrics(f.y, f.scores)
+        assert f.bayes_auc is not None and 0.5 <= f.bayes_auc <= 1
+    # Headline metrics are the fold means; the baseline was scored on the very same rows
+    assert wf.metrics["auc"] == pytest.approx(np.mean([f.metrics["auc"] for f in wf.folds]))
+    assert y.size == scores.size == base.size
+    assert wf.baseline_metrics["auc"] == pytest.approx(np.mean([f.baseline_metrics["auc"] for f in wf.folds]))
+
+
+def test_train_report(small_bed) -> None:
+    steps: list[str] = []
+    report = train(small_bed, "lgbm", seed=3, folds=3, progress=steps.append)
+    doc = report.to_json()
+    assert steps == ["fold 1/3", "fold 2/3", "fold 3/3", "final model", "importance"]
+    assert doc["version"] == report.model.version and doc["kind"] == "lgbm"
+    assert set(doc["metrics"]) == set(METRICS) and len(doc["folds"]) == 3
+    assert doc["bayes_auc"] == pytest.approx(report.evaluation.bayes_auc)
+    assert set(doc["importance"]["gain"]) == set(doc["importance"]["permutation"]) == set(FEATURE_NAMES)
+    json.dumps(doc, allow_nan=False)  # plain JSON, NaN already turned into null
+    # Permutation importance finds the planted features (ret_1, rsi_14, log_vol) ahead of the noise ones
+    perm = doc["importance"]["permutation"]
+    planted = min(perm[n] for n in ("ret_1", "rsi_14", "log_vol"))
+    noise = max(perm[n] for n in ("spread_bp", "macd_signal"))
+    assert planted > noise
+
+
+def test_folds_shrink_for_short_series() -> None:
+    assert choose_folds(5000) == 5
+    assert choose_folds(120) == 2
+    assert choose_folds(40) == 1
+
+
+def test_reference_distribution_and_bins() -> None:
+    rng = np.random.default_rng(0)
+    x = np.column_stack([rng.normal(size=1000), np.zeros(1000), rng.integers(0, 3, 1000).astype(float)])
+    ref = reference_distribution(x, ["a", "b", "c"])
+    assert len(ref["a"]["edges"]) == 11 and ref["a"]["fractions"] == pytest.approx([0.1] * 10, abs=0.002)
+    assert ref["b"] == {"edges": [0.0], "fractions": [1.0]}  # a constant feature is one bin
+    assert sum(ref["c"]["fractions"]) == pytest.approx(1.0) and len(ref["c"]["edges"]) <= 4
+    # Values beyond the outer edges fall in the outer bins
+    assert bin_fractions(np.array([-100.0, 100.0]), ref["a"]["edges"]).tolist() == [0.5] + [0.0] * 8 + [0.5]
+
+
+def test_slo_file_and_checks(tmp_path) -> None:
+    slo = load_slo()
+    assert slo.minimum == {"auc": 0.62, "precision_at_20": 0.58, "recall_at_20": 0.40}
+    good = {"auc": 0.7, "precision_at_20": 0.6, "recall_at_20": 0.41, "accuracy": 0.6, "log_loss": 0.6}
+    assert all(c["passed"] for c in check_slo(good, {"auc": 0.5}, slo))
+    checks = check_slo({**good, "auc": math.nan}, {"auc": 0.5}, slo)
+    assert [c["passed"] for c in checks if c["metric"] == "auc"] == [False, False]
+    lower = Slo(maximum={"log_loss": 0.69}, beat_baseline=("log_loss",))
+    assert [c["passed"] for c in check_slo(good, {"log_loss": 0.65}, lower)] == [True, True]
+    bad = tmp_path / "slo.toml"
+    bad.write_text("[minimum]\nsharpe = 1.0\n")
+    with pytest.raises(ValueError, match="unknown metrics"):
+        load_slo(bad)
