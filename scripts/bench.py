@@ -37,6 +37,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated scenarios: {names}. The ceiling is always measured too (ratios need it).",
     )
     ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument("--keep", action="store_true", help="keep every process's log and the raw phase files")
     return ap
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         names = [CEILING] + [n for n in wanted if n != CEILING]
     else:
         names = [n for n, s in SCENARIOS.items() if s.default]
-    cfg = BenchConfig.preset(tuple(names), quick=args.quick, runs=args.runs)
+    cfg = BenchConfig.preset(tuple(names), quick=args.quick, runs=args.runs, keep=args.keep)
     results = run(cfg, log=lambda line: print(line, file=sys.stderr, flush=True))
     print(render(results))
     if not args.no_write:

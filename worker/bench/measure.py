@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from worker.natsserver import NatsServer
 __all__ = ["Bed", "PhaseResult", "Sequencer", "stop_bed"]
 
 PERCENTILES = (50.0, 99.0, 99.9)
+_REPORTED_METRICS = ("ml_slow_consumer_drops_total", "ml_predict_requests_total", "ml_model_errors_total")
 
 
 class Sequencer:
@@ -61,6 +63,8 @@ class PhaseResult:
     cpu_us_per_msg: float | None
     latency_us: dict[str, float] | None = None
     stop: str = ""
+    late: int = 0
+    """Messages that answered an earlier phase (or a start-up probe) and arrived during this one."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -125,6 +129,28 @@ class Bed:
             conn.poll(0.2)  # let stray probe answers arrive now rather than during the first phase
         finally:
             conn.close()
+
+    def server_slow_consumers(self) -> int:
+        """How often the bed's nats-server cut a client off as a slow consumer (from its log)."""
+        if self.server is None or not self.server.log_path.exists():
+            return 0
+        return self.server.log_path.read_text(errors="replace").count("Slow Consumer Detected")
+
+    def worker_metrics(self) -> dict[str, float]:
+        """The target's own counters worth reporting (``Target.metrics_url``); empty when it has none."""
+        if self.target is None or not self.target.metrics_url:
+            return {}
+        try:
+            with urllib.request.urlopen(self.target.metrics_url, timeout=5) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name in _REPORTED_METRICS:
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return out
 
     def rss(self) -> tuple[int, int]:
         assert self.child is not None
@@ -196,10 +222,11 @@ def _result(
         duplicates=int(sink["duplicates"]),
         offered_rate=rate,
         publisher_rate=pub.get("rate"),
-        throughput=(n - 1) / span if span > 0 else None,
+        throughput=(n - 1) / span if span > 0 else 0.0 if n < 2 else None,
         cpu_us_per_msg=cpu_s * 1e6 / n if n and cpu_s is not None else None,
         latency_us=latency,
         stop=str(sink["stop"]),
+        late=int(sink["foreign"]),
     )
 
 

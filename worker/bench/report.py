@@ -125,6 +125,19 @@ def _notes(results: dict[str, Any]) -> list[str]:
             notes.append(f"{sc['name']} ({sc['title']}) skipped: {sc['reason']}")
         if sc.get("note"):
             notes.append(f"{sc['name']}: {sc['note']}")
+        if sc.get("server_slow_consumers"):
+            notes.append(
+                f"{sc['name']}: nats-server cut its connection {sc['server_slow_consumers']} time(s) as a slow "
+                "consumer (it did not read its socket in time); messages buffered for it were dropped"
+            )
+        drops = (sc.get("own_metrics") or {}).get("ml_slow_consumer_drops_total")
+        if drops:
+            notes.append(
+                f"{sc['name']}: its NATS client dropped {drops:.0f} messages as a slow consumer "
+                "(ml_slow_consumer_drops_total): the loss is at its intake"
+            )
+        if sc.get("late"):
+            notes.append(f"{sc['name']}: {sc['late']} predictions arrived after their phase had ended")
     return notes
 
 
@@ -141,6 +154,8 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     out = head + [""] + [fmt.format(*r).rstrip() for r in rows] + [""] + notes
+    if results.get("workdir"):
+        out.append(f"logs and raw files kept in {results['workdir']}")
     return "\n".join(out) + "\n"
 
 

@@ -13,6 +13,7 @@ resident memory at the end. Every process is stopped in ``finally``.
 from __future__ import annotations
 
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -50,18 +51,20 @@ class BenchConfig:
     """How long each latency phase lasts (samples = rate x seconds)."""
     symbols: int = 16
     ready_timeout: float = 60.0
-    sink_idle_s: float = 1.0
+    sink_idle_s: float = 2.0
     """A phase ends this long after the last prediction when some are missing (loss)."""
     sink_grace_s: float = 30.0
+    keep: bool = False
+    """Keep the scratch directory (logs of every process, the phases' raw files) and report its path."""
 
     @classmethod
-    def preset(cls, scenarios: tuple[str, ...], *, quick: bool, runs: int = 3) -> BenchConfig:
+    def preset(cls, scenarios: tuple[str, ...], *, quick: bool, runs: int = 3, keep: bool = False) -> BenchConfig:
         if quick:
             return cls(
                 scenarios, quick=True, runs=runs, max_count=50_000, phase_seconds=0.6,
-                warmup_count=2_000, rate_seconds=(2.0, 1.0), ready_timeout=40.0,
+                warmup_count=2_000, rate_seconds=(2.0, 1.0), ready_timeout=40.0, keep=keep,
             )  # fmt: skip
-        return cls(scenarios, runs=runs)
+        return cls(scenarios, runs=runs, keep=keep)
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:
@@ -79,6 +82,8 @@ class _Entry:
     status: str = "ok"
     reason: str = ""
     rss: tuple[int, int] | None = None
+    server_slow_consumers: int = 0
+    own_metrics: dict[str, float] = field(default_factory=dict)
 
     def fail(self, exc: BaseException) -> None:
         self.status, self.reason = "error", f"{type(exc).__name__}: {exc}"[:600]
@@ -187,10 +192,12 @@ class _Run:
                 _guard(e, lat)
             self.log(f"latency at {rate:,.0f}/s done")
 
-    def memory(self) -> None:
+    def memory_and_counters(self) -> None:
         for e in self.entries:
             if e.bed.child is not None and e.bed.child.alive() and e.bed.target and e.bed.target.measure_process:
                 e.rss = e.bed.rss()
+                e.own_metrics = e.bed.worker_metrics()
+            e.server_slow_consumers = e.bed.server_slow_consumers()
 
 
 def run(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -198,19 +205,22 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> dict[str, An
     started = datetime.now(UTC).astimezone()
     t_start = time.perf_counter()
     machine = machine_info()
-    with tempfile.TemporaryDirectory(prefix="spark-ml-bench-") as tmp:
-        r = _Run(cfg, Path(tmp), log)
-        try:
-            for name in cfg.scenarios:
-                r.start(name)
-            r.warm_up()
-            r.throughput()
-            r.latency()
-            r.memory()
-        finally:
-            for e in r.entries:
-                stop_bed(e.bed)
+    tmp = Path(tempfile.mkdtemp(prefix="spark-ml-bench-"))
+    r = _Run(cfg, tmp, log)
+    try:
+        for name in cfg.scenarios:
+            r.start(name)
+        r.warm_up()
+        r.throughput()
+        r.latency()
+        r.memory_and_counters()
+    finally:
+        for e in r.entries:
+            stop_bed(e.bed)
+        if not cfg.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     results = _assemble(cfg, r.entries, r.skipped, machine)
+    results["workdir"] = str(tmp) if cfg.keep else None
     results["started"] = started.isoformat(timespec="seconds")
     results["duration_s"] = time.perf_counter() - t_start
     results["machine"]["loadavg_end"] = os.getloadavg()
@@ -224,7 +234,7 @@ def _assemble(
     medians: dict[str, float | None] = {}
     for e in entries:
         sc = e.bed.scenario
-        tps = [r.throughput for r in e.runs if r.throughput]
+        tps = [r.throughput for r in e.runs if r.throughput is not None]
         cpus = [r.cpu_us_per_msg for r in e.runs if r.cpu_us_per_msg is not None]
         tp: dict[str, Any] = dict(_summary(tps))
         tp["cpu_us_per_msg"] = statistics.median(cpus) if cpus else None
@@ -245,6 +255,9 @@ def _assemble(
                 "throughput": tp if e.runs else None,
                 "latency": e.latency,
                 "rss_mb": e.rss[0] / 2**20 if e.rss else None,
+                "late": sum(r.late for r in e.runs) + sum(int(v.get("late", 0)) for v in e.latency.values()),
+                "server_slow_consumers": e.server_slow_consumers,
+                "own_metrics": e.own_metrics,
                 "processes": e.rss[1] if e.rss else None,
             }
         )

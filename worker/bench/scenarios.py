@@ -50,6 +50,8 @@ class Target:
     """Where the sink listens (the ``floor`` scenario listens to the snapshots themselves)."""
     measure_process: bool = True
     """Whether the process's CPU and memory mean anything (not for the floor's idle placeholder)."""
+    metrics_url: str = ""
+    """The target's Prometheus endpoint, read at the end for its own drop and error counters."""
 
 
 @dataclass(frozen=True)
@@ -111,11 +113,18 @@ def _worker_help() -> str:
     return done.stdout
 
 
+def _worker_target(ctx: Context, *args: str, note: str = "", **extra: str) -> Target:
+    env = _worker_env(ctx, **extra)
+    url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
+    return Target([spark_ml_exe(), "worker", *args], env, note=note, metrics_url=url)
+
+
 def _worker_env(ctx: Context, **extra: str) -> dict[str, str]:
     registry = ctx.workdir / "registry"
     registry.mkdir(parents=True, exist_ok=True)
     return {
         "SPARK_ML_NATS_URL": ctx.nats_url,
+        "SPARK_ML_BIND_HOST": "127.0.0.1",
         "SPARK_ML_METRICS_PORT": str(free_port()),
         "SPARK_ML_HTTP_PORT": str(free_port()),
         "SPARK_ML_REGISTRY": str(registry),
@@ -139,7 +148,7 @@ def _ceiling(ctx: Context) -> Target:
 @scenario("worker", "spark-ml worker, baseline model")
 def _worker(ctx: Context) -> Target:
     _worker_help()
-    return Target([spark_ml_exe(), "worker"], _worker_env(ctx))
+    return _worker_target(ctx)
 
 
 def prepare_tree_registry(registry: Path) -> str:
@@ -154,22 +163,21 @@ def prepare_tree_registry(registry: Path) -> str:
 @scenario("worker-tree", "spark-ml worker, trained tree model")
 def _worker_tree(ctx: Context) -> Target:
     _worker_help()
-    env = _worker_env(ctx)
-    version = prepare_tree_registry(Path(env["SPARK_ML_REGISTRY"]))
-    return Target([spark_ml_exe(), "worker"], env, note=f"model {version}")
+    version = prepare_tree_registry(ctx.workdir / "registry")
+    return _worker_target(ctx, note=f"model {version}")
 
 
 @scenario("worker-2p", "spark-ml worker --procs 2", default=False)
 def _worker_two(ctx: Context) -> Target:
     if "--procs" not in _worker_help():
         raise Unavailable("`spark-ml worker --procs` does not exist yet")
-    return Target([spark_ml_exe(), "worker", "--procs", "2"], _worker_env(ctx))
+    return _worker_target(ctx, "--procs", "2")
 
 
 @scenario("worker-js", "spark-ml worker, JetStream mode", default=False, jetstream=True)
 def _worker_js(ctx: Context) -> Target:
     _worker_help()
-    return Target([spark_ml_exe(), "worker"], _worker_env(ctx, SPARK_ML_MODE="jetstream"))
+    return _worker_target(ctx, SPARK_ML_MODE="jetstream")
 
 
 @scenario("faststream", "FastStream echo (peer)")
