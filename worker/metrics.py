@@ -68,8 +68,13 @@ class Metrics:
             "ml_slow_consumer_drops", "Messages the NATS client dropped as a slow consumer", registry=r
         )
         self.nats_reconnects = Counter("ml_nats_reconnects", "Reconnections to NATS", registry=r)
+        # Labelled, so the series exists only while a shadow model is set (an unlabelled gauge would
+        # export 0 without one, and the agreement alert would fire on every deployment).
         self.shadow_agreement = Gauge(
-            "ml_shadow_agreement_ratio", "Share of equal signals between live and shadow over a window", registry=r
+            "ml_shadow_agreement_ratio",
+            "Share of equal signals between live and shadow over a window",
+            ["shadow_version"],
+            registry=r,
         )
         self.shadow_skipped = Counter(
             "ml_shadow_skipped", "Rows not shadow-scored because the shadow model was still busy", registry=r

@@ -61,6 +61,9 @@ class ShadowScorer:
     @model.setter
     def model(self, model: Model | None) -> None:
         self._cols = columns_for(model) if model is not None else []
+        if self._model is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.shadow_agreement.remove(self._model.version)
         self._model = model
         self._agree.clear()
         self._agree_sum = 0
@@ -105,14 +108,14 @@ class ShadowScorer:
                     "liveSignal": live.signals[i],
                 }
                 await self.nc.publish(subjects.PREDICTION_SHADOW, encode(wire, snap.encoding))
-            self._record(live.signals, signals)
+            self._record(model.version, live.signals, signals)
         except Exception as exc:
             self.metrics.model_errors.labels("shadow_error").inc()
             log.warning("shadow model %s failed: %s", model.version, exc)
         finally:
             self._busy = False
 
-    def _record(self, live: list[str], shadow: list[str]) -> None:
+    def _record(self, version: str, live: list[str], shadow: list[str]) -> None:
         window = self._agree
         for a, b in zip(live, shadow, strict=True):
             if len(window) == window.maxlen:
@@ -120,8 +123,8 @@ class ShadowScorer:
             same = a == b
             window.append(same)
             self._agree_sum += same
-        if window:
-            self.metrics.shadow_agreement.set(self._agree_sum / len(window))
+        if window and self._model is not None and self._model.version == version:
+            self.metrics.shadow_agreement.labels(version).set(self._agree_sum / len(window))
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -86,7 +86,11 @@ async def test_shadow_predictions_go_only_to_the_shadow_subject(nc: Client, work
     assert shadow.msgs and {b["modelVersion"] for b in shadow.bodies()} == {sell}
     assert {b["signal"] for b in shadow.bodies()} == {"sell"}
     # live says buy, shadow says sell: they never agree
-    assert app.metrics.shadow_agreement._value.get() == 0.0
+    assert app.metrics.shadow_agreement.labels(sell)._value.get() == 0.0
+    # clearing the shadow removes its agreement series
+    reg.set_shadow(None)
+    await _until(lambda: app.shadow.model is None)
+    assert "ml_shadow_agreement_ratio{" not in app.metrics.render().decode()
     # and drift gauges exist for the live model's reference features
     app._refresh()
     assert app.metrics.feature_drift_psi.labels("rsi_14")._value.get() > 0
