@@ -16,7 +16,7 @@ if __package__ in (None, ""):  # run as a file: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from worker.bench.report import render, write
-from worker.bench.runner import CEILING, BenchConfig, run
+from worker.bench.runner import CEILING, RR_CEILING, BenchConfig, run
 from worker.bench.scenarios import SCENARIOS
 
 __all__ = ["main"]
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--only",
         default="",
-        help=f"comma-separated scenarios: {names}. The ceiling is always measured too (ratios need it).",
+        help=f"comma-separated scenarios: {names}. The ceilings are measured too (ratios need them).",
     )
     ap.add_argument("--no-write", action="store_true", help="print the table only")
     ap.add_argument("--keep", action="store_true", help="keep every process's log and the raw phase files")
@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(SCENARIOS)}", file=sys.stderr)
             return 2
         names = [CEILING] + [n for n in wanted if n != CEILING]
+        if any(SCENARIOS[n].kind == "request" for n in wanted) and RR_CEILING not in names:
+            names.insert(1, RR_CEILING)
     else:
         names = [n for n, s in SCENARIOS.items() if s.default]
     cfg = BenchConfig.preset(tuple(names), quick=args.quick, runs=args.runs, keep=args.keep)

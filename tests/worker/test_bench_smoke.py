@@ -26,17 +26,18 @@ def _tiny(*scenarios: str) -> BenchConfig:
         ready_timeout=60.0,
         sink_idle_s=0.5,
         sink_grace_s=10.0,
+        rr_sequential=50,
     )
 
 
 def test_ceiling_and_peer_are_counted_and_reported(tmp_path):
-    # Given the ceiling echo, the FastStream peer and a placeholder scenario
+    # Given the ceiling echo, the FastStream peer, the request-reply ceiling and a placeholder scenario
     # When the harness runs a tiny benchmark
-    results = run(_tiny("ceiling", "faststream", "rr"), log=lambda _line: None)
+    results = run(_tiny("ceiling", "faststream", "rr-ceiling", "http"), log=lambda _line: None)
 
     # Then every message sent to a real worker came back, and each figure has its place
     by_name = {s["name"]: s for s in results["scenarios"]}
-    assert set(by_name) == {"ceiling", "faststream", "rr"}
+    assert set(by_name) == {"ceiling", "faststream", "rr-ceiling", "http"}
     for name in ("ceiling", "faststream"):
         sc = by_name[name]
         assert sc["status"] == "ok", sc.get("error")
@@ -53,13 +54,19 @@ def test_ceiling_and_peer_are_counted_and_reported(tmp_path):
         assert lat["latency_us"]["samples"] == 200
         assert 0 < lat["latency_us"]["p50"] <= lat["latency_us"]["p99"] <= lat["latency_us"]["p99.9"]
     assert by_name["ceiling"]["throughput"]["ratio_to_ceiling"] == pytest.approx(1.0)
-    assert by_name["rr"]["status"] == "skipped"
+    rr = by_name["rr-ceiling"]
+    assert rr["status"] == "ok", rr.get("error")
+    assert [r["received"] for r in rr["throughput"]["runs"]] == [300, 300]
+    assert rr["throughput"]["errors"] == 0
+    assert [r["received"] for r in rr["sequential"]["runs"]] == [50, 50]
+    assert rr["sequential"]["latency_us"]["p50"] > 0
+    assert by_name["http"]["status"] == "skipped"
     assert results["machine"]["cores"] >= 1
     assert results["config"]["payload_bytes"] > 50
 
     # And the table, the JSON and the Markdown say the same
     text = render(results)
-    assert "ceiling" in text and "faststream" in text and "rr" in text
+    assert "ceiling" in text and "faststream" in text and "http" in text
     json_path, md_path = write(results, tmp_path / "out")
     assert json.loads(json_path.read_text())["scenarios"][0]["name"] == "ceiling"
     assert "| ceiling |" in md_path.read_text()

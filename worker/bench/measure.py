@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from worker.bench.payloads import PREDICTION_SUBJECT, SNAPSHOT_SUBJECT, snapshot
+from worker.bench.caller import PREDICT_SUBJECT, request_body, request_frame
+from worker.bench.payloads import SNAPSHOT_SUBJECT, snapshot
 from worker.bench.procs import Child, cpu_seconds, rss_bytes
 from worker.bench.scenarios import Context, Scenario, Target, child_env
 from worker.bench.wire import RawNats, pub_frame
@@ -65,6 +66,8 @@ class PhaseResult:
     stop: str = ""
     late: int = 0
     """Messages that answered an earlier phase (or a start-up probe) and arrived during this one."""
+    errors: int = 0
+    """Request-reply: error replies (no ``ts`` to match)."""
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -113,7 +116,8 @@ class Bed:
         assert self.child is not None
         conn = RawNats(self.url)
         try:
-            conn.subscribe(self.target.sink_subject if self.target else PREDICTION_SUBJECT)
+            request = self.scenario.kind == "request"
+            conn.subscribe("_INBOX.benchprobe.*" if request else self.target.sink_subject if self.target else "")
             conn.ping()
             deadline = time.perf_counter() + self.ready_timeout
             while not conn.payloads:
@@ -124,7 +128,11 @@ class Bed:
                 if time.perf_counter() > deadline:
                     raise TimeoutError(f"{self.scenario.name}: no prediction within {self.ready_timeout:.0f}s")
                 seq = self.sequencer.take(1)
-                conn.send(pub_frame(SNAPSHOT_SUBJECT, snapshot(self.sequencer.ts0, seq, self.sequencer.symbols)))
+                if request:
+                    body = request_body(self.sequencer.ts0, seq, self.sequencer.symbols)
+                    conn.send(request_frame(PREDICT_SUBJECT, f"_INBOX.benchprobe.{seq}", body))
+                else:
+                    conn.send(pub_frame(SNAPSHOT_SUBJECT, snapshot(self.sequencer.ts0, seq, self.sequencer.symbols)))
                 conn.poll(0.25)
             conn.poll(0.2)  # let stray probe answers arrive now rather than during the first phase
         finally:
@@ -196,24 +204,54 @@ class Bed:
         cpu = cpu1 - cpu0 if self.target.measure_process else None
         return _result(prefix, seq0, rate, pub_out, sink_out, cpu)
 
+    def request_phase(self, count: int, inflight: int) -> PhaseResult:
+        """``count`` requests to ``ml.predict`` with ``inflight`` outstanding; throughput is replies per second."""
+        assert self.child is not None and self.target is not None
+        self.phases += 1
+        seq0 = self.sequencer.take(count)
+        prefix = str(self.workdir / f"phase{self.phases}")
+        timeout = 60.0 + count / 500.0
+        argv = [sys.executable, "-m", "worker.bench.caller", "--url", self.url, "--ts0", str(self.sequencer.ts0)]
+        argv += ["--seq0", str(seq0), "--count", str(count), "--symbols", str(self.sequencer.symbols)]
+        argv += ["--inflight", str(inflight), "--out", prefix, "--timeout", str(timeout)]
+        cpu0 = cpu_seconds(self.child.pid)
+        caller = Child("caller", argv, Path(prefix + ".caller.log"), pipe=True)
+        try:
+            out = json.loads(caller.readline(timeout + 30.0))
+            caller.wait(10.0)
+        finally:
+            caller.stop()
+        cpu1 = cpu_seconds(self.child.pid)
+        r = _result(prefix, seq0, None, out, {"duplicates": 0, "foreign": 0, "stop": ""}, cpu1 - cpu0, latency=True)
+        r.throughput = out.get("rate")
+        r.errors = int(out.get("errors", 0))
+        return r
+
 
 def _result(
-    prefix: str, seq0: int, rate: float | None, pub: dict[str, Any], sink: dict[str, Any], cpu_s: float | None
+    prefix: str,
+    seq0: int,
+    rate: float | None,
+    pub: dict[str, Any],
+    sink: dict[str, Any],
+    cpu_s: float | None,
+    *,
+    latency: bool = False,
 ) -> PhaseResult:
     times = np.fromfile(prefix + ".t", dtype=np.float64)
     seqs = np.fromfile(prefix + ".seq", dtype=np.int64)
     n = len(times)
     span = float(times[-1] - times[0]) if n > 1 else 0.0
-    latency = None
-    if rate and n:
+    lat_us = None
+    if (rate or latency) and n:
         send = np.fromfile(prefix + ".send", dtype=np.float64)
         idx = seqs - seq0
         ok = idx < len(send)
         lat = (times[ok] - send[idx[ok]]) * 1e6
         if len(lat):
             qs = np.percentile(lat, PERCENTILES)
-            latency = {"p50": float(qs[0]), "p99": float(qs[1]), "p99.9": float(qs[2]), "max": float(lat.max())}
-            latency["samples"] = float(len(lat))
+            lat_us = {"p50": float(qs[0]), "p99": float(qs[1]), "p99.9": float(qs[2]), "max": float(lat.max())}
+            lat_us["samples"] = float(len(lat))
     sent = int(pub["sent"])
     return PhaseResult(
         sent=sent,
@@ -224,7 +262,7 @@ def _result(
         publisher_rate=pub.get("rate"),
         throughput=(n - 1) / span if span > 0 else 0.0 if n < 2 else None,
         cpu_us_per_msg=cpu_s * 1e6 / n if n and cpu_s is not None else None,
-        latency_us=latency,
+        latency_us=lat_us,
         stop=str(sink["stop"]),
         late=int(sink["foreign"]),
     )

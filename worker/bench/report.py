@@ -27,6 +27,19 @@ _COLUMNS = (
 )
 
 
+_RR_COLUMNS = (
+    "scenario",
+    "1 caller req/s",
+    "1 caller p50/p99/p99.9 ms",
+    "64 in flight req/s median (min-max)",
+    "x rr-ceiling",
+    "errors",
+    "lost",
+    "CPU us/req",
+    "RSS MB",
+)
+
+
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -103,6 +116,35 @@ def _row(sc: dict[str, Any]) -> list[str]:
     ]
 
 
+def _rr_row(sc: dict[str, Any]) -> list[str]:
+    if sc["status"] != "ok" and not sc.get("throughput"):
+        return [sc["name"], f"{sc['status']} (see below)"] + [""] * (len(_RR_COLUMNS) - 2)
+    tp = sc.get("throughput") or {}
+    seq = sc.get("sequential") or {}
+    lat = seq.get("latency_us")
+    ratio, cpu, rss = tp.get("ratio_to_ceiling"), tp.get("cpu_us_per_msg"), sc.get("rss_mb")
+    return [
+        sc["name"],
+        _k(seq.get("median")),
+        " / ".join(f"{lat[p] / 1000:.2f}" for p in ("p50", "p99", "p99.9")) if lat else "-",
+        f"{_k(tp.get('median'))} ({_k(tp.get('min'))}-{_k(tp.get('max'))})" if tp.get("median") else "-",
+        "-" if ratio is None else f"{ratio:.2f}",
+        str(tp.get("errors", 0) + seq.get("errors", 0)),
+        str(tp.get("lost", 0) + seq.get("lost", 0)),
+        "-" if cpu is None else f"{cpu:.1f}",
+        "-" if rss is None else f"{rss:.0f}",
+    ]
+
+
+def _table(rows: list[list[str]], markdown: bool) -> list[str]:
+    if markdown:
+        out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        return out + ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows[1:]]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [fmt.format(*r).rstrip() for r in rows]
+
+
 def _header(results: dict[str, Any]) -> list[str]:
     m = results["machine"]
     lines = [
@@ -142,20 +184,17 @@ def _notes(results: dict[str, Any]) -> list[str]:
 
 
 def render(results: dict[str, Any], *, markdown: bool = False) -> str:
-    """The results table with its header lines and notes."""
-    rows = [list(_COLUMNS)] + [_row(sc) for sc in results["scenarios"]]
+    """The result tables (stream, then request-reply) with their header lines and notes."""
+    stream = [sc for sc in results["scenarios"] if sc["kind"] == "stream"]
+    request = [sc for sc in results["scenarios"] if sc["kind"] == "request"]
     head, notes = _header(results), _notes(results)
-    if markdown:
-        out = [f"- {line}" for line in head] + [""]
-        out.append("| " + " | ".join(rows[0]) + " |")
-        out.append("|" + "---|" * len(rows[0]))
-        out += ["| " + " | ".join(c.replace("|", "/") for c in r) + " |" for r in rows[1:]]
-        return "\n".join(out + [""] + [f"- {n}" for n in notes]) + "\n"
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    out = head + [""] + [fmt.format(*r).rstrip() for r in rows] + [""] + notes
+    out = [f"- {line}" for line in head] if markdown else list(head)
+    out += [""] + _table([list(_COLUMNS)] + [_row(sc) for sc in stream], markdown)
+    if request:
+        out += [""] + _table([list(_RR_COLUMNS)] + [_rr_row(sc) for sc in request], markdown)
     if results.get("workdir"):
-        out.append(f"logs and raw files kept in {results['workdir']}")
+        notes.append(f"logs and raw files kept in {results['workdir']}")
+    out += [""] + ([f"- {n}" for n in notes] if markdown else notes)
     return "\n".join(out) + "\n"
 
 

@@ -31,6 +31,7 @@ from worker.bench.scenarios import SCENARIOS, Context, Unavailable
 __all__ = ["BenchConfig", "run"]
 
 CEILING = "ceiling"
+RR_CEILING = "rr-ceiling"
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class BenchConfig:
     rate_seconds: tuple[float, ...] = (10.0, 5.0)
     """How long each latency phase lasts (samples = rate x seconds)."""
     symbols: int = 16
+    rr_sequential: int = 3_000
+    """Requests per one-caller phase (its latency percentiles come from these)."""
+    rr_inflight: int = 64
     ready_timeout: float = 60.0
     sink_idle_s: float = 2.0
     """A phase ends this long after the last prediction when some are missing (loss)."""
@@ -62,7 +66,7 @@ class BenchConfig:
         if quick:
             return cls(
                 scenarios, quick=True, runs=runs, max_count=50_000, phase_seconds=0.6,
-                warmup_count=2_000, rate_seconds=(2.0, 1.0), ready_timeout=40.0, keep=keep,
+                warmup_count=2_000, rate_seconds=(2.0, 1.0), ready_timeout=40.0, keep=keep, rr_sequential=500,
             )  # fmt: skip
         return cls(scenarios, runs=runs, keep=keep)
 
@@ -82,6 +86,8 @@ class _Entry:
     status: str = "ok"
     reason: str = ""
     rss: tuple[int, int] | None = None
+    sequential: list[PhaseResult] = field(default_factory=list)
+    """Request-reply only: the one-caller phases (``runs`` holds the in-flight ones)."""
     server_slow_consumers: int = 0
     own_metrics: dict[str, float] = field(default_factory=dict)
 
@@ -128,7 +134,7 @@ class _Run:
 
     def start(self, name: str) -> None:
         sc = SCENARIOS[name]
-        if sc.kind != "stream":
+        if sc.kind not in ("stream", "request"):
             # Placeholders raise Unavailable from build(); calling it gives the reason to report.
             try:
                 sc.build(Context(nats_url="nats://127.0.0.1:4222", workdir=self.tmp / name))
@@ -154,6 +160,8 @@ class _Run:
             self.log(f"  {name} failed to start: {exc}")
 
     def _phase(self, e: _Entry, count: int, rate: float | None) -> PhaseResult:
+        if e.bed.scenario.kind == "request":
+            return e.bed.request_phase(count, self.cfg.rr_inflight)
         return e.bed.phase(count, rate, idle=self.cfg.sink_idle_s, grace=self.cfg.sink_grace_s)
 
     def warm_up(self) -> None:
@@ -169,6 +177,8 @@ class _Run:
             for e in self.entries:
 
                 def one(e: _Entry = e) -> None:
+                    if e.bed.scenario.kind == "request":
+                        e.sequential.append(e.bed.request_phase(self.cfg.rr_sequential, 1))
                     r = self._phase(e, _size(self.cfg, e.warmup), None)
                     e.runs.append(r)
                     name = e.bed.scenario.name
@@ -181,6 +191,8 @@ class _Run:
         for rate, seconds in zip(self.cfg.rates, self.cfg.rate_seconds, strict=True):
             key = str(int(rate))
             for e in self.entries:
+                if e.bed.scenario.kind != "stream":
+                    continue
                 best = max((r.throughput or 0.0 for r in e.runs), default=0.0)
                 if e.usable and best < 1.2 * rate:
                     e.latency[key] = {"skipped": f"cannot sustain {rate:,.0f}/s (max {best:,.0f}/s)"}
@@ -227,6 +239,17 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> dict[str, An
     return results
 
 
+def _sequential(phases: list[PhaseResult]) -> dict[str, Any]:
+    """One caller: rate summary, and the median over runs of each latency percentile."""
+    out: dict[str, Any] = dict(_summary([p.throughput for p in phases if p.throughput is not None]))
+    lats = [p.latency_us for p in phases if p.latency_us]
+    out["latency_us"] = {k: statistics.median(x[k] for x in lats) for k in ("p50", "p99", "p99.9")} if lats else None
+    out["errors"] = sum(p.errors for p in phases)
+    out["lost"] = sum(p.lost for p in phases)
+    out["runs"] = [p.as_dict() for p in phases]
+    return out
+
+
 def _assemble(
     cfg: BenchConfig, entries: list[_Entry], skipped: list[dict[str, Any]], machine: dict[str, Any]
 ) -> dict[str, Any]:
@@ -241,6 +264,7 @@ def _assemble(
         tp["lost"] = sum(r.lost for r in e.runs)
         tp["sent"] = sum(r.sent for r in e.runs)
         tp["runs"] = [r.as_dict() for r in e.runs]
+        tp["errors"] = sum(r.errors for r in e.runs)
         medians[sc.name] = tp["median"]
         scenarios.append(
             {
@@ -255,16 +279,18 @@ def _assemble(
                 "throughput": tp if e.runs else None,
                 "latency": e.latency,
                 "rss_mb": e.rss[0] / 2**20 if e.rss else None,
+                "sequential": _sequential(e.sequential) if e.sequential else None,
                 "late": sum(r.late for r in e.runs) + sum(int(v.get("late", 0)) for v in e.latency.values()),
                 "server_slow_consumers": e.server_slow_consumers,
                 "own_metrics": e.own_metrics,
                 "processes": e.rss[1] if e.rss else None,
             }
         )
-    ceiling = medians.get(CEILING)
     for s in scenarios:
-        if s["throughput"] and ceiling and s["throughput"]["median"]:
+        ceiling = medians.get(RR_CEILING if s["kind"] == "request" else CEILING)
+        if s["throughput"] and ceiling and s["throughput"]["median"] is not None:
             s["throughput"]["ratio_to_ceiling"] = s["throughput"]["median"] / ceiling
+    ceiling = medians.get(CEILING)
     summary: dict[str, float | None] = {}
     worker, peer = medians.get("worker"), medians.get("faststream")
     if worker and peer:

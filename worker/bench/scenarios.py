@@ -185,9 +185,15 @@ def _faststream(ctx: Context) -> Target:
     return Target([ctx.python, "-m", "worker.bench.fs_peer", "--url", ctx.nats_url])
 
 
-@scenario("rr", "request-reply ml.predict (1 caller; 64 in flight)", kind="request")
+@scenario("rr-ceiling", "bare nats-py responder on ml.predict (request-reply ceiling)", kind="request")
+def _rr_ceiling(ctx: Context) -> Target:
+    return Target([ctx.python, "-m", "worker.bench.echo", "--url", ctx.nats_url, "--respond", "ml.predict"])
+
+
+@scenario("rr", "spark-ml worker answering ml.predict", kind="request")
 def _request_reply(ctx: Context) -> Target:
-    raise Unavailable("placeholder: request-reply measurement not written yet")
+    _worker_help()
+    return _worker_target(ctx)
 
 
 @scenario("http", "HTTP gateway POST /ml/predict", kind="http")
