@@ -290,7 +290,7 @@ class Registry:
         with self._locked():
             doc = self._read_pointers()
             if not doc["history"]:
-                raise RegistryError(f"nothing to roll back to: {doc['active']} is the only version ever active")
+                raise RegistryError(f"nothing to roll back to: no version was active before {doc['active']}")
             doc["active"] = doc["history"].pop()
             self._write_pointers(doc)
             return str(doc["active"])

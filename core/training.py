@@ -18,9 +18,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from core.data import Dataset
-from core.evaluate import Fold, auc, choose_folds, metrics, summarize, walk_forward
+from core.evaluate import Fold, Slo, auc, check_slo, choose_folds, metrics, summarize, walk_forward
 from core.features import FEATURE_NAMES
 from core.models import BaselineModel, Model, TrainedModel, fit_model
+from core.registry import Manifest
 
 __all__ = [
     "REFERENCE_BINS",
@@ -29,6 +30,7 @@ __all__ = [
     "TrainReport",
     "WalkForward",
     "bin_fractions",
+    "gate",
     "jsonable",
     "permutation_importance",
     "reference_distribution",
@@ -296,3 +298,54 @@ def train(
         progress("importance")
     reference = reference_distribution(x, FEATURE_NAMES)
     return TrainReport(ds, ev, model, importance, reference, time.perf_counter() - t0)
+
+
+def gate(
+    ds: Dataset,
+    manifest: Manifest,
+    slo: Slo,
+    *,
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The evaluation gate of a registered version on a dataset, as the JSON document ``spark-ml eval`` writes.
+
+    The version's recipe (kind, parameters, seed, number of folds) is refitted walk-forward on ``ds`` and
+    checked against ``slo`` and against the baseline on the same folds: out-of-sample figures even when
+    ``ds`` is the data the stored model was trained on (the stored model itself saw all of it).
+    """
+    extra = manifest.extra
+    same_data = ds.name == manifest.data
+    seed = int(extra.get("seed", 0)) if seed is None else seed
+    folds = int(extra["folds"]) if same_data and "folds" in extra else None
+    gap = int(extra["gap"]) if same_data and "gap" in extra else None
+    wf = walk_forward_eval(
+        ds, manifest.kind, seed=seed, folds=folds, gap=gap, params=extra.get("params"), progress=progress
+    )
+    checks = check_slo(wf.metrics, wf.baseline_metrics, slo)
+    doc: dict[str, Any] = {
+        "passed": all(c["passed"] for c in checks),
+        "version": manifest.version,
+        "kind": manifest.kind,
+        "data": ds.name,
+        "trained_on": manifest.data,
+        "seed": seed,
+        "folds": len(wf.folds),
+        "gap": wf.folds[0].fold.gap,
+        "method": "walk-forward refit of the version's recipe; baseline scored on the same test rows",
+        "metrics": wf.metrics,
+        "baseline_metrics": wf.baseline_metrics,
+        "spread": wf.spread,
+        "baseline_spread": wf.baseline_spread,
+        "checks": checks,
+        "per_fold": [{"index": f.fold.index, "metrics": f.metrics, "baseline": f.baseline_metrics} for f in wf.folds],
+    }
+    if wf.bayes_auc is not None:
+        doc["bayes_auc"] = wf.bayes_auc
+    if same_data and seed == extra.get("seed") and manifest.metrics:
+        # Same data, same recipe, same seed: the figures must be the ones recorded at training time.
+        doc["reproduced"] = all(
+            abs(manifest.metrics[k] - wf.metrics[k]) <= 1e-9 for k in manifest.metrics if k in wf.metrics
+        )
+    out: dict[str, Any] = jsonable(doc)
+    return out

@@ -1,0 +1,77 @@
+"""``spark-ml eval``: gate a registered version against the SLOs (``core/slo.toml``) and the baseline.
+
+Usage::
+
+    spark-ml eval [--version V] [--data {synthetic,eurusd,goog,btcusd,PATH}] [--seed N] [--slo FILE]
+                  [--registry PATH] [--out DIR] [--json]
+
+The version (default: the active one) is re-evaluated walk-forward on the data (default: its training
+data): its recipe is refitted on each fold's past and scored on the fold, and the baseline is scored on the
+same rows. Writes ``eval_report.json`` and ``eval_result.txt`` (PASS or FAIL on the first line) to
+``--out`` (default ``reports/<version>/``). Exit codes: 0 pass, 1 fail, 2 bad input (unknown version or
+data, corrupt artifact, bad SLO file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.data import BUILTIN, load
+from core.errors import SparkMlError
+from core.evaluate import load_slo
+from core.registry import Registry
+from core.reports import eval_text, write_eval_report
+from core.training import gate
+from scripts.train import data_name, registry_path
+
+__all__ = ["build_parser", "main"]
+
+_PROG = "spark-ml eval"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=_PROG, description="Gate a model version against the SLOs and the baseline.")
+    p.add_argument("--version", default=None, help="registry version (default: the active one)")
+    p.add_argument("--data", default=None, help=f"synthetic, {', '.join(BUILTIN)} or a CSV (default: training data)")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the one the version was trained with)")
+    p.add_argument("--slo", type=Path, default=None, help="SLO thresholds (default: the packaged core/slo.toml)")
+    p.add_argument("--registry", type=Path, default=None, help="registry directory (default: SPARK_ML_REGISTRY)")
+    p.add_argument("--out", type=Path, default=None, help="report directory (default: reports/<version>/)")
+    p.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    return p
+
+
+def _run(args: argparse.Namespace) -> dict[str, Any]:
+    registry = Registry(registry_path(args.registry))
+    version = args.version or registry.active_version()
+    manifest = registry.manifest(version)
+    registry.load(version)  # refuse a corrupt artifact before spending time on it
+    data = args.data or (manifest.data if manifest.kind != "baseline" else None)
+    if data is None:
+        raise ValueError("the baseline has no training data: give --data")
+    seed = args.seed if args.seed is not None else int(manifest.extra.get("seed", 0))
+    ds = load(data_name(data), seed=seed)
+    return gate(ds, manifest, load_slo(args.slo), seed=seed)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        doc = _run(args)
+    except (SparkMlError, ValueError, OSError) as exc:
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or Path("reports") / doc["version"]
+    write_eval_report(out, doc)
+    doc["report_dir"] = str(out)
+    print(json.dumps(doc, allow_nan=False) if args.json else eval_text(doc, doc["checks"]) + f"report: {out}/")
+    return 0 if doc["passed"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

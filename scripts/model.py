@@ -1,0 +1,115 @@
+"""``spark-ml model``: the registry from the command line.
+
+Usage::
+
+    spark-ml model list [--json]
+    spark-ml model info V [--json]
+    spark-ml model promote V [--json]
+    spark-ml model rollback [--json]
+    spark-ml model shadow V|none [--json]
+
+Every subcommand takes ``--registry PATH`` (default ``SPARK_ML_REGISTRY``). A running worker picks up a
+promotion, rollback or shadow change within its poll interval. Exit codes: 0 done, 2 refused (unknown
+version, corrupt artifact, nothing to roll back to).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from core.errors import SparkMlError
+from core.registry import Manifest, Registry
+from scripts.train import registry_path
+
+__all__ = ["build_parser", "main"]
+
+_PROG = "spark-ml model"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--registry", type=Path, default=None, help="registry directory (default: SPARK_ML_REGISTRY)")
+    common.add_argument("--json", action="store_true", help="print one JSON object")
+    p = argparse.ArgumentParser(prog=_PROG, description="List, inspect, promote, roll back and shadow model versions.")
+    sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sub.add_parser("list", parents=[common], help="every version, the active and shadow marked")
+    sub.add_parser("info", parents=[common], help="a version's manifest").add_argument("version")
+    sub.add_parser("promote", parents=[common], help="make a version active").add_argument("version")
+    sub.add_parser("rollback", parents=[common], help="re-activate the previously active version")
+    sub.add_parser("shadow", parents=[common], help="score batches with V too ('none' stops)").add_argument("version")
+    return p
+
+
+def _row(m: Manifest, active: str, shadow: str | None) -> dict[str, Any]:
+    return {
+        "version": m.version,
+        "kind": m.kind,
+        "data": m.data,
+        "created": m.created,
+        "metrics": m.metrics,
+        "active": m.version == active,
+        "shadow": m.version == shadow,
+    }
+
+
+def _list(reg: Registry) -> tuple[dict[str, Any], str]:
+    active, shadow = reg.pointers()
+    rows = [_row(m, active, shadow) for m in [reg.manifest("baseline"), *reg.list()]]
+    lines = [f"  {'version':<24}{'kind':<10}{'auc':>7}  {'created':<22}data"]
+    for r in rows:
+        mark = "*" if r["active"] else "s" if r["shadow"] else " "
+        auc = r["metrics"].get("auc")
+        lines.append(
+            f"{mark} {r['version']:<24}{r['kind']:<10}{'' if auc is None else format(auc, '.4f'):>7}  "
+            f"{r['created']:<22}{r['data']}"
+        )
+    lines.append("(* active, s shadow)")
+    return {"active": active, "shadow": shadow, "versions": rows}, "\n".join(lines)
+
+
+def _info(reg: Registry, version: str) -> tuple[dict[str, Any], str]:
+    m = reg.manifest(version)
+    active, shadow = reg.pointers()
+    doc = {**m.model_dump(mode="json"), "active": version == active, "shadow": version == shadow}
+    brief = {k: v for k, v in doc.items() if k != "reference"}
+    return doc, json.dumps(brief, indent=2)
+
+
+def _act(reg: Registry, action: str, version: str | None) -> tuple[dict[str, Any], str]:
+    before = reg.pointers()
+    if action == "promote":
+        assert version is not None
+        reg.promote(version)
+        return {"active": version, "previous": before[0]}, f"active: {version} (was {before[0]})"
+    if action == "rollback":
+        now = reg.rollback()
+        return {"active": now, "previous": before[0]}, f"active: {now} (rolled back from {before[0]})"
+    target = None if version in (None, "none", "off") else version
+    reg.set_shadow(target)
+    return {"shadow": target, "previous": before[1]}, f"shadow: {target or 'none'} (was {before[1] or 'none'})"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        reg = Registry(registry_path(args.registry))
+        if args.action == "list":
+            doc, text = _list(reg)
+        elif args.action == "info":
+            doc, text = _info(reg, args.version)
+        else:
+            doc, text = _act(reg, args.action, getattr(args, "version", None))
+    except (SparkMlError, ValueError, OSError) as exc:
+        print(f"{_PROG} {args.action}: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(doc) if args.json else text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
