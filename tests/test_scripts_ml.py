@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ def _run(main, argv: list[str], capsys) -> tuple[int, str, str]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, dict]:
+def trained(tmp_path_factory) -> tuple[Path, dict[str, Any]]:
     """One synthetic lgbm training shared by the tests below (the default bed takes a few seconds)."""
     base = tmp_path_factory.mktemp("ml")
     reg, out = base / "registry", base / "report"
