@@ -188,3 +188,27 @@ def test_slo_file_and_checks(tmp_path) -> None:
     bad.write_text("[minimum]\nsharpe = 1.0\n")
     with pytest.raises(ValueError, match="unknown metrics"):
         load_slo(bad)
+
+
+@given(labelled)
+def test_roc_curve_matches_sklearn(rows: list[tuple[int, float]]) -> None:
+    from sklearn.metrics import roc_curve as sk_roc_curve
+
+    from core.reports import roc_curve
+
+    y = np.array([r[0] for r in rows])
+    s = np.array([r[1] for r in rows])
+    fpr, tpr = roc_curve(y, s)
+    sk_fpr, sk_tpr, _ = sk_roc_curve(y, s, drop_intermediate=False)
+    assert np.allclose(fpr, sk_fpr) and np.allclose(tpr, sk_tpr)
+    assert np.trapezoid(tpr, fpr) == pytest.approx(auc(y, s))
+
+
+def test_calibration_table_bins_by_score() -> None:
+    from core.reports import calibration_table
+
+    table = calibration_table([0, 0, 1, 1, 1, 0], [0.1, 0.2, 0.3, 0.8, 0.9, 0.7], bins=2)
+    assert table == [
+        {"score": pytest.approx(0.2), "observed": pytest.approx(1 / 3), "n": 3},
+        {"score": pytest.approx(0.8), "observed": pytest.approx(2 / 3), "n": 3},
+    ]
