@@ -198,7 +198,7 @@ def _request_reply(ctx: Context) -> Target:
 
 @scenario("http", "HTTP gateway POST /ml/predict", kind="http")
 def _http(ctx: Context) -> Target:
-    raise Unavailable("placeholder: the HTTP gateway is not in the tree yet")
+    raise Unavailable("placeholder: the HTTP measurement (a caller against `spark-ml gateway`) is not written yet")
 
 
 def child_env(target: Target) -> dict[str, str]:
