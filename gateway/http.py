@@ -70,6 +70,10 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
     return web.json_response(ErrorReply.of(code, message).wire(), status=status, headers=headers)
 
 
+def _too_large(limit: int) -> web.Response:
+    return _error(413, "payload_too_large", f"the body limit is {limit} bytes")
+
+
 def _reply_status(code: str) -> int:
     """HTTP status for a worker's ``Nats-Service-Error-Code`` (502 for anything that is not an HTTP error)."""
     try:
@@ -206,15 +210,14 @@ class HttpGateway:
 
     async def _predict(self, request: web.Request) -> web.Response:
         limit = self._settings.max_payload
-        too_large = _error(413, "payload_too_large", f"the body limit is {limit} bytes")
         if request.content_length is not None and request.content_length > limit:
-            return too_large
+            return _too_large(limit)
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return too_large
+            return _too_large(limit)
         if len(body) > limit:
-            return too_large
+            return _too_large(limit)
         content_type = request.headers.get("Content-Type", "")
         forward = {"Content-Type": content_type} if "json" in content_type or "msgpack" in content_type else None
         return await self._forward(PREDICT, body, forward)

@@ -51,6 +51,18 @@ _ENGINE_CACHE = 8
 _DESCRIPTION_MAX = 256
 
 
+async def _server_has_seen(nc: Client) -> None:
+    """Return once the server has processed every command sent so far (subscriptions included).
+
+    One ``flush()`` does not prove it with nats-py 2.16: ``_send_ping`` writes its PING straight to the
+    socket, ahead of commands still waiting in the client's pending buffer for the flusher task (seen here
+    as no-responders for requests sent right after ``start()``, about 1 run in 10). By the time the first
+    PONG is back the flusher has written that buffer, so the second PING follows it on the wire.
+    """
+    await nc.flush()
+    await nc.flush()
+
+
 def _service_version() -> str:
     try:
         return version("spark-ml")
@@ -190,7 +202,7 @@ class PredictService:
         await service.add_endpoint(name="predict", subject=PREDICT, handler=self._on_predict)
         await service.add_endpoint(name="model-info", subject=MODEL_INFO, handler=self._on_model_info)
         # add_endpoint does not flush: without this a request sent right after start() may find no responder.
-        await nc.flush()
+        await _server_has_seen(nc)
         log.info("service %s %s serving %s and %s", SERVICE_NAME, config.version, PREDICT, MODEL_INFO)
         return self
 

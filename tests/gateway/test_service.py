@@ -216,9 +216,11 @@ async def test_drain_answers_queued_requests_then_stop_is_a_no_op(nats_url):
         service, _, _ = await start_service(server_side, SlowModel("slow"))
         inbox = caller.new_inbox()
         replies = await caller.subscribe(f"{inbox}.*")
-        # Given 50 requests delivered to the worker's connection (the flush returns after the server routed them)
+        # Given 50 requests delivered to the worker's connection (the flushes return after the server routed them)
         for i in range(50):
             await caller.publish(PREDICT, SEED_BODY, reply=f"{inbox}.{i}")
+        # Twice: nats-py 2.16's flush() can overtake commands still in its pending buffer (gateway/service.py)
+        await caller.flush()
         await caller.flush()
         # When the worker drains its connection, then stops the service
         await server_side.drain()
