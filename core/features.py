@@ -11,7 +11,6 @@ basis points of the mid, bandwidth in basis points of the middle band. During wa
 
 from __future__ import annotations
 
-import copy
 import math
 from collections import OrderedDict
 from collections.abc import Iterable
@@ -104,9 +103,22 @@ class SymbolState:
             math.log1p(snap.vol1m) if snap.vol1m else 0.0,
         ]
 
+    def clone(self) -> SymbolState:
+        """An independent copy (explicit: ``copy.deepcopy`` costs two orders of magnitude more)."""
+        new = SymbolState.__new__(SymbolState)
+        new._logs = self._logs.copy()
+        new._rets, new._rsi, new._macd, new._bb = (
+            self._rets.clone(),
+            self._rsi.clone(),
+            self._macd.clone(),
+            self._bb.clone(),
+        )
+        new.last_ts, new.n = self.last_ts, self.n
+        return new
+
     def peek(self, snap: Snapshot) -> list[float]:
         """The vector ``update`` would return, leaving this state untouched (for request-reply)."""
-        return copy.deepcopy(self).update(snap)
+        return self.clone().update(snap)
 
 
 class FeatureStore:

@@ -31,6 +31,11 @@ class Ema:
         self.value = 0.0
         self.count = 0
 
+    def clone(self) -> Ema:
+        new = Ema.__new__(Ema)
+        new.alpha, new.value, new.count = self.alpha, self.value, self.count
+        return new
+
     def update(self, x: float) -> float:
         if self.count == 0:
             self.value = x
@@ -59,6 +64,12 @@ class RollingWindow:
         self._ref = 0.0
         self._s = 0.0
         self._sq = 0.0
+
+    def clone(self) -> RollingWindow:
+        new = RollingWindow.__new__(RollingWindow)
+        new.size, new.values, new.count = self.size, self.values.copy(), self.count
+        new._i, new._ref, new._s, new._sq = self._i, self._ref, self._s, self._sq
+        return new
 
     def update(self, x: float) -> None:
         if self.count == 0:
@@ -103,7 +114,10 @@ class RollingWindow:
 
 
 class WilderRsi:
-    """RSI with Wilder smoothing (alpha ``1/n``), seeded with the first change as ``ta.momentum.RSIIndicator``."""
+    """RSI with Wilder smoothing (alpha ``1/n``), seeded as ``ta.momentum.RSIIndicator`` (a zero first change).
+
+    A flat series (no change at all) reads 50, where ``ta`` reads 100.
+    """
 
     __slots__ = ("_dn", "_last", "_up", "count", "window")
 
@@ -115,11 +129,19 @@ class WilderRsi:
         self.count = 0
         """Number of price changes seen."""
 
+    def clone(self) -> WilderRsi:
+        new = WilderRsi.__new__(WilderRsi)
+        new.window, new._up, new._dn = self.window, self._up.clone(), self._dn.clone()
+        new._last, new.count = self._last, self.count
+        return new
+
     def update(self, price: float) -> float:
+        # The first bar counts as a zero change, as in ta (pandas diff() is NaN there and
+        # where(diff > 0, 0.0) makes it 0), so both averages are seeded with 0.
+        change = 0.0 if self._last is None else price - self._last
+        self._up.update(change if change > 0.0 else 0.0)
+        self._dn.update(-change if change < 0.0 else 0.0)
         if self._last is not None:
-            change = price - self._last
-            self._up.update(change if change > 0.0 else 0.0)
-            self._dn.update(-change if change < 0.0 else 0.0)
             self.count += 1
         self._last = price
         return self.value()
@@ -150,6 +172,12 @@ class Macd:
         self.slow_window = slow
         self.count = 0
 
+    def clone(self) -> Macd:
+        new = Macd.__new__(Macd)
+        new._fast, new._slow, new._signal = self._fast.clone(), self._slow.clone(), self._signal.clone()
+        new.slow_window, new.count = self.slow_window, self.count
+        return new
+
     def update(self, price: float) -> tuple[float, float, float]:
         """Return (macd, signal, histogram); zeros until the slow EMA has ``slow`` values."""
         fast = self._fast.update(price)
@@ -170,6 +198,11 @@ class Bollinger:
     def __init__(self, window: int = 20, k: float = 2.0) -> None:
         self._win = RollingWindow(window)
         self.k = k
+
+    def clone(self) -> Bollinger:
+        new = Bollinger.__new__(Bollinger)
+        new._win, new.k = self._win.clone(), self.k
+        return new
 
     def update(self, price: float) -> tuple[float, float]:
         """Return (%B, bandwidth as a fraction of the middle band); (0.5, 0) until the window is full."""

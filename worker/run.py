@@ -100,7 +100,11 @@ def _env_for(settings: Settings, **overrides: Any) -> dict[str, str]:
         if value is None:
             continue
         secret = getattr(value, "get_secret_value", None)
-        env[f"SPARK_ML_{name.upper()}"] = str(secret() if secret else value)
+        if secret is not None:
+            value = secret()
+        elif isinstance(value, (tuple, list)):
+            value = ",".join(str(v) for v in value)
+        env[f"SPARK_ML_{name.upper()}"] = str(value)
     for name, value in overrides.items():
         env[f"SPARK_ML_{name.upper()}"] = str(value)
     return env

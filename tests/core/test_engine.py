@@ -99,3 +99,18 @@ def test_extreme_prices_never_produce_non_finite_output() -> None:
 
 def test_signal_policy_margin() -> None:
     assert SignalPolicy(0.1).signals(np.array([0.6, 0.59, 0.4, 0.41])) == ["buy", "hold", "sell", "hold"]
+
+
+def test_clone_is_independent_and_equal_to_deepcopy() -> None:
+    import copy
+
+    from core.features import SymbolState
+
+    st = SymbolState()
+    for i in range(60):
+        st.update(Snapshot(i, 100.0 + (i * 7) % 11, "A"))
+    clone, deep = st.clone(), copy.deepcopy(st)
+    nxt = [Snapshot(60 + i, 95.0 + i, "A") for i in range(30)]
+    assert [clone.update(s) for s in nxt] == [deep.update(s) for s in nxt]
+    assert st.n == 60  # the original did not move
+    assert st.peek(nxt[0]) == SymbolState.clone(st).update(nxt[0])

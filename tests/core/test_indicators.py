@@ -76,15 +76,6 @@ def test_bollinger_matches_ta(close: pd.Series) -> None:
     assert np.max(np.abs(values[19:, 0] - ref.bollinger_pband().to_numpy()[19:])) <= 1e-8
 
 
-@pytest.mark.xfail(
-    reason=(
-        "core.indicators.WilderRsi seeds its averages with the first price change; ta seeds them with a zero "
-        "change at the first bar (diff() is NaN there and where(diff > 0, 0.0) turns it into 0). Fix: on the "
-        "first price, feed 0.0 to both averages. Until then the two differ by up to 17 RSI points at bar 14, "
-        "still 0.01 at bar 100."
-    ),
-    strict=True,
-)
 def test_rsi_matches_ta(close: pd.Series) -> None:
     ref = ta.momentum.RSIIndicator(close, window=14).rsi()
     _assert_close(_stream(WilderRsi(14), close), ref, 14)
