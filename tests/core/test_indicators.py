@@ -79,9 +79,3 @@ def test_bollinger_matches_ta(close: pd.Series) -> None:
 def test_rsi_matches_ta(close: pd.Series) -> None:
     ref = ta.momentum.RSIIndicator(close, window=14).rsi()
     _assert_close(_stream(WilderRsi(14), close), ref, 14)
-
-
-def test_rsi_converges_to_ta(close: pd.Series) -> None:
-    # The seeding difference decays as (13/14)^n: after 500 bars nothing is left of it.
-    ref = ta.momentum.RSIIndicator(close, window=14).rsi()
-    _assert_close(_stream(WilderRsi(14), close), ref, 500)
