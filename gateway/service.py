@@ -142,7 +142,6 @@ class PredictService:
 
     Args:
         nc: a connected NATS client.
-        service: the started ``nats.micro`` service.
         engine: the stream's engine; its live model (``engine.model``) answers requests without ``"model"``.
         metrics: the process's metric set.
         resolve_model: a registry version -> its model; raises ``RegistryError`` when unknown.
@@ -248,10 +247,11 @@ class PredictService:
             if result.rejected:
                 raise result.rejected[0][1]
             prediction = result.wire(time.perf_counter())[0]
+            body = encode(prediction, encoding)
         except Exception as exc:
             await self._refuse(request, "predict", _classify(exc), encoding, model_version)
             return
-        await self._reply(request, encode(prediction, encoding), encoding)
+        await self._reply(request, body, encoding)
         m = self._metrics
         m.predict_requests.labels(model_version, Status.OK).inc()
         m.predict_latency.labels(model_version).observe(cast(float, prediction["latencyMs"]))
