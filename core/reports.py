@@ -48,8 +48,8 @@ def roc_figure(y: ArrayLike, curves: Mapping[str, ArrayLike], *, title: str = "R
     fig = Figure(figsize=(5.5, 5.0), layout="constrained")
     ax = fig.add_subplot()
     for name, s in curves.items():
-        fpr, tpr = roc_curve(y, s)
-        ax.plot(fpr, tpr, label=f"{name} (pooled AUC {auc(y, s):.3f})", linewidth=1.5)
+        fp_rate, tp_rate = roc_curve(y, s)
+        ax.plot(fp_rate, tp_rate, label=f"{name} (pooled AUC {auc(y, s):.3f})", linewidth=1.5)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="lower right")

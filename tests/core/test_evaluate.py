@@ -198,10 +198,10 @@ def test_roc_curve_matches_sklearn(rows: list[tuple[int, float]]) -> None:
 
     y = np.array([r[0] for r in rows])
     s = np.array([r[1] for r in rows])
-    fpr, tpr = roc_curve(y, s)
-    sk_fpr, sk_tpr, _ = sk_roc_curve(y, s, drop_intermediate=False)
-    assert np.allclose(fpr, sk_fpr) and np.allclose(tpr, sk_tpr)
-    assert np.trapezoid(tpr, fpr) == pytest.approx(auc(y, s))
+    fp_rate, tp_rate = roc_curve(y, s)
+    sk_fp_rate, sk_tp_rate, _ = sk_roc_curve(y, s, drop_intermediate=False)
+    assert np.allclose(fp_rate, sk_fp_rate) and np.allclose(tp_rate, sk_tp_rate)
+    assert np.trapezoid(tp_rate, fp_rate) == pytest.approx(auc(y, s))
 
 
 def test_calibration_table_bins_by_score() -> None:
