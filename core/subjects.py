@@ -11,6 +11,7 @@ __all__ = [
     "DLQ",
     "JS_CONSUMER",
     "JS_STREAM",
+    "MODEL_INFO",
     "PREDICT",
     "PREDICTION",
     "PREDICTION_SHADOW",
@@ -29,6 +30,7 @@ PREDICTION = "ml.prediction"
 PREDICTION_SHADOW = "ml.prediction.shadow"
 DLQ = "ml.dlq.snapshot"
 PREDICT = "ml.predict"
+MODEL_INFO = "ml.model.info"
 SERVICE_NAME = "spark-ml"
 QUEUE_GROUP = "ml-workers"
 JS_STREAM = "MARKET_SNAPSHOTS"

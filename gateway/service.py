@@ -29,6 +29,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service, ServiceConfig
 
+from core import subjects
 from core.codec import Encoding, decode, detect_encoding, encode, snapshot_from_mapping
 from core.contracts import ErrorReply
 from core.engine import Engine
@@ -41,8 +42,7 @@ __all__ = ["CONTENT_TYPES", "MODEL_INFO", "PredictService"]
 
 log = logging.getLogger(__name__)
 
-MODEL_INFO = "ml.model.info"
-"""Subject of the model-info endpoint (belongs in core/subjects.py)."""
+MODEL_INFO = subjects.MODEL_INFO
 CONTENT_TYPES: dict[Encoding, str] = {"json": "application/json", "msgpack": "application/msgpack"}
 """Content type of each wire encoding, sent in the ``Content-Type`` header of every reply."""
 

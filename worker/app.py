@@ -122,6 +122,9 @@ class WorkerApp:
         await self.intake.start()
         for factory in self.service_factories:
             self._services.append(await factory(self))
+        # Twice: nats-py 2.16 can write flush's PING ahead of SUBs still in its buffer, so one
+        # round trip does not prove the server has our subscriptions.
+        await self.nc.flush()
         await self.nc.flush()
         self._consuming = True
         self._tasks.append(asyncio.create_task(self._watch_models(), name="spark-ml-model-watch"))
@@ -189,7 +192,12 @@ class WorkerApp:
             log.info("shadow model: %s", self.models.shadow.version if self.models.shadow else "none")
 
     async def stop(self) -> None:
-        """Stop intake, finish in-flight work within the drain bound, flush, close."""
+        """Stop intake, finish in-flight work within the drain bound, then drain the connection.
+
+        Draining the connection (not stopping the services first) answers the ``ml.predict`` requests
+        already queued in the client before the subscriptions go; ``Service.stop()`` would unsubscribe
+        and drop them. Draining also flushes the last predictions and JetStream acks.
+        """
         self._consuming = False
         for task in self._tasks:
             task.cancel()
@@ -201,13 +209,17 @@ class WorkerApp:
         if self.processor is not None:
             abandoned = await self.processor.close(self.settings.drain_timeout_s)
             await self.shadow.close()
+        if nc is not None:
+            if nc.is_connected:
+                try:
+                    await nc.drain()
+                except Exception as exc:
+                    log.warning("drain failed (%s); closing", exc)
+            if not nc.is_closed:
+                await nc.close()
         for service in reversed(self._services):
             with contextlib.suppress(Exception):
                 await service.stop()
-        if nc is not None:
-            with contextlib.suppress(Exception):
-                await nc.flush(timeout=2)
-            await nc.close()
         if self.sidecar is not None:
             await self.sidecar.stop()
         p = self.processor

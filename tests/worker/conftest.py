@@ -87,6 +87,7 @@ def collect(nc: Client) -> Callable[[str], Awaitable[Collector]]:
         c = Collector()
         await nc.subscribe(subject, cb=c.cb)
         await nc.flush()
+        await nc.flush()  # nats-py 2.16: one flush can overtake a SUB still in the client's buffer
         return c
 
     return sub

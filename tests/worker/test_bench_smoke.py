@@ -18,8 +18,9 @@ def _tiny(*scenarios: str) -> BenchConfig:
         scenarios=scenarios,
         quick=True,
         runs=2,
-        max_count=300,
-        min_count=300,
+        # 3000 x ~120 bytes cannot arrive in one socket read, so a run always has a time span to measure
+        max_count=3000,
+        min_count=3000,
         warmup_count=200,
         rates=(400.0,),
         rate_seconds=(0.5,),
@@ -42,11 +43,11 @@ def test_ceiling_and_peer_are_counted_and_reported(tmp_path):
         sc = by_name[name]
         assert sc["status"] == "ok", sc.get("error")
         tp = sc["throughput"]
-        assert [r["sent"] for r in tp["runs"]] == [300, 300]
-        assert [r["received"] for r in tp["runs"]] == [300, 300]
+        assert [r["sent"] for r in tp["runs"]] == [3000, 3000]
+        assert [r["received"] for r in tp["runs"]] == [3000, 3000]
         assert tp["lost"] == 0
         assert tp["min"] <= tp["median"] <= tp["max"]
-        # /proc CPU times tick every 10 ms: a 300-message run may well round to zero
+        # /proc CPU times tick every 10 ms: a short run may well round to zero
         assert tp["cpu_us_per_msg"] >= 0
         assert sc["rss_mb"] > 0
         lat = sc["latency"]["400"]
@@ -56,7 +57,7 @@ def test_ceiling_and_peer_are_counted_and_reported(tmp_path):
     assert by_name["ceiling"]["throughput"]["ratio_to_ceiling"] == pytest.approx(1.0)
     rr = by_name["rr-ceiling"]
     assert rr["status"] == "ok", rr.get("error")
-    assert [r["received"] for r in rr["throughput"]["runs"]] == [300, 300]
+    assert [r["received"] for r in rr["throughput"]["runs"]] == [3000, 3000]
     assert rr["throughput"]["errors"] == 0
     assert [r["received"] for r in rr["sequential"]["runs"]] == [50, 50]
     assert rr["sequential"]["latency_us"]["p50"] > 0
