@@ -83,7 +83,7 @@ async def up(settings: Settings, *, gateway: bool = True, analytics: bool = True
                         await extra.stop()
     finally:
         if server is not None:
-            await asyncio.to_thread(server.cleanup if server._tmp else server.stop)
+            await asyncio.to_thread(server.cleanup)
     return 0
 
 
