@@ -6,16 +6,38 @@ in a sliding window, so adding a batch and reading the PSI are both cheap and ex
 
 PSI = sum over bins of (a - e) * ln(a / e), with a and e the live and reference shares, each floored at
 ``eps`` so an empty bin gives a large but finite value.
+
+Bins follow :func:`core.training.bin_fractions`, which builds the references in the registry: bin ``i``
+is ``(e[i], e[i+1]]`` (the first one closed), values beyond the outer edges fall in the outer bins, and a
+constant feature has a single edge and one bin. The window and the alert levels live in ``core/drift.toml``
+(:func:`load_thresholds`); ``spark-ml drift calibrate`` measures them (docs/DRIFT.md).
 """
 
 from __future__ import annotations
 
+import math
+import tomllib
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["DriftMonitor", "Reference", "inner_edges", "psi", "reference_from"]
+__all__ = [
+    "DriftMonitor",
+    "DriftThresholds",
+    "Reference",
+    "bin_index",
+    "first_crossing",
+    "inner_edges",
+    "load_thresholds",
+    "psi",
+    "reference_from",
+    "stressed_closes",
+    "window_psi",
+]
 
 Reference = Mapping[str, Mapping[str, Sequence[float]]]
 """feature -> {"edges": [...], "fractions": [...]}"""
@@ -28,14 +50,25 @@ def psi(expected: NDArray[np.float64], actual: NDArray[np.float64], eps: float =
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def inner_edges(edges: Sequence[float], n_bins: int) -> NDArray[np.float64]:
-    """Cut points between bins, whether ``edges`` lists the outer bounds too (n+1 values) or not (n-1)."""
+def inner_edges(edges: Sequence[float] | NDArray[np.float64], n_bins: int) -> NDArray[np.float64]:
+    """Cut points between bins, whether ``edges`` lists the outer bounds too (n+1 values) or not (n-1).
+
+    A constant feature (one edge, one bin) has no cut point.
+    """
     arr = np.asarray(edges, dtype=np.float64)
+    if n_bins == 1 and len(arr) <= 2:
+        return arr[:0]
     if len(arr) == n_bins + 1:
         return arr[1:-1]
     if len(arr) == n_bins - 1:
         return arr
     raise ValueError(f"{len(arr)} edges do not fit {n_bins} bins")
+
+
+def bin_index(inner: NDArray[np.float64], values: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Bin of each value: a value equal to a cut point belongs to the bin below it (as in training)."""
+    out: NDArray[np.int64] = np.searchsorted(inner, values, side="left").astype(np.int64)
+    return out
 
 
 def reference_from(x: NDArray[np.float64], names: Sequence[str], bins: int = 10) -> dict[str, dict[str, list[float]]]:
@@ -44,11 +77,105 @@ def reference_from(x: NDArray[np.float64], names: Sequence[str], bins: int = 10)
     for j, name in enumerate(names):
         col = x[:, j]
         edges = np.unique(np.quantile(col, np.linspace(0.0, 1.0, bins + 1)))
-        if len(edges) < 2:
-            edges = np.array([col.min(), col.min()])
-        inner = edges[1:-1]
-        counts = np.bincount(np.searchsorted(inner, col, side="right"), minlength=len(edges) - 1)
+        n_bins = max(1, len(edges) - 1)
+        counts = np.bincount(bin_index(inner_edges(edges, n_bins), col), minlength=n_bins)
         out[name] = {"edges": edges.tolist(), "fractions": (counts / max(len(col), 1)).tolist()}
+    return out
+
+
+def window_psi(
+    reference: Reference, x: NDArray[np.float64], names: Sequence[str], window: int
+) -> dict[str, NDArray[np.float64]]:
+    """PSI of every full window of ``window`` consecutive rows of ``x`` (columns ``names``), per feature.
+
+    Element ``k`` of each array is the PSI of rows ``k .. k + window - 1``: what :class:`DriftMonitor`
+    reports right after row ``k + window - 1``. Empty arrays when ``x`` is shorter than the window.
+    """
+    out: dict[str, NDArray[np.float64]] = {}
+    for j, name in enumerate(names):
+        if name not in reference:
+            continue
+        expected = np.maximum(np.asarray(reference[name]["fractions"], dtype=np.float64), 1e-4)
+        n_bins = len(expected)
+        if len(x) < window:
+            out[name] = np.empty(0)
+            continue
+        bins = bin_index(inner_edges(reference[name]["edges"], n_bins), x[:, j])
+        onehot = np.zeros((len(x) + 1, n_bins), dtype=np.int64)
+        onehot[np.arange(1, len(x) + 1), bins] = 1
+        cum = np.cumsum(onehot, axis=0)
+        actual = np.maximum((cum[window:] - cum[:-window]) / window, 1e-4)
+        out[name] = np.sum((actual - expected) * np.log(actual / expected), axis=1)
+    return out
+
+
+def first_crossing(values: NDArray[np.float64], threshold: float, start: int = 0) -> int | None:
+    """First index ``>= start`` whose value is at or above ``threshold``; None when there is none."""
+    hits = np.flatnonzero(np.asarray(values)[start:] >= threshold)
+    return int(hits[0]) + start if len(hits) else None
+
+
+def stressed_closes(
+    close: NDArray[np.float64], start: int, *, vol_factor: float, trend_bp: float
+) -> NDArray[np.float64]:
+    """A regime change replayed on a real series: from bar ``start`` on, log returns are multiplied by
+    ``vol_factor`` and ``trend_bp`` basis points are added to each; bars before ``start`` are unchanged."""
+    logs = np.log(np.asarray(close, dtype=np.float64))
+    rets = np.diff(logs)
+    k = max(start - 1, 0)
+    rets[k:] = rets[k:] * vol_factor + trend_bp * 1e-4
+    out: NDArray[np.float64] = np.exp(np.concatenate([logs[:1], logs[0] + np.cumsum(rets)]))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class DriftThresholds:
+    """Sliding window and alert levels of the PSI (``core/drift.toml``).
+
+    Args:
+        window: rows in the drift window of a worker.
+        warning: feature -> PSI at or above which drift is a warning.
+        critical: feature -> PSI at or above which drift is critical.
+        default_warning: level for a feature missing from ``warning``.
+        default_critical: level for a feature missing from ``critical``.
+    """
+
+    window: int = 1000
+    warning: dict[str, float] = field(default_factory=dict)
+    critical: dict[str, float] = field(default_factory=dict)
+    default_warning: float = 0.1
+    default_critical: float = 0.25
+
+    def levels(self, feature: str) -> dict[str, float]:
+        """``{"warning": w, "critical": c}`` for one feature."""
+        return {
+            "warning": self.warning.get(feature, self.default_warning),
+            "critical": self.critical.get(feature, self.default_critical),
+        }
+
+
+def load_thresholds(path: Path | str | None = None) -> DriftThresholds:
+    """Read the drift window and levels; the packaged ``core/drift.toml`` by default. ValueError when malformed."""
+    text = resources.files("core").joinpath("drift.toml").read_text() if path is None else Path(path).read_text()
+    try:
+        doc = tomllib.loads(text)
+        levels = {k: {str(f): float(v) for f, v in doc.get(k, {}).items()} for k in ("warning", "critical")}
+        defaults = doc.get("default", {})
+        out = DriftThresholds(
+            window=int(doc["window"]),
+            warning=levels["warning"],
+            critical=levels["critical"],
+            default_warning=float(defaults.get("warning", 0.1)),
+            default_critical=float(defaults.get("critical", 0.25)),
+        )
+    except (tomllib.TOMLDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"bad drift thresholds file: {exc}") from exc
+    if out.window < 1:
+        raise ValueError("bad drift thresholds file: window must be >= 1")
+    for f in {*out.warning, *out.critical}:
+        w, c = out.levels(f).values()
+        if not (math.isfinite(w) and math.isfinite(c) and 0 < w <= c):
+            raise ValueError(f"bad drift thresholds file: {f} needs 0 < warning <= critical")
     return out
 
 
@@ -61,7 +188,7 @@ class DriftMonitor:
         window: rows in the sliding window.
     """
 
-    def __init__(self, reference: Reference, columns: Mapping[str, int], *, window: int = 5000) -> None:
+    def __init__(self, reference: Reference, columns: Mapping[str, int], *, window: int = 1000) -> None:
         self.names = [n for n in reference if n in columns]
         self._cols = np.array([columns[n] for n in self.names], dtype=np.int64)
         self._inner = [inner_edges(reference[n]["edges"], len(reference[n]["fractions"])) for n in self.names]
@@ -77,12 +204,10 @@ class DriftMonitor:
         """Add a batch of rows (older rows leave the window)."""
         if not self.names or len(rows) == 0:
             return
+        self.seen += len(rows) - min(len(rows), self.window)
         rows = rows[-self.window :]
         bins = np.stack(
-            [
-                np.searchsorted(inner, rows[:, c], side="right")
-                for inner, c in zip(self._inner, self._cols, strict=True)
-            ],
+            [bin_index(inner, rows[:, c]) for inner, c in zip(self._inner, self._cols, strict=True)],
             axis=1,
         )
         n = len(bins)

@@ -18,10 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from nats.aio.client import Client
 from numpy.typing import NDArray
+from prometheus_client import Gauge
 
 from core import subjects
 from core.codec import encode
-from core.drift import DriftMonitor
+from core.drift import DriftMonitor, DriftThresholds, load_thresholds
 from core.engine import BatchResult, SignalPolicy, columns_for, score
 from core.features import FEATURE_NAMES
 from core.models import Model
@@ -134,17 +135,38 @@ class ShadowScorer:
 
 
 class DriftTracker:
-    """PSI of live features against the live model's reference, exported at scrape time."""
+    """PSI of live features against the live model's reference, exported at scrape time.
 
-    def __init__(self, metrics: Metrics, *, window: int = 5000) -> None:
+    The window and the per-feature warning/critical levels come from ``core/drift.toml``; the levels are
+    exported as ``ml_feature_drift_threshold{feature,severity}`` so alert rules compare against them
+    instead of copying numbers. The window pools every symbol this worker scores.
+
+    Args:
+        metrics: where the PSI and threshold gauges live.
+        thresholds: window and levels (default: the packaged ``core/drift.toml``).
+        window: rows in the window, overriding the thresholds file (tests).
+    """
+
+    def __init__(
+        self, metrics: Metrics, *, thresholds: DriftThresholds | None = None, window: int | None = None
+    ) -> None:
         self.metrics = metrics
-        self.window = window
+        self.thresholds = thresholds or load_thresholds()
+        self.window = window or self.thresholds.window
         self.monitor: DriftMonitor | None = None
         self._columns = {name: i for i, name in enumerate(FEATURE_NAMES)}
+        # Until the metrics container declares this gauge, it is registered here, on the same registry.
+        gauge = getattr(metrics, "feature_drift_threshold", None)
+        self._threshold_gauge: Gauge = gauge if gauge is not None else _threshold_gauge(metrics)
 
     def set_reference(self, reference: dict[str, dict[str, list[float]]] | None) -> None:
         self.metrics.feature_drift_psi.clear()
+        self._threshold_gauge.clear()
         self.monitor = DriftMonitor(reference, self._columns, window=self.window) if reference else None
+        if self.monitor is not None:
+            for name in self.monitor.names:
+                for severity, level in self.thresholds.levels(name).items():
+                    self._threshold_gauge.labels(name, severity).set(level)
 
     def update(self, result: BatchResult) -> None:
         if self.monitor is not None and len(result.full):
@@ -155,3 +177,12 @@ class DriftTracker:
             return
         for name, value in self.monitor.psi().items():
             self.metrics.feature_drift_psi.labels(name).set(value)
+
+
+def _threshold_gauge(metrics: Metrics) -> Gauge:
+    return Gauge(
+        "ml_feature_drift_threshold",
+        "PSI level of a feature at which drift is a warning or critical (core/drift.toml)",
+        ["feature", "severity"],
+        registry=metrics.registry,
+    )
