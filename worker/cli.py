@@ -27,6 +27,7 @@ _SCRIPTS = {
     "backtest": ("scripts.backtest", "backtest ML signals against the baseline and buy-and-hold"),
     "model": ("scripts.model", "registry: list | info | promote V | rollback | shadow V"),
     "bench": ("scripts.bench", "measure throughput and latency against the raw nats-py ceiling"),
+    "soak": ("scripts.soak", "steady load for minutes: throughput, latency and memory growth each minute"),
     "drift": ("scripts.drift", "calibrate feature drift (PSI) levels on normal periods and a regime change"),
 }
 
