@@ -89,14 +89,17 @@ def calibration_figure(y: ArrayLike, curves: Mapping[str, ArrayLike], *, bins: i
     return fig
 
 
-def importance_figure(importance: Mapping[str, Mapping[str, float]]) -> Figure:
-    """Horizontal bars per importance kind (``gain``, ``permutation``), features sorted by the first kind."""
+def importance_figure(importance: Mapping[str, Mapping[str, float]], *, fold_gain: bool = False) -> Figure:
+    """Horizontal bars per importance kind (``gain``, ``permutation``), features sorted by the first kind.
+
+    ``fold_gain``: the gain is the mean over the walk-forward fold models, not the final model's.
+    """
     kinds = list(importance)
     fig = Figure(figsize=(5.0 * max(1, len(kinds)), 4.5), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, max(1, len(kinds)), sharey=True))
     names = sorted(importance[kinds[0]], key=lambda n: importance[kinds[0]][n]) if kinds else []
     labels = {
-        "gain": "gain (final model)",
+        "gain": "gain (final model)" if not fold_gain else "gain (mean over the fold models)",
         "permutation": "permutation: AUC drop when shuffled (out-of-sample)",
     }
     for ax, kind in zip(axes, kinds, strict=False):
@@ -155,8 +158,12 @@ def eval_text(doc: Mapping[str, Any], checks: Sequence[Mapping[str, Any]]) -> st
 
 
 def write_eval_report(out: Path, doc: Mapping[str, Any]) -> list[Path]:
-    """``eval_report.json`` and ``eval_result.txt`` (PASS/FAIL first) in ``out``."""
+    """``eval_report.json`` and ``eval_result.txt`` (PASS/FAIL first) in ``out``; ``importance.png`` too
+    when the report carries ``importance``."""
     out.mkdir(parents=True, exist_ok=True)
     text = out / "eval_result.txt"
     text.write_text(eval_text(doc, doc["checks"]))
-    return [write_json(out / "eval_report.json", doc), text]
+    paths = [write_json(out / "eval_report.json", doc), text]
+    if doc.get("importance"):
+        paths.append(_save(importance_figure(doc["importance"], fold_gain=True), out / "importance.png"))
+    return paths

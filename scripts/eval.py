@@ -8,8 +8,9 @@ Usage::
 The version (default: the active one) is re-evaluated walk-forward on the data (default: its training
 data): its recipe is refitted on each fold's past and scored on the fold, and the baseline is scored on the
 same rows. Writes ``eval_report.json`` and ``eval_result.txt`` (PASS or FAIL on the first line) to
-``--out`` (default ``reports/<version>/``). Exit codes: 0 pass, 1 fail, 2 bad input (unknown version or
-data, corrupt artifact, bad SLO file).
+``--out`` (default ``reports/<version>/``), with ``importance.png``: gain (mean over the fold models) and
+permutation importance (AUC drop on the out-of-sample folds), also under ``importance`` in the JSON.
+Exit codes: 0 pass, 1 fail, 2 bad input (unknown version or data, corrupt artifact, bad SLO file).
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.data import BUILTIN, load
+import numpy as np
+
+from core.data import BUILTIN, Dataset, load
 from core.errors import SparkMlError
 from core.evaluate import load_slo
-from core.registry import Registry
+from core.registry import Manifest, Registry
 from core.reports import eval_text, write_eval_report
-from core.training import gate
+from core.training import gate, jsonable, permutation_importance, walk_forward_eval
 from scripts.train import data_name, registry_path
 
 __all__ = ["build_parser", "main"]
@@ -56,7 +59,26 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError("the baseline has no training data: give --data")
     seed = args.seed if args.seed is not None else int(manifest.extra.get("seed", 0))
     ds = load(data_name(data), seed=seed)
-    return gate(ds, manifest, load_slo(args.slo), seed=seed)
+    doc = gate(ds, manifest, load_slo(args.slo), seed=seed)
+    doc["importance"] = fold_importance(ds, manifest, doc, seed)
+    return doc
+
+
+def fold_importance(ds: Dataset, manifest: Manifest, doc: dict[str, Any], seed: int) -> dict[str, dict[str, float]]:
+    """Gain (mean over the fold models) and permutation importance, both on the gate's walk-forward folds.
+
+    The folds are refitted with the gate's recipe (same seed, folds, gap and parameters, so the same
+    models): :func:`core.training.gate` does not hand its fold models back.
+    """
+    params = manifest.extra.get("params")
+    wf = walk_forward_eval(ds, manifest.kind, seed=seed, folds=doc["folds"], gap=doc["gap"], params=params)
+    out: dict[str, dict[str, float]] = {}
+    gains = [f.model.importance() for f in wf.folds if hasattr(f.model, "importance")]
+    if gains:
+        out["gain"] = {name: float(np.mean([g[name] for g in gains])) for name in gains[0]}
+    out["permutation"] = permutation_importance(ds, wf, seed=seed)
+    result: dict[str, dict[str, float]] = jsonable(out)
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
