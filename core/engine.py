@@ -12,14 +12,21 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from core.codec import Snapshot, prediction_wire
+from core.codec import Snapshot, encode, prediction_wire
 from core.errors import InvalidInput, ModelError, SparkMlError
 from core.features import FEATURE_NAMES, N_FEATURES, FeatureStore
 from core.models.base import Model
+from core.predwire import PredictionPacker
 
 __all__ = ["BatchResult", "Engine", "SignalPolicy"]
 
 _INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+# Shared empty defaults (never written to): a fresh np.empty per BatchResult cost microseconds per batch.
+_EMPTY_2D: NDArray[np.float64] = np.empty((0, 0))
+_EMPTY_FULL: NDArray[np.float64] = np.empty((0, N_FEATURES))
+_EMPTY_1D: NDArray[np.float64] = np.empty(0)
+for _a in (_EMPTY_2D, _EMPTY_FULL, _EMPTY_1D):
+    _a.flags.writeable = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,27 +50,50 @@ class BatchResult:
     model_version: str
     feature_names: tuple[str, ...]
     snaps: list[Snapshot] = field(default_factory=list)
-    x: NDArray[np.float64] = field(default_factory=lambda: np.empty((0, 0)))
+    x: NDArray[np.float64] = field(default_factory=lambda: _EMPTY_2D)
     """Model input rows (columns = ``feature_names``)."""
-    full: NDArray[np.float64] = field(default_factory=lambda: np.empty((0, N_FEATURES)))
+    full: NDArray[np.float64] = field(default_factory=lambda: _EMPTY_FULL)
     """All features of the scored rows (columns = ``FEATURE_NAMES``), for shadow models and drift."""
-    scores: NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    scores: NDArray[np.float64] = field(default_factory=lambda: _EMPTY_1D)
     signals: list[str] = field(default_factory=list)
     rejected: list[tuple[Snapshot, SparkMlError]] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
-    """Receive-to-publish latency of each prediction, filled in by :meth:`wire`."""
+    """Receive-to-publish latency of each prediction, filled in by :meth:`wire` or :meth:`encode`."""
+    packer: PredictionPacker | None = None
+
+    def _latencies(self, now: float) -> list[float]:
+        lat = self.latencies_ms = [(now - s.recv) * 1000.0 if s.recv else 0.0 for s in self.snaps]
+        return lat
 
     def wire(self, now: float) -> list[dict[str, object]]:
         """Predictions as plain data; ``now`` is ``time.perf_counter()`` at publish time."""
-        out = []
         names = self.feature_names
-        rows = self.x.tolist()
-        conf = (np.abs(self.scores - 0.5) * 2.0).tolist()
-        lat = self.latencies_ms = [max((now - s.recv) * 1000.0, 0.0) if s.recv else 0.0 for s in self.snaps]
-        for snap, score, signal, c, row, ms in zip(
-            self.snaps, self.scores.tolist(), self.signals, conf, rows, lat, strict=True
+        version = self.model_version
+        lat = self._latencies(now)
+        return [
+            prediction_wire(snap, score, signal, abs(score - 0.5) * 2.0, version, names, row, ms)
+            for snap, score, signal, row, ms in zip(
+                self.snaps, self.scores.tolist(), self.signals, self.x.tolist(), lat, strict=True
+            )
+        ]
+
+    def encode(self, now: float) -> list[bytes]:
+        """Predictions as bytes, each in the encoding its snapshot came in (the stream's path)."""
+        packer = self.packer
+        if packer is None:
+            packer = self.packer = PredictionPacker(self.model_version, self.feature_names)
+        pack = packer.pack
+        version, names = self.model_version, self.feature_names
+        lat = self._latencies(now)
+        out = []
+        for snap, score, signal, row, ms in zip(
+            self.snaps, self.scores.tolist(), self.signals, self.x.tolist(), lat, strict=True
         ):
-            out.append(prediction_wire(snap, score, signal, c, self.model_version, names, row, ms))
+            conf = abs(score - 0.5) * 2.0
+            if snap.encoding == "msgpack":
+                out.append(pack(snap.ts, snap.symbol, score, signal, conf, row, ms))
+            else:
+                out.append(encode(prediction_wire(snap, score, signal, conf, version, names, row, ms), "json"))
         return out
 
 
@@ -98,8 +128,7 @@ class Engine:
     def __init__(self, model: Model, *, features: FeatureStore | None = None, policy: SignalPolicy | None = None):
         self.features = features if features is not None else FeatureStore()
         self.policy = policy or SignalPolicy()
-        self._model = model
-        self._cols = columns_for(model)
+        self.model = model
 
     @property
     def model(self) -> Model:
@@ -108,19 +137,21 @@ class Engine:
     @model.setter
     def model(self, model: Model) -> None:
         cols = columns_for(model)
-        self._model, self._cols = model, cols
+        # Identity selection is skipped: a fancy-index copy is a fixed cost on every batch.
+        take = None if cols == list(range(N_FEATURES)) else np.asarray(cols, dtype=np.intp)
+        packer = PredictionPacker(model.version, model.feature_names)
+        self._model, self._cols, self._take, self._packer = model, cols, take, packer
 
     def run_batch(self, snaps: Sequence[Snapshot], *, commit: bool = True) -> BatchResult:
         """Features for every snapshot (in order), one model call, signals; bad rows go to ``rejected``.
 
         ``commit=False`` computes features without advancing the per-symbol state (request-reply).
         """
-        model, cols = self._model, self._cols
-        result = BatchResult(model.version, tuple(model.feature_names))
+        model, take, packer = self._model, self._take, self._packer
+        result = BatchResult(model.version, packer.feature_names, packer=packer)
         rows: list[list[float]] = []
         ok: list[Snapshot] = []
-        feats = self.features
-        step = feats.update if commit else feats.peek
+        step = self.features.update if commit else self.features.peek
         for snap in snaps:
             try:
                 rows.append(step(snap))
@@ -134,29 +165,40 @@ class Engine:
         if not ok:
             return result
         full = np.array(rows, dtype=np.float64)
-        finite = np.isfinite(full).all(axis=1)
-        if not finite.all():
-            bad = np.flatnonzero(~finite).tolist()
-            for i in bad:
-                result.rejected.append((ok[i], InvalidInput("features are not finite", code="non_finite_features")))
-            keep = np.flatnonzero(finite)
-            full = full[keep]
-            ok = [ok[i] for i in keep.tolist()]
+        if not np.isfinite(full).all():
+            ok, full = _drop_non_finite(ok, full, result)
             if not ok:
                 return result
-        x = full[:, cols]
+        x = full if take is None else full[:, take]  # same indexing as training: bit-identical scores
         try:
             scores = score(model, x)
         except ModelError as exc:
             result.rejected.extend((s, exc) for s in ok)
             return result
-        valid = np.isfinite(scores) & (scores >= 0.0) & (scores <= 1.0)
-        if not valid.all():
-            err = ModelError(f"model {model.version} returned a score outside [0, 1]", code="model_output")
-            for i in np.flatnonzero(~valid).tolist():
-                result.rejected.append((ok[i], err))
-            keep = np.flatnonzero(valid)
+        # NaN fails both comparisons, so this also refuses non-finite scores.
+        if not ((scores >= 0.0) & (scores <= 1.0)).all():
+            keep = _drop_bad_scores(ok, scores, model.version, result)
             ok, x, full, scores = [ok[i] for i in keep.tolist()], x[keep], full[keep], scores[keep]
         result.snaps, result.x, result.full, result.scores = ok, x, full, scores
         result.signals = self.policy.signals(scores)
         return result
+
+
+def _drop_non_finite(
+    ok: list[Snapshot], full: NDArray[np.float64], result: BatchResult
+) -> tuple[list[Snapshot], NDArray[np.float64]]:
+    finite = np.isfinite(full).all(axis=1)
+    for i in np.flatnonzero(~finite).tolist():
+        result.rejected.append((ok[i], InvalidInput("features are not finite", code="non_finite_features")))
+    keep = np.flatnonzero(finite)
+    return [ok[i] for i in keep.tolist()], full[keep]
+
+
+def _drop_bad_scores(
+    ok: list[Snapshot], scores: NDArray[np.float64], version: str, result: BatchResult
+) -> NDArray[np.intp]:
+    valid = (scores >= 0.0) & (scores <= 1.0)
+    err = ModelError(f"model {version} returned a score outside [0, 1]", code="model_output")
+    for i in np.flatnonzero(~valid).tolist():
+        result.rejected.append((ok[i], err))
+    return np.flatnonzero(valid)

@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 
 from core import subjects
 from core.codec import Snapshot
+from worker.directsub import subscribe_direct, unroute
 from worker.metrics import Metrics
 from worker.publish import dead_letter
 from worker.settings import Settings
@@ -60,23 +61,29 @@ class CoreIntake:
         self.nc = nc
         self.processor = processor
         self._subs: list[Subscription] = []
+        self.direct = False
+        """Whether messages go from the client's parser straight to the processor (see worker.directsub)."""
 
     async def start(self) -> None:
         for subject in (subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD):
-            sub = await self.nc.subscribe(
+            sub, self.direct = await subscribe_direct(
+                self.nc,
                 subject,
                 queue=subjects.QUEUE_GROUP,
-                cb=self.processor.on_msg,
+                handler=self.processor.on_raw,
                 pending_msgs_limit=_PENDING_MSGS,
                 pending_bytes_limit=_PENDING_BYTES,
             )
             self._subs.append(sub)
+        if not self.direct:
+            log.warning("nats-py internals changed: core intake runs through plain callbacks (slower)")
 
     async def stop(self) -> None:
         # drain, not unsubscribe: messages already buffered in the client are still processed.
         for sub in self._subs:
             with contextlib.suppress(Exception):
                 await sub.drain()  # type: ignore[no-untyped-call]
+            unroute(self.nc, sub)
         self._subs.clear()
 
 

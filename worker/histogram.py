@@ -9,44 +9,63 @@ holds it to that reference). Not thread-safe: it is updated and scraped on one e
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import accumulate
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import NDArray
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["BatchHistogram"]
+__all__ = ["BatchHistogram", "HistogramChild"]
 
 
-class _Child:
-    __slots__ = ("_counts", "_edges", "_sum")
+class HistogramChild:
+    """One labelled series: bucket counts and the sum."""
+
+    __slots__ = ("_bounds", "_counts", "_edges", "_sum")
 
     def __init__(self, edges: NDArray[np.float64]) -> None:
         self._edges = edges
-        self._counts = np.zeros(len(edges) + 1, dtype=np.int64)
+        self._bounds: list[float] = edges.tolist()
+        self._counts = [0] * (len(edges) + 1)
         self._sum = 0.0
 
-    def observe_many(self, values: ArrayLike) -> None:
+    def observe_many(self, values: Sequence[float] | NDArray[np.float64]) -> None:
+        if isinstance(values, np.ndarray) and values.size <= _SMALL:
+            values = values.ravel().tolist()
+        if isinstance(values, list) and len(values) <= _SMALL:
+            # numpy's fixed cost exceeds a few bisects: small batches (the common case at low load) stay in Python
+            counts, bounds = self._counts, self._bounds
+            for v in values:
+                # bisect_left: a value equal to an upper bound falls in that bucket (le is inclusive); NaN goes last.
+                counts[bisect_left(bounds, v) if v == v else -1] += 1
+            self._sum += sum(values)
+            return
         arr = np.asarray(values, dtype=np.float64)
         if arr.size == 0:
             return
-        # side="left": a value equal to an upper bound falls in that bucket (le is inclusive).
         idx = np.searchsorted(self._edges, arr, side="left")
-        self._counts += np.bincount(idx, minlength=len(self._counts))
+        counts = self._counts
+        for i, c in enumerate(np.bincount(idx, minlength=len(counts)).tolist()):
+            counts[i] += c
         self._sum += float(arr.sum())
 
     def observe(self, value: float) -> None:
-        self._counts[int(np.searchsorted(self._edges, value, side="left"))] += 1
+        self._counts[bisect_left(self._bounds, value) if value == value else -1] += 1
         self._sum += value
 
     def cumulative(self) -> list[int]:
-        return [int(c) for c in np.cumsum(self._counts)]
+        return list(accumulate(self._counts))
 
     @property
     def sum(self) -> float:
         return self._sum
+
+
+_SMALL = 32
 
 
 class BatchHistogram(Collector):
@@ -76,21 +95,21 @@ class BatchHistogram(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._edges = np.array(bounds, dtype=np.float64)
-        self._children: dict[tuple[str, ...], _Child] = {}
+        self._children: dict[tuple[str, ...], HistogramChild] = {}
         if not self.labelnames:
-            self._children[()] = _Child(self._edges)
+            self._children[()] = HistogramChild(self._edges)
         if registry is not None:
             registry.register(self)
 
-    def labels(self, *values: str) -> _Child:
+    def labels(self, *values: str) -> HistogramChild:
         if len(values) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}")
         child = self._children.get(values)
         if child is None:
-            child = self._children[values] = _Child(self._edges)
+            child = self._children[values] = HistogramChild(self._edges)
         return child
 
-    def observe_many(self, values: ArrayLike) -> None:
+    def observe_many(self, values: Sequence[float] | NDArray[np.float64]) -> None:
         self._children[()].observe_many(values)
 
     def observe(self, value: float) -> None:

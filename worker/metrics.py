@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from worker.histogram import BatchHistogram
+from worker.histogram import BatchHistogram, HistogramChild
 
 __all__ = ["LATENCY_BUCKETS_MS", "SCORE_BUCKETS", "Metrics", "Status"]
 
@@ -86,6 +86,7 @@ class Metrics:
             registry=r,
         )
         self._version: str | None = None
+        self._per_version: dict[str, tuple[Counter, HistogramChild]] = {}
         for error_type in ERROR_TYPES:
             self.model_errors.labels(error_type)
 
@@ -101,6 +102,16 @@ class Metrics:
         for status in Status:
             self.predict_requests.labels(version, status)
         self.predict_latency.labels(version)
+
+    def for_version(self, version: str) -> tuple[Counter, HistogramChild]:
+        """The ``ok`` request counter and the latency histogram of a version (label lookups cached)."""
+        pair = self._per_version.get(version)
+        if pair is None:
+            pair = (self.predict_requests.labels(version, Status.OK), self.predict_latency.labels(version))
+            if len(self._per_version) > 64:
+                self._per_version.clear()
+            self._per_version[version] = pair
+        return pair
 
     def invalid(self, error_type: str, model_version: str) -> None:
         """Count one refused input: ``invalid`` in requests, its type in model errors."""

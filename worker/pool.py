@@ -70,12 +70,19 @@ class Pool(Generic[T]):
         self._on_error = on_error
         self._closing = False
         self._started = False
+        self._index: dict[str, int] = {}
         self.handled = 0
         """Items handed to the handler so far."""
 
     def shard_of(self, key: str) -> int:
         # crc32, not hash(): stable across processes and runs, so a symbol's shard is reproducible.
-        return zlib.crc32(key.encode()) % len(self._shards)
+        index = self._index.get(key)
+        if index is None:
+            index = zlib.crc32(key.encode()) % len(self._shards)
+            if len(self._index) >= 65_536:  # hostile symbol churn: forget, rather than grow
+                self._index.clear()
+            self._index[key] = index
+        return index
 
     def depths(self) -> list[int]:
         return [len(s.items) for s in self._shards]
@@ -105,6 +112,17 @@ class Pool(Generic[T]):
         elif len(shard.items) >= self.batch_max:
             # A full batch is waiting: let the shard run even though the NATS callback has more backlog.
             await asyncio.sleep(0)
+
+    def offer(self, key: str, item: T) -> bool:
+        """Queue an item without waiting; False (item not queued) when its shard is full or the pool is closing."""
+        shard = self._shards[self.shard_of(key)]
+        items = shard.items
+        if len(items) >= self.queue_max or self._closing:
+            return False
+        items.append(item)
+        if not shard.nonempty.is_set():
+            shard.nonempty.set()
+        return True
 
     async def _run(self, shard: _Shard[T]) -> None:
         items = shard.items

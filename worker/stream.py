@@ -14,9 +14,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from core import subjects
-from core.codec import Snapshot, decode, encode, snapshot_from_mapping
+from core.codec import Snapshot, decode, snapshot_from_mapping
 from core.engine import BatchResult, Engine
 from core.errors import InvalidInput, SparkMlError
+from worker.batchpub import publish_batch
 from worker.metrics import Metrics, Status
 from worker.pool import Pool
 from worker.publish import dead_letter
@@ -74,6 +75,9 @@ class StreamProcessor:
         )
         self.published = 0
         self.dead_lettered = 0
+        self.dropped = 0
+        """Core mode: snapshots dropped because their shard was full."""
+        self._drop_logged = -1e9
 
     def start(self) -> None:
         self.pool.start()
@@ -85,27 +89,51 @@ class StreamProcessor:
         self.metrics.model_errors.labels("batch_failure").inc()
 
     async def on_msg(self, msg: Msg) -> None:
-        """NATS callback: validate, then queue on the symbol's shard, or dead-letter with the reason."""
+        """JetStream (and plain callback) intake: validate, then queue on the symbol's shard, waiting for room."""
         recv = _perf()
         raw = msg.data
         subject = msg.subject
         try:
             content_type = msg.headers.get("Content-Type") if msg.headers else None
-            data, encoding = decode(raw, content_type=content_type, max_bytes=self.max_payload)
-            snap = snapshot_from_mapping(
-                data,
-                subject_symbol=subjects.symbol_from_subject(subject),
-                raw=raw,
-                encoding=encoding,
-                recv=recv,
-                subject=subject,
-                ctx=msg,
-            )
+            snap = self._validate(raw, subject, content_type, recv, msg)
         except InvalidInput as exc:
             self.metrics.snapshots_received.inc()
             await self.reject(raw, subject, exc, ctx=msg)
             return
         await self.pool.submit(snap.symbol, snap)
+
+    async def on_raw(self, subject: str, raw: bytes, content_type: str | None) -> None:
+        """Core intake (see :mod:`worker.directsub`): validate and queue, or count a drop when the shard is full.
+
+        Core NATS is at-most-once: waiting here would stall the client's reader and let the server cut
+        the connection, so a full shard drops the message and counts it as a slow-consumer drop.
+        """
+        recv = _perf()
+        try:
+            snap = self._validate(raw, subject, content_type, recv, None)
+        except InvalidInput as exc:
+            self.metrics.snapshots_received.inc()
+            await self.reject(raw, subject, exc)
+            return
+        if not self.pool.offer(snap.symbol, snap):
+            self.dropped += 1
+            self.metrics.slow_consumer_drops.inc()
+            now = _perf()
+            if now - self._drop_logged > 10.0:
+                self._drop_logged = now
+                log.warning("shard queues full: %d snapshots dropped so far (slow-consumer drops)", self.dropped)
+
+    def _validate(self, raw: bytes, subject: str, content_type: str | None, recv: float, ctx: object) -> Snapshot:
+        data, encoding = decode(raw, content_type=content_type, max_bytes=self.max_payload)
+        return snapshot_from_mapping(
+            data,
+            subject_symbol=subjects.symbol_from_subject(subject),
+            raw=raw,
+            encoding=encoding,
+            recv=recv,
+            subject=subject,
+            ctx=ctx,
+        )
 
     async def reject(self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None) -> None:
         """Count a refused message and dead-letter it unchanged."""
@@ -130,17 +158,22 @@ class StreamProcessor:
     async def handle_batch(self, shard: int, batch: list[Snapshot]) -> None:
         """Score one batch with one model version and publish every outcome."""
         metrics = self.metrics
-        metrics.snapshots_received.inc(len(batch))
-        metrics.batch_size.observe(len(batch))
+        n_in = len(batch)
+        metrics.snapshots_received.inc(n_in)
+        metrics.batch_size.observe(n_in)
         result = self.engine.run_batch(batch)
-        version = result.model_version
+        rejected = result.rejected
         n_ok = len(result.snaps)
-        extracted = len(batch) - sum(1 for _, e in result.rejected if e.code == "out_of_order")
-        metrics.feature_extractions.inc(extracted)
+        unordered = sum(1 for _, e in rejected if e.code == "out_of_order") if rejected else 0
+        metrics.feature_extractions.inc(n_in - unordered)
         if n_ok:
-            wires = result.wire(_perf())
+            payloads = result.encode(_perf())
             try:
-                await self._publish(result.snaps, wires)
+                if self.message_id is None:
+                    await publish_batch(self.nc, subjects.PREDICTION, payloads)
+                else:
+                    ids = [self.message_id(snap) for snap in result.snaps]
+                    await publish_batch(self.nc, subjects.PREDICTION, payloads, ids)
             except Exception:
                 metrics.model_errors.labels("publish_error").inc()
                 log.exception("publishing %d predictions failed", n_ok)
@@ -153,25 +186,14 @@ class StreamProcessor:
                     observe(result)
                 except Exception:
                     log.exception("batch observer failed")
-            metrics.predict_requests.labels(version, Status.OK).inc(n_ok)
-            metrics.predict_latency.labels(version).observe_many(result.latencies_ms)
+            ok, latency = metrics.for_version(result.model_version)
+            ok.inc(n_ok)
+            latency.observe_many(result.latencies_ms)
             metrics.prediction_score.observe_many(result.scores)
-        for snap, exc in result.rejected:
+        for snap, exc in rejected:
             await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx)
         if self.settle is not None:
-            await self.settle(result.snaps, [s for s, _ in result.rejected])
-
-    async def _publish(self, snaps: list[Snapshot], wires: list[dict[str, object]]) -> None:
-        nc = self.nc
-        msg_id = self.message_id
-        if msg_id is None:
-            for snap, wire in zip(snaps, wires, strict=True):
-                await nc.publish(subjects.PREDICTION, encode(wire, snap.encoding))
-            return
-        for snap, wire in zip(snaps, wires, strict=True):
-            mid = msg_id(snap)
-            headers = {"Nats-Msg-Id": mid} if mid else None
-            await nc.publish(subjects.PREDICTION, encode(wire, snap.encoding), headers=headers)
+            await self.settle(result.snaps, [s for s, _ in rejected])
 
     def model_changed(self) -> None:
         self.metrics.set_model_version(self.engine.model.version)

@@ -17,8 +17,11 @@ def _lines(registry: CollectorRegistry) -> list[str]:
     return [ln for ln in text.splitlines() if ln and not ln.startswith("#") and "_created" not in ln]
 
 
-@given(st.lists(st.lists(st.floats(min_value=-10, max_value=5000, allow_nan=False), max_size=40), max_size=6))
-def test_same_exposition_as_prometheus_client(batches: list[list[float]]) -> None:
+@given(
+    st.lists(st.lists(st.floats(min_value=-10, max_value=5000, allow_nan=False), max_size=40), max_size=6),
+    st.booleans(),
+)
+def test_same_exposition_as_prometheus_client(batches: list[list[float]], as_list: bool) -> None:
     ref_reg, our_reg = CollectorRegistry(), CollectorRegistry()
     ref = Histogram("lat_ms", "doc", ["model_version"], buckets=BUCKETS, registry=ref_reg)
     ours = BatchHistogram("lat_ms", "doc", buckets=BUCKETS, labelnames=["model_version"], registry=our_reg)
@@ -27,7 +30,7 @@ def test_same_exposition_as_prometheus_client(batches: list[list[float]]) -> Non
     for batch in batches:
         for v in batch:
             ref.labels("v1").observe(v)
-        ours.labels("v1").observe_many(np.array(batch))
+        ours.labels("v1").observe_many(batch if as_list else np.array(batch))
     ref_lines, our_lines = _lines(ref_reg), _lines(our_reg)
 
     # sums may differ in the last bits (numpy sums pairwise): compare them numerically

@@ -1,0 +1,53 @@
+"""The hand-written prediction encoder against ``msgpack.packb`` of the contract's dict."""
+
+from __future__ import annotations
+
+import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.codec import Snapshot, encode, prediction_wire
+from core.contracts import SYMBOL_MAX_LEN, Prediction, valid_symbol
+from core.features import FEATURE_NAMES
+from core.predwire import PredictionPacker, mp_str
+
+_floats = st.floats(allow_nan=False, allow_infinity=False)
+_symbol = st.text(min_size=1, max_size=SYMBOL_MAX_LEN).filter(valid_symbol)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    ts=st.integers(min_value=0, max_value=2**53),
+    symbol=_symbol,
+    score=st.floats(min_value=0, max_value=1),
+    signal=st.sampled_from(["buy", "sell", "hold"]),
+    version=st.text(min_size=1, max_size=300),
+    names=st.lists(st.sampled_from(FEATURE_NAMES), unique=True, max_size=len(FEATURE_NAMES)),
+    data=st.data(),
+)
+def test_same_object_as_packb(
+    ts: int, symbol: str, score: float, signal: str, version: str, names: list[str], data: st.DataObject
+) -> None:
+    row = data.draw(st.lists(_floats, min_size=len(names), max_size=len(names)))
+    latency = data.draw(st.floats(min_value=0, max_value=1e6))
+    confidence = abs(score - 0.5) * 2
+    snap = Snapshot(ts, 1.0, symbol)
+    want = encode(prediction_wire(snap, score, signal, confidence, version, names, row, latency), "msgpack")
+    got = PredictionPacker(version, names).pack(ts, symbol, score, signal, confidence, row, latency)
+    assert msgpack.unpackb(got) == msgpack.unpackb(want)
+
+
+def test_output_is_a_valid_prediction_and_reuses_symbols() -> None:
+    packer = PredictionPacker("lgbm-0123abcd", FEATURE_NAMES)
+    row = [float(i) for i in range(len(FEATURE_NAMES))]
+    first = packer.pack(1696723200000, "BTCUSD", 0.7, "buy", 0.4, row, 0.25)
+    again = packer.pack(1696723200000, "BTCUSD", 0.7, "buy", 0.4, row, 0.25)
+    assert first == again
+    p = Prediction.model_validate(msgpack.unpackb(first))
+    assert (p.symbol, p.signal, p.model_version, p.features["macd"]) == ("BTCUSD", "buy", "lgbm-0123abcd", 4.0)
+
+
+def test_string_headers_match_msgpack() -> None:
+    for n in (0, 1, 31, 32, 255, 256, 65535, 65536):
+        text = "x" * n
+        assert mp_str(text) == msgpack.packb(text)

@@ -1,0 +1,114 @@
+"""Direct routing of a core subscription from nats-py's parser, against the regular callback path."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgpack
+import nats
+import pytest
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from core.engine import Engine
+from core.models import BaselineModel
+from worker import directsub
+from worker.metrics import Metrics
+from worker.stream import StreamProcessor
+
+Seen = list[tuple[str, bytes, str | None]]
+
+
+async def _send_mix(nc: Client, base: str) -> int:
+    await nc.publish(f"{base}.a", b"plain")
+    await nc.publish(f"{base}.b", b'{"j":1}', headers={"Content-Type": "application/json"})
+    await nc.publish(f"{base}.c", b"", headers={"X-Other": "1"})
+    await nc.publish(f"{base}.d", bytes(range(256)))
+    await nc.flush()
+    return 4
+
+
+async def _wait(seen: Seen, n: int) -> None:
+    async def until() -> None:
+        while len(seen) < n:
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(until(), 5)
+
+
+async def test_installed_nats_py_is_supported(nc: Client) -> None:
+    # A nats-py upgrade that changes the internal this relies on fails here, not silently in production.
+    assert directsub.supported(nc)
+
+
+async def test_direct_route_sees_what_a_callback_sees(nc: Client, nats_url: str, uid: str) -> None:
+    base = f"d.{uid}"
+    direct_seen: Seen = []
+    regular_seen: Seen = []
+
+    async def direct(subject: str, data: bytes, content_type: str | None) -> None:
+        direct_seen.append((subject, data, content_type))
+
+    async def regular(msg: Msg) -> None:
+        regular_seen.append((msg.subject, msg.data, msg.headers.get("Content-Type") if msg.headers else None))
+
+    sub, routed = await directsub.subscribe_direct(nc, f"{base}.>", queue="", handler=direct)
+    assert routed
+    other = await nats.connect(nats_url)
+    try:
+        await other.subscribe(f"{base}.>", cb=regular)
+        await other.flush()
+        # a second, regular subscription on the routed client keeps working too
+        also: list[Msg] = []
+
+        async def keep(msg: Msg) -> None:
+            also.append(msg)
+
+        await nc.subscribe(f"{base}.>", cb=keep)
+        await nc.flush()
+        n = await _send_mix(other, base)
+        await _wait(direct_seen, n)
+        await _wait(regular_seen, n)
+        assert direct_seen == regular_seen
+        assert regular_seen[1][2] == "application/json"
+        await asyncio.wait_for(_until(lambda: len(also) == n), 5)
+        # unrouted and unsubscribed: nothing more arrives
+        await sub.unsubscribe()
+        directsub.unroute(nc, sub)
+        await _send_mix(other, base)
+        await asyncio.sleep(0.2)
+        assert len(direct_seen) == n
+    finally:
+        await other.close()
+
+
+async def _until(cond: object) -> None:
+    while not cond():  # type: ignore[operator]
+        await asyncio.sleep(0.005)
+
+
+async def test_unsupported_client_falls_back_to_a_callback(
+    nc: Client, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(directsub, "supported", lambda nc: False)
+    seen: Seen = []
+
+    async def handler(subject: str, data: bytes, content_type: str | None) -> None:
+        seen.append((subject, data, content_type))
+
+    _, routed = await directsub.subscribe_direct(nc, f"f.{uid}.>", queue="q", handler=handler)
+    assert not routed
+    n = await _send_mix(nc, f"f.{uid}")
+    await _wait(seen, n)
+    assert [s[0] for s in seen] == [f"f.{uid}.{x}" for x in "abcd"]
+
+
+async def test_full_shard_drops_are_counted_not_silent(nc: Client) -> None:
+    metrics = Metrics()
+    processor = StreamProcessor(nc, Engine(BaselineModel()), metrics, shards=1, queue_max=2)
+    # shards not started: nothing leaves the queue, so the third snapshot on finds it full
+    for i in range(5):
+        await processor.on_raw("market.snapshot", msgpack.packb({"ts": i, "mid": 1.0, "symbol": "S"}), None)
+    assert processor.pool.depths() == [2]
+    assert processor.dropped == 3
+    assert metrics.slow_consumer_drops._value.get() == 3
