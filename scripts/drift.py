@@ -3,7 +3,8 @@
 Usage::
 
     spark-ml drift calibrate [--data NAME ...] [--window W] [--sweep W1,W2,...] [--vol-factor 3]
-                             [--trend-bp 5] [--horizon 600] [--thresholds FILE] [--out DIR] [--json]
+                             [--trend-bp 5] [--horizon 600] [--hold 120] [--hold-warning 600]
+                             [--thresholds FILE] [--out DIR] [--json]
 
 For each data set (default ``eurusd`` and ``synthetic``; any name ``spark-ml train`` accepts):
 
@@ -157,7 +158,7 @@ def _delay_summary(delays: Sequence[int | None]) -> dict[str, Any]:
     }
 
 
-def summarize(m: Measured, levels: DriftThresholds, hold: int) -> dict[str, Any]:
+def summarize(m: Measured, levels: DriftThresholds, holds: Mapping[str, int]) -> dict[str, Any]:
     """The JSON section of one data set: quantiles, false-alarm shares and delays per feature."""
     features: dict[str, Any] = {}
     for f in FEATURE_NAMES:
@@ -167,12 +168,18 @@ def summarize(m: Measured, levels: DriftThresholds, hold: int) -> dict[str, Any]
             "false_alarm": {k: float(np.mean(v >= t)) if v.size else None for k, t in lv.items()},
             "regime_change_delay": _delay_summary(m.delays[f]),
         }
-    above = np.any(np.stack([m.normal[f] >= levels.levels(f)["critical"] for f in FEATURE_NAMES]), axis=0)
+    alarms: dict[str, Any] = {}
+    for severity, hold in holds.items():
+        above = np.any(np.stack([m.normal[f] >= levels.levels(f)[severity] for f in FEATURE_NAMES]), axis=0)
+        alarms[severity] = {
+            "any_feature": float(above.mean()) if above.size else None,
+            "held": hold,
+            "any_feature_held": float(_held(above, hold).mean()) if above.size else None,
+        }
     return {
-        "windows": int(above.size),
+        "windows": int(m.normal[FEATURE_NAMES[0]].size),
         "change_points": len(m.delays[FEATURE_NAMES[0]]),
-        "any_feature_critical": float(above.mean()) if above.size else None,
-        "any_feature_critical_for": float(_held(above, hold).mean()) if above.size else None,
+        "alarms": alarms,
         "features": features,
     }
 
@@ -265,6 +272,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     datasets = [load(name) for name in args.data]
     kw = {"horizon": args.horizon, "vol_factor": args.vol_factor, "trend_bp": args.trend_bp}
     measured = [measure(ds, window, levels, **kw) for ds in datasets]
+    holds = {"warning": args.hold_warning, "critical": args.hold}
     args.out.mkdir(parents=True, exist_ok=True)
     for m in measured:
         figure(m, levels).savefig(args.out / f"drift_{m.name}.png", dpi=90)
@@ -274,8 +282,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
         "regime_change": {"vol_factor": args.vol_factor, "trend_bp": args.trend_bp, "horizon": args.horizon},
         "configured": {f: levels.levels(f) for f in FEATURE_NAMES},
         "proposed": propose(measured),
-        "alert_for_snapshots": args.hold,
-        "data": {m.name: summarize(m, levels, args.hold) for m in measured},
+        "data": {m.name: summarize(m, levels, holds) for m in measured},
     }
     if args.sweep:
         doc["sweep"] = _sweep(datasets, [int(w) for w in args.sweep.split(",")], args)
@@ -295,9 +302,12 @@ def text(doc: Mapping[str, Any]) -> str:
     lines = [f"window {doc['window']} snapshots; regime change {doc['regime_change']}"]
     for name, d in doc["data"].items():
         lines.append(
-            f"\n{name}: {d['windows']} normal windows, {d['change_points']} change points, "
-            f"share of windows with any feature critical: {_fmt(d['any_feature_critical'])}, "
-            f"held for {doc['alert_for_snapshots']}: {_fmt(d['any_feature_critical_for'])}"
+            f"\n{name}: {d['windows']} normal windows, {d['change_points']} change points; "
+            + "; ".join(
+                f"any feature >= {k}: {_fmt(a['any_feature'])} of windows"
+                f" ({_fmt(a['any_feature_held'])} held {a['held']})"
+                for k, a in d["alarms"].items()
+            )
         )
         head = f"{'feature':<12}{'p50':>8}{'p95':>8}{'p99':>8}{'max':>8}{'FA crit':>9}{'delay med/max (seen)':>22}"
         lines.append(head)
@@ -328,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--trend-bp", type=float, default=5.0, help="regime change: basis points added to each return")
     c.add_argument("--horizon", type=int, default=600, help="snapshots after a change to look for a crossing")
     c.add_argument(
-        "--hold", type=int, default=120, help="snapshots an alert must hold (for: 2m at 1 snapshot/s; default 120)"
+        "--hold", type=int, default=120, help="snapshots the critical alert must hold (for: 2m at 1 snapshot/s)"
+    )
+    c.add_argument(
+        "--hold-warning", type=int, default=600, help="snapshots the warning alert must hold (for: 10m at 1/s)"
     )
     c.add_argument("--thresholds", type=Path, default=None, help="levels file (default: the packaged core/drift.toml)")
     c.add_argument("--out", type=Path, default=Path("reports/drift"), help="output directory")
