@@ -144,6 +144,7 @@ async def test_regime_change_crosses_critical_within_budget(
     report = {
         f: f"{n} snapshots (= {n / RATE_PER_S:.0f} s at 1/s), {s:.2f} s wall clock" for f, (n, s) in crossed.items()
     }
-    print(f"\ncritical crossed after the change: {report}; budget {BUDGET_SNAPSHOTS} snapshots")
+    normal_max = {f: round(max(p[f] for p in normal_full), 3) for f in AFFECTED}
+    print(f"\nnormal period max {normal_max}; critical crossed after the change: {report}; budget {BUDGET_SNAPSHOTS}")
     assert set(crossed) == set(AFFECTED), f"not crossed within {BUDGET_SNAPSHOTS} snapshots: {report}"
     assert all(n <= BUDGET_SNAPSHOTS for n, _ in crossed.values())
