@@ -1,0 +1,85 @@
+"""A three-node NATS cluster, MARKET_SNAPSHOTS replicated three times, the stream's leader killed mid-stream.
+
+Every snapshot the publisher got a JetStream acknowledgement for was stored on a quorum, so it must be
+predicted (or, redelivered behind newer snapshots of its symbol, dead-lettered as ``out_of_order``) after
+the two survivors elect a new leader. The worker is given all three URLs; the test's sink listens on the
+survivors only, so it never misses what they route to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from core import subjects
+from worker.natsserver import NatsCluster
+
+from ._support import Sink, SpawnWorker, client, publish_until_acked, snapshot, until
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
+
+N = 2000
+SYMBOLS = 8
+
+
+async def test_acknowledged_snapshots_survive_the_stream_leader_being_killed(
+    cluster: NatsCluster, spawn_worker: SpawnWorker
+) -> None:
+    # Given a jetstream worker connected to all three nodes, creating the stream with three replicas
+    worker = await spawn_worker(cluster.url, mode="jetstream", js_replicas=3, ack_wait_s=2, batch_max=64).ready()
+    async with client(cluster.url) as nc:
+        js = nc.jetstream()
+        info = await js.stream_info(subjects.JS_STREAM)
+        assert info.config.num_replicas == 3 and info.cluster is not None and info.cluster.leader
+        victim_name = info.cluster.leader
+        victim = cluster.node(victim_name)
+        survivors = ",".join(node.url for node in cluster.nodes if node is not victim)
+        async with client(survivors) as sink_nc:
+            raw, dlq = await Sink.on(sink_nc, subjects.PREDICTION), await Sink.on(sink_nc, subjects.DLQ)
+
+            # When snapshots are published (each retried until acknowledged, for at most 20 s) and the
+            # stream's leader is SIGKILLed a third of the way through
+            acked: set[int] = set()
+            gave_up: set[int] = set()
+            stalls: list[float] = []
+
+            async def publish() -> None:
+                for i in range(N):
+                    symbol = f"C{i % SYMBOLS}"
+                    start = time.monotonic()
+                    try:
+                        await publish_until_acked(
+                            js, subjects.snapshot_for(symbol), snapshot(i, symbol), f"in-{i}", start + 20
+                        )
+                    except Exception:
+                        gave_up.add(i)
+                        continue
+                    acked.add(i)
+                    stalls.append(time.monotonic() - start)
+
+            publisher = asyncio.create_task(publish())
+            try:
+                await until(lambda: len(acked) >= N // 3, 30, "a third acknowledged")
+                await asyncio.to_thread(victim.kill)
+                await asyncio.wait_for(publisher, 60)
+            finally:
+                publisher.cancel()
+            new_leader = (await js.stream_info(subjects.JS_STREAM)).cluster
+
+            # Then every acknowledged snapshot is predicted or dead-lettered as out of order
+            def accounted() -> set[int]:
+                return set(raw.ids()) | set(dlq.reasons())
+
+            waited = await until(lambda: acked <= accounted(), 30, "every acknowledged snapshot accounted for")
+            print(
+                f"\nRESULT cluster: killed={victim_name} (stream leader) new_leader="
+                f"{new_leader.leader if new_leader else None} acked={len(acked)} gave_up={len(gave_up)} "
+                f"predicted={len(set(raw.ids()))} dead_letters={len(dlq.msgs)} "
+                f"longest_publish_stall={max(stalls):.1f}s catch_up_after_publisher={waited:.1f}s"
+            )
+            assert set(dlq.reasons().values()) <= {"out_of_order"}, dlq.reasons()
+            assert new_leader is not None and new_leader.leader not in (None, victim_name)
+            assert len(acked) > N // 2  # the cluster kept accepting writes after the loss
+            assert worker.proc is not None and worker.proc.poll() is None
