@@ -132,6 +132,46 @@ async def publish_until_acked(
             await asyncio.sleep(0.05)
 
 
+class RawPublisher:
+    """A bare NATS protocol connection that writes a prebuilt block of PUBs at once: the fastest burst a
+    single client can produce (nats-py's publish loop is several times slower than the server ingests)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(cls, url: str) -> AsyncIterator[RawPublisher]:
+        host, port = url.removeprefix("nats://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        pub = cls(reader, writer)
+        try:
+            await reader.readline()  # INFO
+            writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+            await pub.sync()
+            yield pub
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    async def sync(self, timeout: float = 30.0) -> None:
+        """PING and wait for the PONG: the server has processed everything written before."""
+        self._writer.write(b"PING\r\n")
+        await self._writer.drain()
+        async with asyncio.timeout(timeout):
+            while (line := await self._reader.readline()) != b"PONG\r\n":
+                assert line, "server closed the connection"
+
+    @staticmethod
+    def block(messages: list[tuple[str, bytes]]) -> bytes:
+        return b"".join(b"PUB %s %d\r\n%s\r\n" % (s.encode(), len(p), p) for s, p in messages)
+
+    async def send(self, block: bytes) -> None:
+        self._writer.write(block)
+        await self.sync()
+
+
 class Scrape:
     """One scrape of a worker's ``/metrics``: sample values by name and labels."""
 
