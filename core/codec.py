@@ -17,9 +17,11 @@ import msgpack
 
 from core.contracts import MAX_TS, SYMBOL_MAX_LEN, valid_symbol
 from core.errors import InvalidInput, PayloadTooLarge
+from core.subjects import symbol_from_subject
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",
+    "SnapshotParser",
     "MAX_TS",
     "Encoding",
     "Snapshot",
@@ -214,3 +216,87 @@ def prediction_wire(
         "features": dict(zip(feature_names, row, strict=True)),
         "latencyMs": latency_ms,
     }
+
+
+class SnapshotParser:
+    """:func:`decode` then :func:`snapshot_from_mapping` in one call, for the stream's intake.
+
+    Same outcome for every input (``tests/core/test_codec.py`` holds it to the two-step reference with
+    hypothesis), less work: msgpack is decoded without the dispatch, and the symbol checks are
+    remembered per symbol and per subject (bounded, so hostile churn cannot grow them).
+    """
+
+    __slots__ = ("_subjects", "_symbols", "max_bytes")
+
+    def __init__(self, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_bytes = max_bytes
+        self._symbols: dict[str, str] = {}
+        self._subjects: dict[str, str | None] = {}
+
+    def parse(self, raw: bytes, subject: str, content_type: str | None, recv: float, ctx: object = None) -> Snapshot:
+        """Validate one payload; raises :class:`InvalidInput` (with the raw bytes) like the reference."""
+        data, encoding = self._decode(raw, content_type)
+        if type(data) is not dict:
+            raise _bad("snapshot", "must be a map/object", raw)
+        get = data.get
+        ts = get("ts")
+        if type(ts) is not int:
+            raise _bad("ts", "required, an integer (epoch milliseconds)", raw)
+        if not 0 <= ts <= MAX_TS:
+            raise _bad("ts", f"must be between 0 and {MAX_TS}", raw)
+        mid: Any = get("mid")
+        if type(mid) is float:
+            if not 0.0 < mid < _INF:
+                raise _bad("mid", "must be finite and > 0", raw)
+        else:
+            mid = _mid(mid, raw)
+        spread_bp = _number(data, "spreadBp", raw)
+        vol1m = _number(data, "vol1m", raw)
+        symbol: Any = get("symbol")
+        seen = 2 + (spread_bp is not None) + (vol1m is not None) + (symbol is not None)
+        rsi = None
+        if len(data) > seen:  # other keys are present: check the rarely sent fields as the reference does
+            for key in ("bid", "ask", "volume"):
+                _number(data, key, raw)
+            rsi = _rsi(get("rsi14"), raw)
+            if vol1m is None:
+                vol1m = _number(data, "volume", raw)
+        if symbol is None:
+            symbol = self._subject_symbol(subject)
+        elif type(symbol) is not str or self._symbols.get(symbol) is None:
+            symbol = _symbol(symbol, None, raw)
+            if len(self._symbols) >= _CACHE_MAX:
+                self._symbols.clear()
+            self._symbols[symbol] = symbol
+        return Snapshot(ts, mid, symbol, spread_bp, vol1m, rsi, encoding, recv, raw, subject, ctx)
+
+    def _decode(self, raw: bytes, content_type: str | None) -> tuple[Any, Encoding]:
+        if content_type is not None or len(raw) > self.max_bytes or not raw or raw[0] == 0x7B:  # 0x7b: "{"
+            return decode(raw, content_type=content_type, max_bytes=self.max_bytes)
+        try:
+            return _unpackb(raw, raw=False, strict_map_key=False), "msgpack"
+        except Exception as exc:
+            raise InvalidInput(f"not valid msgpack: {type(exc).__name__}: {exc}", code="decode", raw=raw) from exc
+
+    def _subject_symbol(self, subject: str) -> str:
+        cached = self._subjects.get(subject)
+        if cached is None:
+            if len(self._subjects) >= _CACHE_MAX:
+                self._subjects.clear()
+            cached = self._subjects[subject] = _symbol(None, symbol_from_subject(subject), None)
+        return cached
+
+
+_CACHE_MAX = 16_384
+_unpackb = msgpack.unpackb
+
+
+def _mid(mid: Any, raw: bytes | None) -> float:
+    kind = type(mid)
+    if kind is int:
+        mid = float(mid) if -1e300 < mid < 1e300 else _INF
+    elif kind is not float:
+        raise _bad("mid", "required, a number", raw)
+    if not 0.0 < mid < _INF:
+        raise _bad("mid", "must be finite and > 0", raw)
+    return float(mid)

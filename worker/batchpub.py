@@ -29,14 +29,19 @@ _INTERNALS = (
     "_pending_data_size",
     "stats",
 )
+_CHECKED = "_spark_ml_batchpub_ok"
 _CRLF = b"\r\n"
 _HDR_ID = b"NATS/1.0\r\nNats-Msg-Id: "
 _HDR_END = b"\r\n\r\n"
 
 
 def supported(nc: Client) -> bool:
-    """Whether ``nc`` has the internals the one-write path relies on."""
-    return all(hasattr(nc, name) for name in _INTERNALS) and isinstance(getattr(nc, "stats", None), dict)
+    """Whether ``nc`` has the internals the one-write path relies on (checked once per client)."""
+    known: bool | None = getattr(nc, _CHECKED, None)
+    if known is None:
+        known = all(hasattr(nc, name) for name in _INTERNALS) and isinstance(getattr(nc, "stats", None), dict)
+        setattr(nc, _CHECKED, known)
+    return known
 
 
 def frames(subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str | None] | None = None) -> bytes:

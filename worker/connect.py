@@ -10,6 +10,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import SlowConsumerError
 
+from worker import fastparser
 from worker.metrics import Metrics
 from worker.settings import Settings
 
@@ -75,4 +76,6 @@ async def connect(settings: Settings, *, name: str, metrics: Metrics | None = No
     )
     opts.update(extra)
     nc: Client = await nats.connect(**opts)
+    if not fastparser.install(nc):
+        log.warning("nats-py internals changed: using its own protocol parser (slower)")
     return nc

@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from core import subjects
-from core.codec import Snapshot, decode, snapshot_from_mapping
+from core.codec import Snapshot, SnapshotParser
 from core.engine import BatchResult, Engine
 from core.errors import InvalidInput, SparkMlError
 from worker.batchpub import publish_batch
@@ -59,6 +59,7 @@ class StreamProcessor:
         self.engine = engine
         self.metrics = metrics
         self.max_payload = max_payload
+        self._parser = SnapshotParser(max_payload)
         self.settle: Callable[[Sequence[Snapshot], Sequence[Snapshot]], Awaitable[None]] | None = None
         self.on_dead: Callable[[object], Awaitable[None]] | None = None
         self.on_publish_failed: Callable[[Sequence[Snapshot]], Awaitable[None]] | None = None
@@ -124,16 +125,7 @@ class StreamProcessor:
                 log.warning("shard queues full: %d snapshots dropped so far (slow-consumer drops)", self.dropped)
 
     def _validate(self, raw: bytes, subject: str, content_type: str | None, recv: float, ctx: object) -> Snapshot:
-        data, encoding = decode(raw, content_type=content_type, max_bytes=self.max_payload)
-        return snapshot_from_mapping(
-            data,
-            subject_symbol=subjects.symbol_from_subject(subject),
-            raw=raw,
-            encoding=encoding,
-            recv=recv,
-            subject=subject,
-            ctx=ctx,
-        )
+        return self._parser.parse(raw, subject, content_type, recv, ctx)
 
     async def reject(self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None) -> None:
         """Count a refused message and dead-letter it unchanged."""

@@ -12,9 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from core.codec import decode, encode, prediction_wire, snapshot_from_mapping
+from core.codec import Snapshot, SnapshotParser, decode, encode, prediction_wire, snapshot_from_mapping
 from core.contracts import ErrorReply, MarketSnapshot, Prediction, PredictRequest
 from core.errors import InvalidInput, PayloadTooLarge
+from core.subjects import symbol_from_subject
 
 SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
 
@@ -152,3 +153,48 @@ def test_error_reply_shape() -> None:
     assert ErrorReply.of("schema", "mid: must be finite").wire() == {
         "error": {"code": "schema", "message": "mid: must be finite"}
     }
+
+
+def _outcome(fn: Any) -> tuple[Any, ...]:
+    try:
+        s = fn()
+    except InvalidInput as exc:
+        return ("error", exc.code, exc.message, exc.raw)
+    return ("ok", s.ts, s.mid, s.symbol, s.spread_bp, s.vol1m, s.rsi14, s.encoding, s.raw, s.subject)
+
+
+@given(
+    fields,
+    st.sampled_from(["msgpack", "json", "garbage"]),
+    st.sampled_from(["market.snapshot", "market.snapshot.EURUSD", "market.snapshot.x.BTC"]),
+    st.sampled_from([None, "application/json", "application/msgpack"]),
+)
+def test_one_step_parser_matches_decode_then_validate(
+    d: dict[str, Any], how: str, subject: str, content_type: str | None
+) -> None:
+    try:
+        raw = json.dumps(d).encode() if how == "json" else msgpack.packb(d)
+    except (TypeError, ValueError, OverflowError):  # not representable in that encoding
+        return
+    if how == "garbage":
+        raw = raw[1:] or b"\xc1"
+    parser = SnapshotParser(max_bytes=4096)
+
+    def reference() -> Snapshot:
+        data, enc = decode(raw, content_type=content_type, max_bytes=4096)
+        return snapshot_from_mapping(
+            data, subject_symbol=symbol_from_subject(subject), raw=raw, encoding=enc, subject=subject
+        )
+
+    want = _outcome(reference)
+    assert _outcome(lambda: parser.parse(raw, subject, content_type, 0.0)) == want
+    # the second time goes through the symbol and subject caches
+    assert _outcome(lambda: parser.parse(raw, subject, content_type, 0.0)) == want
+
+
+def test_one_step_parser_refuses_what_decode_refuses() -> None:
+    parser = SnapshotParser(max_bytes=64)
+    for raw in (b"", b"x" * 65, b"\xc1", b"{", b"[1]"):
+        with pytest.raises(InvalidInput) as exc:
+            parser.parse(raw, "market.snapshot", None, 0.0)
+        assert exc.value.raw == raw
