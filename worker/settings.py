@@ -54,13 +54,18 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(2.0, gt=0)
     """How long the HTTP gateway waits for a worker's reply before answering 504."""
 
-    pool_size: int = Field(4, ge=1, le=256)
-    """Number of shards; a symbol always lands in the same shard, so its snapshots stay in order."""
+    pool_size: int = Field(1, ge=1, le=256)
+    """Number of shards; a symbol always lands in the same shard, so its snapshots stay in order.
+
+    One per process by default: all shards share one event loop, so more of them only cut the batches
+    smaller (at 10k/s, 4 shards cost 69 us of CPU per message against 52 for one, and p99 39 ms against
+    4 ms). More worker processes are what add CPU."""
     batch_max: int = Field(256, ge=1, le=65536)
     batch_wait_ms: float = Field(0.0, ge=0, le=1000)
     """Extra time a shard waits to fill a batch; 0 means: take what is queued, never wait."""
-    queue_max: int = Field(4096, ge=1)
-    """Bound of each shard's queue; when full, intake waits (backpressure into the NATS client)."""
+    queue_max: int = Field(16_384, ge=1)
+    """Bound of each shard's queue. Core mode drops (and counts) what arrives while it is full; JetStream
+    mode fetches only as it has room."""
     max_payload: int = Field(64 * 1024, ge=256)
     max_symbols: int = Field(10_000, ge=1)
     signal_margin: float = Field(0.05, ge=0, lt=0.5)
