@@ -7,7 +7,10 @@ same data and seed give byte-identical artifacts and therefore the same content-
 from __future__ import annotations
 
 import hashlib
+import importlib
+import sys
 from collections.abc import Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -104,7 +107,7 @@ class GbtModel:
     @classmethod
     def from_bytes(cls, data: bytes) -> GbtModel:
         """Rebuild from :meth:`to_bytes`; ArtifactCorrupt when LightGBM cannot parse the bytes."""
-        import lightgbm as lgb
+        lgb = _lightgbm_for_serving()
 
         try:
             text = data.decode()
@@ -114,3 +117,20 @@ class GbtModel:
         except (UnicodeDecodeError, ValueError, lgb.basic.LightGBMError) as exc:
             raise ArtifactCorrupt(f"not a LightGBM model artifact: {type(exc).__name__}: {exc}") from exc
         return cls(booster, data, booster.params)
+
+
+def _lightgbm_for_serving() -> ModuleType:
+    """``lightgbm``, imported without its optional scikit-learn and pandas wrappers when a serving
+    process has not loaded them: they are never used to predict, and they more than doubled a worker's
+    resident memory (measured: 79 MB before loading a tree model, 183 MB after)."""
+    if "lightgbm" in sys.modules:
+        return sys.modules["lightgbm"]
+    blocked = [name for name in ("sklearn", "pandas") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
+    try:
+        return importlib.import_module("lightgbm")
+    finally:
+        for name in blocked:
+            if sys.modules.get(name, 0) is None:
+                del sys.modules[name]

@@ -116,7 +116,7 @@ class Bed:
         assert self.child is not None
         conn = RawNats(self.url)
         try:
-            request = self.scenario.kind == "request"
+            request = self.scenario.kind != "stream"
             conn.subscribe("_INBOX.benchprobe.*" if request else self.target.sink_subject if self.target else "")
             conn.ping()
             deadline = time.perf_counter() + self.ready_timeout
@@ -211,7 +211,11 @@ class Bed:
         seq0 = self.sequencer.take(count)
         prefix = str(self.workdir / f"phase{self.phases}")
         timeout = 60.0 + count / 500.0
-        argv = [sys.executable, "-m", "worker.bench.caller", "--url", self.url, "--ts0", str(self.sequencer.ts0)]
+        if self.scenario.kind == "http":
+            argv = [sys.executable, "-m", "worker.bench.http_caller", "--http", self.target.http_url]
+        else:
+            argv = [sys.executable, "-m", "worker.bench.caller", "--url", self.url]
+        argv += ["--ts0", str(self.sequencer.ts0)]
         argv += ["--seq0", str(seq0), "--count", str(count), "--symbols", str(self.sequencer.symbols)]
         argv += ["--inflight", str(inflight), "--out", prefix, "--timeout", str(timeout)]
         cpu0 = cpu_seconds(self.child.pid)

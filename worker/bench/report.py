@@ -186,12 +186,17 @@ def _notes(results: dict[str, Any]) -> list[str]:
 def render(results: dict[str, Any], *, markdown: bool = False) -> str:
     """The result tables (stream, then request-reply) with their header lines and notes."""
     stream = [sc for sc in results["scenarios"] if sc["kind"] == "stream"]
-    request = [sc for sc in results["scenarios"] if sc["kind"] == "request"]
+    request = [sc for sc in results["scenarios"] if sc["kind"] in ("request", "http")]
     head, notes = _header(results), _notes(results)
     out = [f"- {line}" for line in head] if markdown else list(head)
     out += [""] + _table([list(_COLUMNS)] + [_row(sc) for sc in stream], markdown)
     if request:
         out += [""] + _table([list(_RR_COLUMNS)] + [_rr_row(sc) for sc in request], markdown)
+    costs = results.get("model_cost_us_per_row")
+    if costs:
+        rows = [["model", "us/row at batch 1", "us/row at batch 256"]]
+        rows += [[kind, f"{c['1']:.1f}", f"{c['256']:.2f}"] for kind, c in costs.items()]
+        out += ["", "one model call (predict_proba), in-process:"] + _table(rows, markdown)
     if results.get("workdir"):
         notes.append(f"logs and raw files kept in {results['workdir']}")
     out += [""] + ([f"- {n}" for n in notes] if markdown else notes)

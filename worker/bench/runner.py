@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.bench.measure import Bed, PhaseResult, Sequencer, stop_bed
+from worker.bench.models import model_costs
 from worker.bench.payloads import snapshot
 from worker.bench.report import machine_info
 from worker.bench.scenarios import SCENARIOS, Context, Unavailable
@@ -58,6 +59,8 @@ class BenchConfig:
     sink_idle_s: float = 2.0
     """A phase ends this long after the last prediction when some are missing (loss)."""
     sink_grace_s: float = 30.0
+    model_costs: bool = False
+    """Also time one model call per row in-process (baseline, logistic, LightGBM at batch 1 and 256)."""
     keep: bool = False
     """Keep the scratch directory (logs of every process, the phases' raw files) and report its path."""
 
@@ -67,8 +70,9 @@ class BenchConfig:
             return cls(
                 scenarios, quick=True, runs=runs, max_count=50_000, phase_seconds=0.6,
                 warmup_count=2_000, rate_seconds=(2.0, 1.0), ready_timeout=40.0, keep=keep, rr_sequential=500,
+                model_costs="worker-tree" in scenarios,
             )  # fmt: skip
-        return cls(scenarios, runs=runs, keep=keep)
+        return cls(scenarios, runs=runs, keep=keep, model_costs="worker-tree" in scenarios)
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:
@@ -134,7 +138,7 @@ class _Run:
 
     def start(self, name: str) -> None:
         sc = SCENARIOS[name]
-        if sc.kind not in ("stream", "request"):
+        if sc.kind not in ("stream", "request", "http"):
             # Placeholders raise Unavailable from build(); calling it gives the reason to report.
             try:
                 sc.build(Context(nats_url="nats://127.0.0.1:4222", workdir=self.tmp / name))
@@ -160,7 +164,7 @@ class _Run:
             self.log(f"  {name} failed to start: {exc}")
 
     def _phase(self, e: _Entry, count: int, rate: float | None) -> PhaseResult:
-        if e.bed.scenario.kind == "request":
+        if e.bed.scenario.kind != "stream":
             return e.bed.request_phase(count, self.cfg.rr_inflight)
         return e.bed.phase(count, rate, idle=self.cfg.sink_idle_s, grace=self.cfg.sink_grace_s)
 
@@ -177,7 +181,7 @@ class _Run:
             for e in self.entries:
 
                 def one(e: _Entry = e) -> None:
-                    if e.bed.scenario.kind == "request":
+                    if e.bed.scenario.kind != "stream":
                         e.sequential.append(e.bed.request_phase(self.cfg.rr_sequential, 1))
                     r = self._phase(e, _size(self.cfg, e.warmup), None)
                     e.runs.append(r)
@@ -219,6 +223,7 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> dict[str, An
     machine = machine_info()
     tmp = Path(tempfile.mkdtemp(prefix="spark-ml-bench-"))
     r = _Run(cfg, tmp, log)
+    model_cost: dict[str, Any] | None = None
     try:
         for name in cfg.scenarios:
             r.start(name)
@@ -226,12 +231,16 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> dict[str, An
         r.throughput()
         r.latency()
         r.memory_and_counters()
+        if cfg.model_costs:
+            log("model cost per row ...")
+            model_cost = model_costs(quick=cfg.quick)
     finally:
         for e in r.entries:
             stop_bed(e.bed)
         if not cfg.keep:
             shutil.rmtree(tmp, ignore_errors=True)
     results = _assemble(cfg, r.entries, r.skipped, machine)
+    results["model_cost_us_per_row"] = model_cost
     results["workdir"] = str(tmp) if cfg.keep else None
     results["started"] = started.isoformat(timespec="seconds")
     results["duration_s"] = time.perf_counter() - t_start
@@ -287,7 +296,7 @@ def _assemble(
             }
         )
     for s in scenarios:
-        ceiling = medians.get(RR_CEILING if s["kind"] == "request" else CEILING)
+        ceiling = medians.get(CEILING if s["kind"] == "stream" else RR_CEILING)
         if s["throughput"] and ceiling and s["throughput"]["median"] is not None:
             s["throughput"]["ratio_to_ceiling"] = s["throughput"]["median"] / ceiling
     ceiling = medians.get(CEILING)

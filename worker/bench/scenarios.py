@@ -4,8 +4,8 @@ A scenario turns a :class:`Context` (the NATS URL of the server started for it, 
 a free-port picker) into a :class:`Target`: the command that starts the process under test and its
 environment. It raises :class:`Unavailable` with a reason when the thing it measures does not exist
 yet; the benchmark then reports the scenario as skipped instead of failing. Stream scenarios are
-measured with the publisher and sink on ``market.snapshot`` -> ``ml.prediction``; request-reply and
-HTTP scenarios are placeholders until their measurement lands.
+measured with the publisher and sink on ``market.snapshot`` -> ``ml.prediction``; request-reply
+scenarios with a NATS caller on ``ml.predict``, HTTP ones with an HTTP caller on ``/ml/predict``.
 """
 
 from __future__ import annotations
@@ -52,6 +52,8 @@ class Target:
     """Whether the process's CPU and memory mean anything (not for the floor's idle placeholder)."""
     metrics_url: str = ""
     """The target's Prometheus endpoint, read at the end for its own drop and error counters."""
+    http_url: str = ""
+    """``POST /ml/predict`` of the target (HTTP scenarios)."""
 
 
 @dataclass(frozen=True)
@@ -152,12 +154,10 @@ def _worker(ctx: Context) -> Target:
 
 
 def prepare_tree_registry(registry: Path) -> str:
-    """Hook: put a trained tree model in ``registry`` and make it active; returns its version.
+    """Put a LightGBM model trained on the synthetic bed in ``registry`` and make it active; returns its version."""
+    from worker.bench.models import train_tree_registry  # imports LightGBM: only when this scenario runs
 
-    Fill this in once the ML issue lands (for example by running ``spark-ml train`` with the tree model
-    into ``registry`` and promoting it); until then the ``worker-tree`` scenario is skipped.
-    """
-    raise Unavailable("no trained tree model yet (hook: worker.bench.scenarios.prepare_tree_registry)")
+    return train_tree_registry(registry)
 
 
 @scenario("worker-tree", "spark-ml worker, trained tree model")
@@ -196,9 +196,15 @@ def _request_reply(ctx: Context) -> Target:
     return _worker_target(ctx)
 
 
-@scenario("http", "HTTP gateway POST /ml/predict", kind="http")
+@scenario("http", "spark-ml up: HTTP POST /ml/predict -> gateway -> ml.predict", kind="http")
 def _http(ctx: Context) -> Target:
-    raise Unavailable("placeholder: the HTTP measurement (a caller against `spark-ml gateway`) is not written yet")
+    _worker_help()
+    # `spark-ml up` on the bed's server: worker, ml.predict and the HTTP bridge in one process, as a user
+    # runs it. The rate limit is lifted: the benchmark measures the path, not the limiter.
+    env = _worker_env(ctx, SPARK_ML_RATE_LIMIT="1000000/second")
+    url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
+    http = f"http://127.0.0.1:{env['SPARK_ML_HTTP_PORT']}/ml/predict"
+    return Target([spark_ml_exe(), "up"], env, metrics_url=url, http_url=http, note="spark-ml up")
 
 
 def child_env(target: Target) -> dict[str, str]:
