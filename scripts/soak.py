@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import signal
 import sys
 import tempfile
 import time
-import urllib.request
 from array import array
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -44,7 +44,6 @@ __all__ = ["main"]
 
 PREDICTION_SUBJECT = "ml.prediction"
 DLQ_SUBJECT = "ml.dlq.snapshot"
-PROBE_SYMBOL = "SOAKPROBE"
 PUBLISHER_ROLE = "_publisher"
 """Hidden first argument that makes this module the publisher process."""
 _MIN_SLEEP = 0.001
@@ -52,7 +51,6 @@ _MIN_SLEEP = 0.001
 _DIGEST_EVERY_S = 0.5
 _DRAIN_IDLE_S = 3.0
 _DRAIN_MAX_S = 60.0
-_REPORTED_METRICS = ("ml_slow_consumer_drops_total", "ml_model_errors_total")
 
 
 # --- the publisher process ------------------------------------------------------------------------------
@@ -66,6 +64,7 @@ def _publisher(argv: list[str]) -> int:
     ap.add_argument("--count", type=int, required=True)
     ap.add_argument("--symbols", type=int, required=True)
     ap.add_argument("--ts0", type=int, required=True)
+    ap.add_argument("--seq0", type=int, default=0)
     ap.add_argument("--times", required=True)
     args = ap.parse_args(argv)
     stopping = False
@@ -82,9 +81,8 @@ def _publisher(argv: list[str]) -> int:
         while sent < args.count and not stopping:
             due = min(args.count, int((time.perf_counter() - t0) * args.rate) + 1)
             if due > sent:
-                data = b"".join(
-                    pub_frame(SNAPSHOT_SUBJECT, snapshot(args.ts0, s, args.symbols)) for s in range(sent, due)
-                )
+                seqs = range(args.seq0 + sent, args.seq0 + due)
+                data = b"".join(pub_frame(SNAPSHOT_SUBJECT, snapshot(args.ts0, s, args.symbols)) for s in seqs)
                 now = time.perf_counter()
                 conn.send(data)
                 array("d", [now] * (due - sent)).tofile(times)
@@ -126,7 +124,7 @@ class _Sink:
         self._rest = b""
         self.send_times: array[float] = array("d")
         self.seen = bytearray(count)
-        self.predicted = self.dead_letters = self.duplicates = self.non_finite = self.foreign = self.probes = 0
+        self.predicted = self.dead_letters = self.duplicates = self.non_finite = self.foreign = 0
         self.pending: list[tuple[int, float]] = []
         self.last_arrival = time.perf_counter()
         self.reset_interval()
@@ -174,8 +172,6 @@ class _Sink:
             return
         if not isinstance(obj, dict):
             self.foreign += 1
-        elif obj.get("symbol") == PROBE_SYMBOL:
-            self.probes += 1
         elif "score" not in obj:  # a dead letter carries the snapshot as it was sent
             self.dead_letters += 1
             self.i_dead += 1
@@ -199,27 +195,6 @@ class _Sink:
         self.conn.close()
         if self._times_fh is not None:
             self._times_fh.close()
-
-
-def _probe(sink: _Sink, url: str, alive: Any, timeout: float) -> float:
-    """Publish probe snapshots until the worker answers one; returns the seconds it took."""
-    conn = RawNats(url)
-    t0 = time.perf_counter()
-    try:
-        n = 0
-        while sink.probes == 0:
-            if not alive():
-                raise RuntimeError("the worker exited during start-up")
-            if time.perf_counter() - t0 > timeout:
-                raise TimeoutError(f"no prediction from the worker within {timeout:.0f}s")
-            body = msgpack.packb({"ts": n, "mid": 100.0, "symbol": PROBE_SYMBOL})
-            conn.send(pub_frame(SNAPSHOT_SUBJECT, body))
-            n += 1
-            sink.pump(0.25)
-            sink.digest()
-    finally:
-        conn.close()
-    return time.perf_counter() - t0
 
 
 # --- samples, verdict, report ---------------------------------------------------------------------------
@@ -370,49 +345,40 @@ class SoakConfig:
         return int(self.rate * self.minutes * 60.0)
 
 
-def _worker_metrics(url: str) -> dict[str, float]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            text = resp.read().decode()
-    except OSError:
-        return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in _REPORTED_METRICS:
-            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
-    return out
-
-
 class _Run:
-    """One soak: the processes, the sampling loop, and what it measured."""
+    """One soak: a bed (nats-server and worker, started and probed as the benchmark does), the publisher, the
+    sampling loop, and what it measured."""
 
     def __init__(self, cfg: SoakConfig, workdir: Path, log: Any) -> None:
-        from worker.bench.procs import Child, cpu_seconds, rss_bytes
+        from worker.bench.measure import Bed, Sequencer
+        from worker.bench.procs import Child, cpu_seconds
+        from worker.bench.scenarios import SCENARIOS
 
         self.cfg, self.workdir, self.log = cfg, workdir, log
-        self._child, self._cpu, self._rss = Child, cpu_seconds, rss_bytes
+        self._child, self._cpu = Child, cpu_seconds
+        self.sequencer = Sequencer(int(time.time() * 1000), cfg.symbols)
+        self.bed = Bed(SCENARIOS["worker"], self.sequencer, workdir, ready_timeout=cfg.ready_timeout)
+        self.seq0 = 0
         self.samples: list[Sample] = []
-        self.ts0 = int(time.time() * 1000)
-        self.worker: Any = None
         self.publisher: Any = None
         self.sink: _Sink | None = None
-        self.server: Any = None
-        self.metrics_url = ""
         self.published: dict[str, Any] = {}
         self.worker_exit: int | None = None
 
-    def start(self) -> None:
-        from worker.bench.scenarios import SCENARIOS, Context, child_env
-        from worker.natsserver import NatsServer
+    @property
+    def worker(self) -> Any:
+        return self.bed.child
 
-        self.server = NatsServer(jetstream=False, store_dir=self.workdir / "nats").start()
-        target = SCENARIOS["worker"].build(Context(nats_url=self.server.url, workdir=self.workdir))
-        self.metrics_url = target.metrics_url
-        self.worker = self._child("worker", target.argv, self.workdir / "worker.log", env=child_env(target))
-        self.sink = _Sink(self.server.url, self.ts0, self.cfg.count, self.workdir / "send-times.f64")
-        took = _probe(self.sink, self.server.url, self.worker.alive, self.cfg.ready_timeout)
-        self.log(f"worker pid {self.worker.pid} ready in {took:.1f}s on {self.server.url}; publishing")
+    def start(self) -> None:
+        t0 = time.perf_counter()
+        self.bed.start()  # probes with the sequencer's first numbers until a prediction comes back
+        self.seq0 = self.sequencer.take(self.cfg.count)
+        self.sink = _Sink(self.bed.url, self.sequencer.ts0 + self.seq0, self.cfg.count, self.workdir / "times.f64")
+        assert self.bed.server is not None and self.bed.server.proc is not None
+        self.log(
+            f"worker pid {self.worker.pid} ready in {time.perf_counter() - t0:.1f}s; "
+            f"nats-server pid {self.bed.server.proc.pid} on {self.bed.url}"
+        )
 
     def _sample(self, t_prev: float, now: float, t_start: float, cpu_prev: float) -> float:
         sink = self.sink
@@ -431,7 +397,7 @@ class _Run:
             p99_ms=_pct(sink.i_latency_ms, 99),
             max_ms=max(sink.i_latency_ms) if sink.i_latency_ms else None,
             worker_p99_ms=_pct(sink.i_worker_ms, 99),
-            rss_mb=self._rss(self.worker.pid)[0] / 2**20,
+            rss_mb=self.bed.rss()[0] / 2**20,
             cpu_pct=(cpu - cpu_prev) / seconds * 100.0 if seconds > 0 else 0.0,
             dead_letters=sink.i_dead,
         )
@@ -444,10 +410,9 @@ class _Run:
         """Sample every ``sample_s`` until the publisher is done and its snapshots are accounted for."""
         cfg, sink = self.cfg, self.sink
         assert sink is not None
-        times = self.workdir / "send-times.f64"
-        argv = [sys.executable, "-m", "scripts.soak", PUBLISHER_ROLE, "--url", self.server.url]
-        argv += ["--rate", str(cfg.rate), "--count", str(cfg.count), "--symbols", str(cfg.symbols)]
-        argv += ["--ts0", str(self.ts0), "--times", str(times)]
+        argv = [sys.executable, "-m", "scripts.soak", PUBLISHER_ROLE, "--url", self.bed.url, "--rate", str(cfg.rate)]
+        argv += ["--count", str(cfg.count), "--symbols", str(cfg.symbols), "--ts0", str(self.sequencer.ts0)]
+        argv += ["--seq0", str(self.seq0), "--times", str(sink.times_path)]
         cpu_prev = self._cpu(self.worker.pid)
         self.publisher = self._child("publisher", argv, self.workdir / "publisher.log", pipe=True)
         t_start = t_prev = last_digest = time.perf_counter()
@@ -492,31 +457,30 @@ class _Run:
             "foreign": sink.foreign,
         }
         rss = _rss_growth(self.samples, self.cfg.warmup_minutes * 60.0)
-        slow = self.server.log_path.read_text(errors="replace").count("Slow Consumer") if self.server else 0
         return {
             "samples": [asdict(s) for s in self.samples],
             "totals": totals,
             "rss": rss,
             "publisher": self.published,
-            "worker_metrics": _worker_metrics(self.metrics_url) if self.metrics_url else {},
-            "server_slow_consumers": slow,
+            "worker_metrics": self.bed.worker_metrics(),
+            "server_slow_consumers": self.bed.server_slow_consumers(),
             "failures": _verdict(totals, rss, self.cfg.max_growth, self.worker_exit),
         }
 
     def stop(self) -> None:
-        for child in (self.publisher, self.worker):
-            if child is not None:
-                child.stop()
-        if self.sink is not None:
-            self.sink.close()
-        if self.server is not None:
-            self.server.cleanup()
+        from worker.bench.measure import stop_bed
+
+        try:
+            if self.publisher is not None:
+                self.publisher.stop()
+            if self.sink is not None:
+                self.sink.close()
+        finally:
+            stop_bed(self.bed)
 
 
 def run(cfg: SoakConfig, *, log: Any, keep: bool = False) -> dict[str, Any]:
     """Run one soak and return its result (``interrupted`` is set when Ctrl-C or SIGTERM cut it short)."""
-    import os
-
     from worker.bench.report import machine_info
 
     result: dict[str, Any] = {
