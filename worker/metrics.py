@@ -85,6 +85,12 @@ class Metrics:
             ["feature"],
             registry=r,
         )
+        self.feature_drift_threshold = Gauge(
+            "ml_feature_drift_threshold",
+            "PSI level of a feature at which drift is a warning or critical (core/drift.toml)",
+            ["feature", "severity"],
+            registry=r,
+        )
         self._version: str | None = None
         self._per_version: dict[str, tuple[Counter, HistogramChild]] = {}
         for error_type in ERROR_TYPES:

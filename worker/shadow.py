@@ -155,9 +155,7 @@ class DriftTracker:
         self.window = window or self.thresholds.window
         self.monitor: DriftMonitor | None = None
         self._columns = {name: i for i, name in enumerate(FEATURE_NAMES)}
-        # Until the metrics container declares this gauge, it is registered here, on the same registry.
-        gauge = getattr(metrics, "feature_drift_threshold", None)
-        self._threshold_gauge: Gauge = gauge if gauge is not None else _threshold_gauge(metrics)
+        self._threshold_gauge: Gauge = metrics.feature_drift_threshold
 
     def set_reference(self, reference: dict[str, dict[str, list[float]]] | None) -> None:
         self.metrics.feature_drift_psi.clear()
@@ -177,12 +175,3 @@ class DriftTracker:
             return
         for name, value in self.monitor.psi().items():
             self.metrics.feature_drift_psi.labels(name).set(value)
-
-
-def _threshold_gauge(metrics: Metrics) -> Gauge:
-    return Gauge(
-        "ml_feature_drift_threshold",
-        "PSI level of a feature at which drift is a warning or critical (core/drift.toml)",
-        ["feature", "severity"],
-        registry=metrics.registry,
-    )
