@@ -2,20 +2,20 @@
 
 200,000 snapshots are written in one block on a bare NATS connection: the server ingests them more than
 ten times faster than the worker handles them (measured and asserted per burst). The worker's shard
-queues hold at most ``queue_max`` each; behind them the NATS client buffers up to 65,536 messages and
-drops beyond, counting each drop in ``ml_slow_consumer_drops_total``; behind that the server keeps what
-the worker has not read yet in its per-connection buffer (64 MB by default, about a million of these
-snapshots). Reconciliation is exact: predictions + dead letters + counted drops == published (the test's
-sink has no pending limits, so it drops nothing).
+queues hold at most ``queue_max`` each; what the worker cannot queue (a full shard, or the NATS client's
+pending limit, depending on the intake) is dropped and counted in ``ml_slow_consumer_drops_total``;
+behind that the server keeps what the worker has not read yet in its per-connection buffer (64 MB by
+default, about a million of these snapshots). Reconciliation is exact: predictions + dead letters +
+counted drops == published (the test's sink has no pending limits, so it drops nothing).
 
 A burst that overflows the server's per-connection buffer is a server-side slow consumer: the server cuts
 the worker's connection and what it held is gone, which the worker cannot count as drops; it counts the
 reconnect. The second test shows that with a server whose buffer is 4 MB.
 
 Memory bound: the peak resident set (``VmHWM``) after the 10x burst stays under 250 MB, the extra peak
-over a 1x burst is what the bounded buffers can hold (under 80 MB: 65,536 pending messages plus four
-queues of ``queue_max`` snapshots, a few hundred bytes each), and a second 10x burst adds under 8 MB: the
-peak does not grow with burst count (no accumulation, no task or queue growth).
+over a 1x burst is what the bounded buffers can hold (under 80 MB: at most 65,536 client-pending messages
+plus the shard queues of ``queue_max`` snapshots, a few hundred bytes each), and a second 10x burst adds
+under 8 MB: the peak does not grow with burst count (no accumulation, no task or queue growth).
 """
 
 from __future__ import annotations
