@@ -44,7 +44,7 @@ from core.contracts import ErrorReply
 from core.subjects import PREDICT, SERVICE_NAME
 from gateway.ratelimit import ClientRateLimiter
 from gateway.service import CONTENT_TYPES, MODEL_INFO
-from worker.connect import connect_options
+from worker.connect import connect_options, safe_url
 from worker.metrics import LATENCY_BUCKETS_MS
 from worker.settings import Settings
 
@@ -282,7 +282,7 @@ async def run_gateway(settings: Settings, *, stop: asyncio.Event) -> None:
 
 async def _connect(nc: Client, settings: Settings) -> None:
     await nc.connect(**_nats_options(settings))
-    log.info("gateway: nats: connected to %s", nc.connected_url.netloc if nc.connected_url else "?")
+    log.info("gateway: nats: connected to %s", safe_url(nc.connected_url.geturl()) if nc.connected_url else "?")
 
 
 def _nats_options(settings: Settings) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from core.engine import Engine, SignalPolicy
 from core.features import FeatureStore
-from worker.connect import connect
+from worker.connect import connect, safe_url
 from worker.consume import Intake, make_intake
 from worker.metrics import Metrics
 from worker.models import ModelSource
@@ -134,7 +134,7 @@ class WorkerApp:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         log.info(
             "worker ready: nats=%s mode=%s model=%s shards=%d metrics=%s",
-            self.nc.connected_url.netloc if self.nc.connected_url else "?",
+            safe_url(self.nc.connected_url.geturl()) if self.nc.connected_url else "?",
             s.mode,
             self.engine.model.version,
             s.pool_size,

@@ -2,21 +2,46 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import ssl
 from typing import Any
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client
-from nats.errors import SlowConsumerError
+from nats.errors import AuthorizationError, SlowConsumerError
 
 from worker import fastparser
 from worker.metrics import Metrics
 from worker.settings import Settings
 
-__all__ = ["connect", "connect_options"]
+__all__ = ["NatsRefused", "connect", "connect_options", "safe_url"]
 
 log = logging.getLogger(__name__)
+
+
+class NatsRefused(Exception):
+    """The server refused this client's credentials or certificate: retrying cannot help."""
+
+
+def safe_url(url: str) -> str:
+    """``scheme://host:port`` of a server URL, without any user or password in it (for logs and errors)."""
+    parts = urlsplit(url if "://" in url else f"nats://{url}")
+    host = parts.hostname or "?"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+def _refusal(exc: BaseException) -> bool:
+    if isinstance(exc, (AuthorizationError, ssl.SSLError)):
+        return True
+    text = str(exc).lower()
+    return "authorization violation" in text or "authentication" in text
 
 
 def connect_options(settings: Settings) -> dict[str, Any]:
@@ -45,11 +70,16 @@ def connect_options(settings: Settings) -> dict[str, Any]:
 async def connect(settings: Settings, *, name: str, metrics: Metrics | None = None, **extra: Any) -> Client:
     """Connect, reconnecting forever; disconnects, reconnects and slow-consumer drops are logged and counted."""
 
+    loop = asyncio.get_running_loop()
+    refused: asyncio.Future[BaseException] = loop.create_future()
+
     async def error_cb(exc: Exception) -> None:
         if isinstance(exc, SlowConsumerError):
             if metrics is not None:
                 metrics.slow_consumer_drops.inc()
             return
+        if not refused.done() and _refusal(exc):
+            refused.set_result(exc)
         log.warning("nats: %s: %s", type(exc).__name__, exc)
 
     async def disconnected_cb() -> None:
@@ -58,7 +88,7 @@ async def connect(settings: Settings, *, name: str, metrics: Metrics | None = No
     async def reconnected_cb() -> None:
         if metrics is not None:
             metrics.nats_reconnects.inc()
-        log.warning("nats: reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?")
+        log.warning("nats: reconnected to %s", safe_url(nc.connected_url.geturl()) if nc.connected_url else "?")
 
     async def closed_cb() -> None:
         log.info("nats: connection closed")
@@ -73,9 +103,21 @@ async def connect(settings: Settings, *, name: str, metrics: Metrics | None = No
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
         connect_timeout=2,
+        drain_timeout=settings.drain_timeout_s,
     )
     opts.update(extra)
-    nc: Client = await nats.connect(**opts)
+    # Reconnecting forever is right for an outage, wrong for a refused credential or certificate: the first
+    # connection ends at the first such refusal, so the process exits with the reason instead of retrying.
+    attempt: asyncio.Future[Any] = asyncio.ensure_future(nats.connect(**opts))
+    await asyncio.wait([attempt, refused], return_when=asyncio.FIRST_COMPLETED)
+    if not attempt.done():
+        attempt.cancel()
+        with contextlib.suppress(BaseException):
+            await attempt
+        exc = refused.result()
+        servers = ", ".join(safe_url(u) for u in settings.servers)
+        raise NatsRefused(f"NATS at {servers} refused this client: {type(exc).__name__}: {exc}")
+    nc: Client = attempt.result()
     if not fastparser.install(nc):
         log.warning("nats-py internals changed: using its own protocol parser (slower)")
     return nc

@@ -78,7 +78,9 @@ class Settings(BaseSettings):
         for server in value.split(","):
             parts = urlsplit(server.strip())
             if parts.scheme not in ("nats", "tls", "ws", "wss") or not parts.hostname:
-                raise ValueError(f"not a NATS URL: {server!r} (expected nats://host:port)")
+                # Only what follows "@": a URL may carry user:password, and this message gets printed.
+                shown = server.strip().rsplit("@", 1)[-1]
+                raise ValueError(f"not a NATS URL: {shown!r} (expected nats://host:port)")
         return value
 
     @field_validator("js_backoff_s", mode="before")

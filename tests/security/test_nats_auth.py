@@ -136,11 +136,6 @@ def test_worker_without_the_credential_says_why_and_is_never_ready(
     assert_no_secret(methods[name], r.output, r.check.stdout, r.check.stderr)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/connect.py retries the first connection forever (max_reconnect_attempts=-1): a refused "
-    "credential or an untrusted certificate keeps the process alive, logging every 0.5 s, instead of exiting",
-)
 @pytest.mark.parametrize("name", METHODS)
 def test_worker_without_the_credential_exits_non_zero_within_bound(refused: dict[str, Refused], name: str) -> None:
     code = refused[name].exit_code

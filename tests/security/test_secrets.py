@@ -45,11 +45,6 @@ def test_credentials_in_the_url_authenticate(url_run: UrlRun) -> None:
     assert "worker ready" in url_run.output
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker/app.py logs 'worker ready: nats=%s' with connected_url.netloc, which includes user:password; "
-    "worker/connect.py reconnected_cb and gateway/http.py _connect log the same netloc",
-)
 def test_credentials_in_the_url_are_never_logged(url_run: UrlRun) -> None:
     assert url_run.password not in url_run.output
 
@@ -68,9 +63,6 @@ def test_a_url_the_settings_refuse_is_reported(refused_url: tuple[str, subproces
     assert "invalid setting nats_url" in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True, reason="worker/settings.py _check_url quotes the whole URL, password included, in its error"
-)
 def test_a_url_the_settings_refuse_is_reported_without_its_password(
     refused_url: tuple[str, subprocess.CompletedProcess[str]],
 ) -> None:

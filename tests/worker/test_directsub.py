@@ -103,12 +103,22 @@ async def test_unsupported_client_falls_back_to_a_callback(
     assert [s[0] for s in seen] == [f"f.{uid}.{x}" for x in "abcd"]
 
 
-async def test_full_shard_drops_are_counted_not_silent(nc: Client) -> None:
+async def test_full_shard_applies_backpressure_and_closing_drops_are_counted(nc: Client) -> None:
     metrics = Metrics()
     processor = StreamProcessor(nc, Engine(BaselineModel()), metrics, shards=1, queue_max=2)
-    # shards not started: nothing leaves the queue, so the third snapshot on finds it full
-    for i in range(5):
-        await processor.on_raw("market.snapshot", msgpack.packb({"ts": i, "mid": 1.0, "symbol": "S"}), None)
-    assert processor.pool.depths() == [2]
-    assert processor.dropped == 3
-    assert metrics.slow_consumer_drops._value.get() == 3
+
+    def snap(i: int) -> bytes:
+        return msgpack.packb({"ts": i, "mid": 1.0, "symbol": "S"})
+
+    # shards not started: nothing leaves the queue, so the third snapshot waits for room
+    for i in range(2):
+        await processor.on_raw("market.snapshot", snap(i), None)
+    waiting = asyncio.create_task(processor.on_raw("market.snapshot", snap(2), None))
+    await asyncio.sleep(0.05)
+    assert not waiting.done() and processor.pool.depths() == [2]
+    processor.pool.start()  # the shard drains, the waiting snapshot gets its place
+    await asyncio.wait_for(waiting, 5)
+    await processor.close(5)
+    await processor.on_raw("market.snapshot", snap(3), None)  # after shutdown: counted, not silent
+    assert processor.dropped == 1
+    assert metrics.slow_consumer_drops._value.get() == 1
