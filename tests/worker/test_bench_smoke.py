@@ -32,7 +32,7 @@ def _tiny(*scenarios: str) -> BenchConfig:
 
 
 def test_ceiling_and_peer_are_counted_and_reported(tmp_path):
-    # Given the ceiling echo, the FastStream peer, the request-reply ceiling and a placeholder scenario
+    # Given the ceiling echo, the FastStream peer, the request-reply ceiling and the HTTP gateway
     # When the harness runs a tiny benchmark
     results = run(_tiny("ceiling", "faststream", "rr-ceiling", "http"), log=lambda _line: None)
 
@@ -61,7 +61,11 @@ def test_ceiling_and_peer_are_counted_and_reported(tmp_path):
     assert rr["throughput"]["errors"] == 0
     assert [r["received"] for r in rr["sequential"]["runs"]] == [50, 50]
     assert rr["sequential"]["latency_us"]["p50"] > 0
-    assert by_name["http"]["status"] == "skipped"
+    http = by_name["http"]
+    assert http["status"] == "ok", http.get("error")
+    assert [r["received"] for r in http["throughput"]["runs"]] == [3000, 3000]
+    assert http["throughput"]["errors"] == 0
+    assert [r["received"] for r in http["sequential"]["runs"]] == [50, 50]
     assert results["machine"]["cores"] >= 1
     assert results["config"]["payload_bytes"] > 50
 
