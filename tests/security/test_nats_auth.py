@@ -3,7 +3,7 @@
 file (operator/account/user JWTs), TLS with a private CA, and mutual TLS.
 
 With the credential the worker predicts (stream and ``ml.predict``) and its DEBUG output holds no secret.
-Without it the server refuses the worker, which must say why, in bounded time, and never report ready.
+Without it the server refuses the worker, which must say why and exit non-zero in bounded time, never ready.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.security._servers import METHODS, Method
 from tests.security.conftest import service_env
 
 REFUSAL_BOUND_S = 8.0
-"""How long a refused worker gets to say why (and, once fixed, to exit): several of its 0.5 s retries."""
+"""How long a refused worker gets to say why and exit (it takes about a second)."""
 
 
 def run_check(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -140,3 +140,14 @@ def test_worker_without_the_credential_says_why_and_is_never_ready(
 def test_worker_without_the_credential_exits_non_zero_within_bound(refused: dict[str, Refused], name: str) -> None:
     code = refused[name].exit_code
     assert code is not None and code != 0, f"still running after {REFUSAL_BOUND_S}s"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="worker.connect.NatsRefused escapes worker/cli.py as a 30-line traceback; the reason is its last line",
+)
+@pytest.mark.parametrize("name", ["userpass", "tls"])
+def test_worker_without_the_credential_exits_with_one_line_not_a_traceback(
+    refused: dict[str, Refused], name: str
+) -> None:
+    assert "Traceback" not in refused[name].output
