@@ -106,10 +106,15 @@ def _run(coro_fn: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
         uvloop.install()
     except ImportError:
         pass
+    from worker.connect import NatsRefused
+
     try:
         return asyncio.run(coro_fn()) or 0
     except KeyboardInterrupt:
         return 130
+    except NatsRefused as exc:  # a configuration problem, not a crash: one line says what to fix
+        print(f"spark-ml: {exc}", file=sys.stderr)
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -142,10 +142,6 @@ def test_worker_without_the_credential_exits_non_zero_within_bound(refused: dict
     assert code is not None and code != 0, f"still running after {REFUSAL_BOUND_S}s"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker.connect.NatsRefused escapes worker/cli.py as a 30-line traceback; the reason is its last line",
-)
 @pytest.mark.parametrize("name", ["userpass", "tls"])
 def test_worker_without_the_credential_exits_with_one_line_not_a_traceback(
     refused: dict[str, Refused], name: str
