@@ -149,6 +149,10 @@ class Pool(Generic[T]):
             finally:
                 shard.busy = False
                 self.handled += n
+            if items:
+                # More is queued: let the reader refill and the client's flusher write this batch's output
+                # before the next one, rather than draining the whole queue in one turn of the loop.
+                await asyncio.sleep(0)
 
     async def close(self, timeout: float = 10.0) -> int:
         """Finish what is queued (bounded by ``timeout``), then stop. Returns the number of items abandoned."""
