@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from scipy.stats import norm  # type: ignore[import-untyped]
+from scipy.stats import norm
 
 from core import analytics as an
 

@@ -105,7 +105,7 @@ async def test_failing_shadow_never_breaks_live(nc: Client, worker_factory, coll
         def predict_proba(self, x):
             raise RuntimeError("shadow exploded")
 
-    app.shadow.model = Broken()  # type: ignore[assignment]
+    app.shadow.model = Broken()
     live = await collect(subjects.PREDICTION)
     await _publish(nc, 0, 30, "BRK")
     await live.wait(30)

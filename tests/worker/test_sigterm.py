@@ -58,6 +58,7 @@ async def test_sigterm_drains_and_exits_zero(nc: Client, nats_url: str, tmp_path
         assert code == 0
         got = [b for b in (msgpack.unpackb(m.data) for m in preds.msgs) if b["symbol"] != "PROBE"]
         assert len(got) == n
+        assert proc.stderr is not None
         err = (await proc.stderr.read()).decode()
         assert "worker stopped: published=" in err and "abandoned=0" in err
     finally:
