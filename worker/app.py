@@ -87,6 +87,8 @@ class WorkerApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._consuming = False
         self._signals = 0
+        self.on_hard_exit: list[Callable[[], None]] = []
+        """Run before a second signal exits at once (say, to stop an embedded nats-server)."""
         self._started_at = 0.0
         self._load_errors_counted = 0
 
@@ -145,6 +147,9 @@ class WorkerApp:
         self._signals += 1
         if self._signals > 1:
             log.warning("second %s: exiting at once", signal.Signals(sig).name)
+            for hook in self.on_hard_exit:
+                with contextlib.suppress(Exception):
+                    hook()
             os._exit(1)
         log.info("%s: stopping intake and draining", signal.Signals(sig).name)
         self.stop_event.set()

@@ -59,6 +59,8 @@ async def up(settings: Settings, *, gateway: bool = True, analytics: bool = True
     try:
         async with WorkerApp(settings, services=[predict_service], handle_signals=True) as app:
             assert app.nc is not None
+            if server is not None:  # a second Ctrl-C must not leave the embedded server behind
+                app.on_hard_exit.append(server.kill)
             extras: list[Any] = []
             http_port = None
             if gateway:
