@@ -176,14 +176,7 @@ def snapshot_from_mapping(
         raise _bad("ts", "required, an integer (epoch milliseconds)", raw)
     if not 0 <= ts <= MAX_TS:
         raise _bad("ts", f"must be between 0 and {MAX_TS}", raw)
-    mid: Any = d.get("mid")
-    kind = type(mid)
-    if kind is int:
-        mid = float(mid) if -1e300 < mid < 1e300 else _INF
-    elif kind is not float:
-        raise _bad("mid", "required, a number", raw)
-    if not 0.0 < mid < _INF:
-        raise _bad("mid", "must be finite and > 0", raw)
+    mid = _mid(d.get("mid"), raw)
     spread_bp = _number(d, "spreadBp", raw)
     vol1m = _number(d, "vol1m", raw)
     for key in ("bid", "ask", "volume"):

@@ -21,7 +21,7 @@ import msgpack
 from worker.bench.payloads import seq_of, snapshot
 from worker.bench.wire import RawNats
 
-__all__ = ["PREDICT_SUBJECT", "main", "request_frame"]
+__all__ = ["PREDICT_SUBJECT", "add_call_args", "main", "request_frame", "write_results"]
 
 PREDICT_SUBJECT = "ml.predict"
 
@@ -58,10 +58,8 @@ def _call(conn: RawNats, frames: list[bytes], inflight: int, deadline: float, se
     return done
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m worker.bench.caller")
-    ap.add_argument("--url", required=True)
-    ap.add_argument("--subject", default=PREDICT_SUBJECT)
+def add_call_args(ap: argparse.ArgumentParser) -> None:
+    """The arguments every caller shares (what to send, how many in flight, where the results go)."""
     ap.add_argument("--ts0", type=int, required=True)
     ap.add_argument("--seq0", type=int, default=0)
     ap.add_argument("--count", type=int, required=True)
@@ -69,6 +67,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inflight", type=int, default=1)
     ap.add_argument("--out", required=True)
     ap.add_argument("--timeout", type=float, default=60.0)
+
+
+def write_results(
+    out: str, send: array[float], seqs: array[int], times: array[float], done: int, errors: int, span: float
+) -> None:
+    """``OUT.send``/``.seq``/``.t`` for the harness, and one JSON line of counts on stdout."""
+    for suffix, arr in ((".send", send), (".seq", seqs), (".t", times)):
+        with open(out + suffix, "wb") as fh:
+            arr.tofile(fh)
+    counts = {"sent": len(send), "received": done, "errors": errors, "rate": done / span if span > 0 else None}
+    sys.stdout.write(json.dumps(counts) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m worker.bench.caller")
+    ap.add_argument("--url", required=True)
+    ap.add_argument("--subject", default=PREDICT_SUBJECT)
+    add_call_args(ap)
     args = ap.parse_args(argv)
 
     inbox = f"_INBOX.bench{os.getpid()}"
@@ -96,12 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             times.append(t)
         else:
             errors += 1
-    for suffix, arr in ((".send", send), (".seq", seqs), (".t", times)):
-        with open(args.out + suffix, "wb") as fh:
-            arr.tofile(fh)
-    span = t_last - t_first
-    out = {"sent": len(send), "received": done, "errors": errors, "rate": done / span if span > 0 else None}
-    sys.stdout.write(json.dumps(out) + "\n")
+    write_results(args.out, send, seqs, times, done, errors, t_last - t_first)
     return 0
 
 

@@ -18,6 +18,7 @@ from array import array
 import aiohttp
 import msgpack
 
+from worker.bench.caller import add_call_args, write_results
 from worker.bench.payloads import snapshot
 
 __all__ = ["main"]
@@ -63,13 +64,7 @@ async def _call(url: str, bodies: list[bytes], inflight: int, timeout: float) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m worker.bench.http_caller")
     ap.add_argument("--http", required=True, help="the gateway's /ml/predict URL")
-    ap.add_argument("--ts0", type=int, required=True)
-    ap.add_argument("--seq0", type=int, default=0)
-    ap.add_argument("--count", type=int, required=True)
-    ap.add_argument("--symbols", type=int, default=16)
-    ap.add_argument("--inflight", type=int, default=1)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--timeout", type=float, default=60.0)
+    add_call_args(ap)
     args = ap.parse_args(argv)
 
     bodies = [
@@ -77,17 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.count)
     ]
     send, idx, times, errors, span = asyncio.run(_call(args.http, bodies, max(1, args.inflight), args.timeout))
-    arrays = (
-        (".send", array("d", send)),
-        (".seq", array("q", [args.seq0 + i for i in idx])),
-        (".t", array("d", times)),
-    )
-    for suffix, arr in arrays:
-        with open(args.out + suffix, "wb") as fh:
-            arr.tofile(fh)
-    done = len(idx)
-    out = {"sent": len(bodies), "received": done, "errors": errors, "rate": done / span if span > 0 else None}
-    sys.stdout.write(json.dumps(out) + "\n")
+    seqs = array("q", [args.seq0 + i for i in idx])
+    write_results(args.out, array("d", send), seqs, array("d", times), len(idx), errors, span)
     return 0
 
 
