@@ -56,7 +56,9 @@ async def _accounted(worker: WorkerProcess, preds: Sink, dlq: Sink, published: i
 async def test_burst_ten_times_capacity_stays_bounded_and_reconciles(
     server: NatsServer, spawn_worker: SpawnWorker
 ) -> None:
-    worker = await spawn_worker(server.url, queue_max=QUEUE_MAX).ready()
+    # small batches keep the worker's capacity near 38k/s (up to 46k/s with the default 256), which leaves
+    # margin for the 10x assertion when a loaded machine slows the publisher (8.4x seen once in CI)
+    worker = await spawn_worker(server.url, queue_max=QUEUE_MAX, batch_max=16).ready()
     depth_max = 0.0
     sampling = True
 
