@@ -38,9 +38,10 @@ class StreamProcessor:
         shards, queue_max, batch_max, batch_wait_s: see :class:`Pool`.
         max_payload: larger payloads are dead-lettered as ``payload_too_large``.
 
-    The intake adapter may set four hooks (JetStream does; core mode needs none): ``settle`` after a
+    The intake adapter may set these hooks (JetStream does; core mode needs none): ``settle`` after a
     batch is published, ``on_dead`` after a message is dead-lettered, ``on_publish_failed`` when output
-    could not be published, and ``message_id`` for the ``Nats-Msg-Id`` of each prediction.
+    could not be published, ``message_id`` for the ``Nats-Msg-Id`` of each prediction, and ``publish``
+    to replace how a batch's encoded predictions are sent (it raises when they could not be).
     """
 
     def __init__(
@@ -64,6 +65,7 @@ class StreamProcessor:
         self.on_dead: Callable[[object], Awaitable[None]] | None = None
         self.on_publish_failed: Callable[[Sequence[Snapshot]], Awaitable[None]] | None = None
         self.message_id: Callable[[Snapshot], str | None] | None = None
+        self.publish: Callable[[Sequence[Snapshot], list[bytes]], Awaitable[None]] = self._publish_core
         self.observers: list[Callable[[BatchResult], None]] = []
         """Called with every published batch (shadow scoring, drift); must not block."""
         self.pool: Pool[Snapshot] = Pool(
@@ -161,11 +163,7 @@ class StreamProcessor:
         if n_ok:
             payloads = result.encode(_perf())
             try:
-                if self.message_id is None:
-                    await publish_batch(self.nc, subjects.PREDICTION, payloads)
-                else:
-                    ids = [self.message_id(snap) for snap in result.snaps]
-                    await publish_batch(self.nc, subjects.PREDICTION, payloads, ids)
+                await self.publish(result.snaps, payloads)
             except Exception:
                 metrics.model_errors.labels("publish_error").inc()
                 log.exception("publishing %d predictions failed", n_ok)
@@ -186,6 +184,14 @@ class StreamProcessor:
             await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx)
         if self.settle is not None:
             await self.settle(result.snaps, [s for s, _ in rejected])
+
+    async def _publish_core(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
+        """Hand the batch to the connection (one write); ``message_id`` adds a ``Nats-Msg-Id`` per prediction."""
+        if self.message_id is None:
+            await publish_batch(self.nc, subjects.PREDICTION, payloads)
+        else:
+            ids = [self.message_id(snap) for snap in snaps]
+            await publish_batch(self.nc, subjects.PREDICTION, payloads, ids)
 
     def model_changed(self) -> None:
         self.metrics.set_model_version(self.engine.model.version)
