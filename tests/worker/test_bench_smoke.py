@@ -78,6 +78,36 @@ def test_ceiling_and_peer_are_counted_and_reported(tmp_path):
     assert (tmp_path / "out" / "latest.md").read_text() == md_path.read_text()
 
 
+def test_analytics_scenario_measures_every_snapshot(tmp_path):
+    # Given `spark-ml up` (worker and live analytics) on the bench's server
+    # When the harness offers it 200 snapshots over 16 symbols at 400/s (after a warm-up as long)
+    results = run(_tiny("analytics"), log=lambda _line: None)
+
+    # Then every snapshot was reflected in an analytics.pnl update of its symbol, each with a real latency
+    sc = results["scenarios"][0]
+    assert sc["name"] == "analytics" and sc["kind"] == "analytics"
+    assert sc["status"] == "ok", sc.get("error")
+    assert sc["throughput"] is None  # coalesced output: no throughput phases
+    assert sc["warmup"]["sent"] == 200
+    ph = sc["latency"]["400"]
+    assert ph["sent"] == ph["reflected"] == 200 and ph["missing"] == 0
+    assert ph["symbols"] == ph["symbols_updated"] == 16
+    lat = ph["latency_us"]
+    assert lat["samples"] == 200
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p99"] <= lat["p99.9"] <= lat["max"] < float("inf")
+    assert 0.0 <= ph["within_target"] <= 1.0 and ph["target_ms"] == 100.0
+    assert 0 < ph["max_gap_ms"] < float("inf")
+    assert ph["updates"] > 0 and ph["updates_per_s"] > 0
+    assert ph["stop"] == "complete" and len(ph["loadavg"]) == 3
+    assert sc["rss_mb"] > 0
+
+    # And the figures are in the table, the JSON and the Markdown
+    assert "first analytics.pnl.<SYMBOL> update" in render(results)
+    json_path, md_path = write(results, tmp_path / "out")
+    assert json.loads(json_path.read_text())["scenarios"][0]["latency"]["400"]["reflected"] == 200
+    assert "| analytics | 400 | 200 |" in md_path.read_text()
+
+
 def test_cli_refuses_unknown_scenarios(capsys):
     assert main(["--only", "nope", "--no-write"]) == 2
     assert "unknown scenario(s): nope" in capsys.readouterr().err

@@ -8,6 +8,7 @@ Every wait has a bound and every process is stopped in a ``finally`` block.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 import urllib.request
@@ -19,6 +20,8 @@ import numpy as np
 
 from worker.bench.caller import PREDICT_SUBJECT, request_body, request_frame
 from worker.bench.payloads import SNAPSHOT_SUBJECT, snapshot
+from worker.bench.pnl import PnlUpdates
+from worker.bench.pnl import measure as measure_pnl
 from worker.bench.procs import Child, cpu_seconds, rss_bytes
 from worker.bench.scenarios import Context, Scenario, Target, child_env
 from worker.bench.wire import RawNats, pub_frame
@@ -116,7 +119,7 @@ class Bed:
         assert self.child is not None
         conn = RawNats(self.url)
         try:
-            request = self.scenario.kind != "stream"
+            request = self.scenario.kind in ("request", "http")
             conn.subscribe("_INBOX.benchprobe.*" if request else self.target.sink_subject if self.target else "")
             conn.ping()
             deadline = time.perf_counter() + self.ready_timeout
@@ -203,6 +206,57 @@ class Bed:
             sink.stop()
         cpu = cpu1 - cpu0 if self.target.measure_process else None
         return _result(prefix, seq0, rate, pub_out, sink_out, cpu)
+
+    def analytics_phase(self, count: int, rate: float, *, idle: float = 2.0, grace: float = 30.0) -> dict[str, Any]:
+        """Publish ``count`` snapshots at ``rate`` per second; measure the ``analytics.pnl`` updates they cause.
+
+        The figures are those of :mod:`worker.bench.pnl`; the machine's load average at the end of the
+        phase goes with them (the latency of a coalescing consumer is sensitive to other load).
+        """
+        assert self.child is not None and self.target is not None
+        self.phases += 1
+        seq0 = self.sequencer.take(count)
+        prefix = str(self.workdir / f"phase{self.phases}")
+        py = sys.executable
+        symbols = self.sequencer.symbols
+        common = ["--url", self.url, "--ts0", str(self.sequencer.ts0), "--seq0", str(seq0)]
+        pub_timeout = count / rate + 60.0
+        sink = Child(
+            "pnl-sink",
+            [py, "-m", "worker.bench.pnl_sink", *common, "--count", str(count), "--symbols", str(symbols)]
+            + ["--out", prefix, "--idle", str(idle), "--grace", str(grace), "--timeout", str(pub_timeout + grace + 30)],
+            Path(prefix + ".sink.log"),
+            pipe=True,
+        )
+        try:
+            if (line := sink.readline(30.0)) != "READY":
+                raise RuntimeError(f"pnl sink said {line!r}")
+            cpu0 = cpu_seconds(self.child.pid)
+            pub_argv = [py, "-m", "worker.bench.publisher", *common, "--count", str(count)]
+            pub_argv += ["--symbols", str(symbols), "--timeout", str(pub_timeout)]
+            pub_argv += ["--rate", str(rate), "--times", prefix + ".send"]
+            pub = Child("publisher", pub_argv, Path(prefix + ".pub.log"), pipe=True)
+            try:
+                pub_out = json.loads(pub.readline(pub_timeout + 30.0))
+                pub.wait(10.0)
+            finally:
+                pub.stop()
+            sink.tell("stop")
+            sink_out = json.loads(sink.readline(grace + idle + 30.0))
+            cpu1 = cpu_seconds(self.child.pid)
+        finally:
+            sink.stop()
+        send = np.fromfile(prefix + ".send", dtype=np.float64)
+        out = measure_pnl(send, seq0, symbols, PnlUpdates.load(prefix))
+        out.update(
+            offered_rate=rate,
+            publisher_rate=pub_out.get("rate"),
+            cpu_us_per_snapshot=(cpu1 - cpu0) * 1e6 / len(send) if len(send) else None,
+            stop=str(sink_out["stop"]),
+            foreign=int(sink_out["foreign"]),
+            loadavg=list(os.getloadavg()),
+        )
+        return out
 
     def request_phase(self, count: int, inflight: int) -> PhaseResult:
         """``count`` requests to ``ml.predict`` with ``inflight`` outstanding; throughput is replies per second."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -38,6 +39,21 @@ _RR_COLUMNS = (
     "CPU us/req",
     "RSS MB",
 )
+
+
+_PNL_COLUMNS = (
+    "scenario",
+    "offered/s",
+    "snapshots",
+    "snapshot -> PnL p50/p99/p99.9/max ms",
+    "within 100 ms",
+    "max gap ms",
+    "updates/s",
+    "missing",
+    "CPU us/snapshot",
+    "load 1m",
+)
+"""The live analytics table; the definitions are in :mod:`worker.bench.pnl`."""
 
 
 def _version(dist: str) -> str | None:
@@ -136,6 +152,41 @@ def _rr_row(sc: dict[str, Any]) -> list[str]:
     ]
 
 
+def _share(x: float | None) -> str:
+    """A fraction as a percentage, rounded down: 99.996% must not read as 100%."""
+    if x is None:
+        return "-"
+    return "100%" if x >= 1.0 else f"{math.floor(x * 10_000) / 100:.2f}%"
+
+
+def _pnl_rows(sc: dict[str, Any]) -> list[list[str]]:
+    if sc["status"] != "ok" and not sc.get("latency"):
+        return [[sc["name"], f"{sc['status']} (see below)"] + [""] * (len(_PNL_COLUMNS) - 2)]
+    rows = []
+    for key, ph in sorted(sc.get("latency", {}).items(), key=lambda kv: float(kv[0])):
+        if "sent" not in ph:
+            rows.append([sc["name"], key, str(ph.get("skipped") or ph.get("error") or "no data")])
+            rows[-1] += [""] * (len(_PNL_COLUMNS) - len(rows[-1]))
+            continue
+        lat, within, gap = ph.get("latency_us"), ph.get("within_target"), ph.get("max_gap_ms")
+        ups, cpu, load = ph.get("updates_per_s"), ph.get("cpu_us_per_snapshot"), ph.get("loadavg")
+        rows.append(
+            [
+                sc["name"],
+                f"{float(key):,.0f}",
+                str(ph["sent"]),
+                " / ".join(f"{lat[p] / 1000:.1f}" for p in ("p50", "p99", "p99.9", "max")) if lat else "-",
+                _share(within),
+                "-" if gap is None else f"{gap:.0f}",
+                "-" if ups is None else f"{ups:.0f}",
+                str(ph.get("missing", "-")),
+                "-" if cpu is None else f"{cpu:.0f}",
+                "-" if not load else f"{load[0]:.2f}",
+            ]
+        )
+    return rows
+
+
 def _table(rows: list[list[str]], markdown: bool) -> list[str]:
     if markdown:
         out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
@@ -187,11 +238,15 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
     """The result tables (stream, then request-reply) with their header lines and notes."""
     stream = [sc for sc in results["scenarios"] if sc["kind"] == "stream"]
     request = [sc for sc in results["scenarios"] if sc["kind"] in ("request", "http")]
+    pnl = [sc for sc in results["scenarios"] if sc["kind"] == "analytics" and sc["status"] != "skipped"]
     head, notes = _header(results), _notes(results)
     out = [f"- {line}" for line in head] if markdown else list(head)
     out += [""] + _table([list(_COLUMNS)] + [_row(sc) for sc in stream], markdown)
     if request:
         out += [""] + _table([list(_RR_COLUMNS)] + [_rr_row(sc) for sc in request], markdown)
+    if pnl:
+        out += ["", "live analytics: each snapshot -> first analytics.pnl.<SYMBOL> update reflecting it (at the sink):"]
+        out += _table([list(_PNL_COLUMNS)] + [r for sc in pnl for r in _pnl_rows(sc)], markdown)
     costs = results.get("model_cost_us_per_row")
     if costs:
         rows = [["model", "us/row at batch 1", "us/row at batch 256"]]

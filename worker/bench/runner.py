@@ -7,7 +7,9 @@ ceiling measured in the same run stays meaningful even when the absolute figures
 Order: start and probe every bed; one warm-up burst each (not reported in the medians, used to size
 the throughput phases to about ``phase_seconds``); ``runs`` throughput phases each; one paced latency
 phase per offered rate each (skipped, with the reason, when the target cannot sustain that rate);
-resident memory at the end. Every process is stopped in ``finally``.
+resident memory at the end. Every process is stopped in ``finally``. The live analytics bed has no
+throughput phases (its output is coalesced per symbol by design): a short paced warm-up, then one paced
+phase per offered rate measured as :mod:`worker.bench.pnl` defines.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ class _Entry:
     rss: tuple[int, int] | None = None
     sequential: list[PhaseResult] = field(default_factory=list)
     """Request-reply only: the one-caller phases (``runs`` holds the in-flight ones)."""
+    analytics_warmup: dict[str, Any] | None = None
     server_slow_consumers: int = 0
     own_metrics: dict[str, float] = field(default_factory=dict)
 
@@ -138,7 +141,7 @@ class _Run:
 
     def start(self, name: str) -> None:
         sc = SCENARIOS[name]
-        if sc.kind not in ("stream", "request", "http"):
+        if sc.kind not in ("stream", "request", "http", "analytics"):
             # Placeholders raise Unavailable from build(); calling it gives the reason to report.
             try:
                 sc.build(Context(nats_url="nats://127.0.0.1:4222", workdir=self.tmp / name))
@@ -172,13 +175,22 @@ class _Run:
         for e in self.entries:
 
             def warm(e: _Entry = e) -> None:
+                if e.bed.scenario.kind == "analytics":
+                    rate = self.cfg.rates[0]
+                    e.analytics_warmup = self._pnl_phase(e, min(self.cfg.warmup_count, int(rate)), rate)
+                    return
                 e.warmup = self._phase(e, self.cfg.warmup_count, None)
 
             _guard(e, warm)
 
+    def _pnl_phase(self, e: _Entry, count: int, rate: float) -> dict[str, Any]:
+        return e.bed.analytics_phase(count, rate, idle=self.cfg.sink_idle_s, grace=self.cfg.sink_grace_s)
+
     def throughput(self) -> None:
         for i in range(self.cfg.runs):
             for e in self.entries:
+                if e.bed.scenario.kind == "analytics":
+                    continue
 
                 def one(e: _Entry = e) -> None:
                     if e.bed.scenario.kind != "stream":
@@ -195,6 +207,13 @@ class _Run:
         for rate, seconds in zip(self.cfg.rates, self.cfg.rate_seconds, strict=True):
             key = str(int(rate))
             for e in self.entries:
+                if e.bed.scenario.kind == "analytics":
+
+                    def pnl(e: _Entry = e, rate: float = rate, seconds: float = seconds, key: str = key) -> None:
+                        e.latency[key] = self._pnl_phase(e, int(rate * seconds), rate)
+
+                    _guard(e, pnl)
+                    continue
                 if e.bed.scenario.kind != "stream":
                     continue
                 best = max((r.throughput or 0.0 for r in e.runs), default=0.0)
@@ -284,7 +303,7 @@ def _assemble(
                 "error": e.reason if e.status != "ok" else None,
                 "note": e.bed.target.note if e.bed.target else "",
                 "startup_s": e.bed.startup_s,
-                "warmup": e.warmup.as_dict() if e.warmup else None,
+                "warmup": e.warmup.as_dict() if e.warmup else e.analytics_warmup,
                 "throughput": tp if e.runs else None,
                 "latency": e.latency,
                 "rss_mb": e.rss[0] / 2**20 if e.rss else None,

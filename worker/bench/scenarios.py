@@ -5,7 +5,8 @@ a free-port picker) into a :class:`Target`: the command that starts the process 
 environment. It raises :class:`Unavailable` with a reason when the thing it measures does not exist
 yet; the benchmark then reports the scenario as skipped instead of failing. Stream scenarios are
 measured with the publisher and sink on ``market.snapshot`` -> ``ml.prediction``; request-reply
-scenarios with a NATS caller on ``ml.predict``, HTTP ones with an HTTP caller on ``/ml/predict``.
+scenarios with a NATS caller on ``ml.predict``, HTTP ones with an HTTP caller on ``/ml/predict``; the
+analytics scenario with paced snapshots and a sink on ``analytics.pnl.>`` (see :mod:`worker.bench.pnl`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from pathlib import Path
 from typing import Literal
 
 from worker.bench.payloads import PREDICTION_SUBJECT, SNAPSHOT_SUBJECT
+from worker.bench.pnl import PNL_SUBJECT
 
 __all__ = ["SCENARIOS", "Context", "Scenario", "Target", "Unavailable", "free_port", "scenario", "spark_ml_exe"]
 
-Kind = Literal["stream", "request", "http"]
+Kind = Literal["stream", "request", "http", "analytics"]
 
 
 class Unavailable(Exception):
@@ -205,6 +207,16 @@ def _http(ctx: Context) -> Target:
     url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
     http = f"http://127.0.0.1:{env['SPARK_ML_HTTP_PORT']}/ml/predict"
     return Target([spark_ml_exe(), "up"], env, metrics_url=url, http_url=http, note="spark-ml up")
+
+
+@scenario("analytics", "spark-ml up: market.snapshot -> analytics.pnl.<SYMBOL> (live PnL)", kind="analytics")
+def _analytics(ctx: Context) -> Target:
+    _worker_help()
+    # The whole of `spark-ml up` on the bed's server, as a user runs it: the worker's predictions reach the
+    # analytics consumer too, and both share the process and its event loop, so their costs add up.
+    env = _worker_env(ctx)
+    url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
+    return Target([spark_ml_exe(), "up"], env, metrics_url=url, sink_subject=PNL_SUBJECT, note="spark-ml up")
 
 
 def child_env(target: Target) -> dict[str, str]:
