@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import numpy as np
 from numpy.typing import NDArray
@@ -24,8 +25,10 @@ from core.indicators import Bollinger, Macd, RollingWindow, WilderRsi
 
 __all__ = [
     "FEATURE_NAMES",
+    "KERNEL",
     "N_FEATURES",
     "WARMUP",
+    "FeatureState",
     "FeatureStore",
     "ReferenceState",
     "SymbolState",
@@ -316,6 +319,34 @@ class SymbolState:
 _SCALARS = tuple(n for n in SymbolState.__slots__ if n not in ("_logs", "_r_vals", "_b_vals"))
 
 
+class FeatureState(Protocol):
+    """What the store needs of a symbol's state: :class:`SymbolState` or its C twin."""
+
+    @property
+    def last_ts(self) -> int: ...
+
+    @property
+    def n(self) -> int: ...
+
+    def update(self, snap: Snapshot) -> list[float]: ...
+
+    def peek(self, snap: Snapshot) -> list[float]: ...
+
+
+def _kernel() -> tuple[Callable[[], FeatureState], str]:
+    """The C twin of :class:`SymbolState` when it was built (setup.py), else the Python class."""
+    try:
+        from core import _featkernel
+    except ImportError:
+        return SymbolState, "python"
+    _featkernel.set_out_of_order(_out_of_order)
+    return _featkernel.SymbolState, "c"
+
+
+new_state, KERNEL = _kernel()
+"""``new_state()`` makes an empty state; ``KERNEL`` says which implementation ("c" or "python")."""
+
+
 class FeatureStore:
     """Per-symbol states, at most ``max_symbols`` of them (least recently seen evicted first).
 
@@ -325,7 +356,7 @@ class FeatureStore:
 
     def __init__(self, *, max_symbols: int = 10_000) -> None:
         self.max_symbols = max_symbols
-        self._states: OrderedDict[str, SymbolState] = OrderedDict()
+        self._states: OrderedDict[str, FeatureState] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._states)
@@ -333,11 +364,11 @@ class FeatureStore:
     def __contains__(self, symbol: str) -> bool:
         return symbol in self._states
 
-    def state(self, symbol: str) -> SymbolState:
+    def state(self, symbol: str) -> FeatureState:
         states = self._states
         st = states.get(symbol)
         if st is None:
-            st = states[symbol] = SymbolState()
+            st = states[symbol] = new_state()
             if len(states) > self.max_symbols:
                 states.popitem(last=False)
         else:
@@ -349,11 +380,11 @@ class FeatureStore:
 
     def peek(self, snap: Snapshot) -> list[float]:
         st = self._states.get(snap.symbol)
-        return (st or SymbolState()).peek(snap)
+        return (st or new_state()).peek(snap)
 
 
 def series_features(snaps: Iterable[Snapshot]) -> NDArray[np.float64]:
     """Feature matrix of a single-symbol series, row i computed from snapshots 0..i only."""
-    st = SymbolState()
+    st = new_state()
     rows = [st.update(s) for s in snaps]
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), N_FEATURES)

@@ -20,6 +20,7 @@ from typing import Protocol
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
+from core import features
 from core.engine import Engine, SignalPolicy
 from core.features import FeatureStore
 from worker.connect import connect, safe_url
@@ -134,12 +135,15 @@ class WorkerApp:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        if features.KERNEL != "c":
+            log.warning("features: C kernel not built (no compiler at install?), the Python one is ~2.5 us/msg slower")
         log.info(
-            "worker ready: nats=%s mode=%s model=%s shards=%d metrics=%s",
+            "worker ready: nats=%s mode=%s model=%s shards=%d features=%s metrics=%s",
             safe_url(self.nc.connected_url.geturl()) if self.nc.connected_url else "?",
             s.mode,
             self.engine.model.version,
             s.pool_size,
+            features.KERNEL,
             f"http://{s.bind_host}:{self.sidecar.port}/metrics" if self.sidecar else "off",
         )
 

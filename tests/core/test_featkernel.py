@@ -1,0 +1,138 @@
+"""The C kernel (core/_featkernel.c) against the Python :class:`SymbolState`: equal bit for bit, same errors.
+
+The kernel is optional at install time (no compiler, no kernel), but this repository's CI and every
+machine we run on build it, so its absence here is a failure: the stream would silently run slower.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core.codec import Snapshot
+from core.data import load
+from core.errors import InvalidInput
+from core.features import KERNEL, FeatureStore, SymbolState, new_state, series_features
+
+
+def _bits(row: list[float]) -> list[bytes]:
+    """Exact bit patterns (so -0.0 != 0.0), except that every NaN is one NaN.
+
+    x86 arithmetic makes NaNs whose sign bit depends on the instruction that made them (inf - inf is
+    negative, a NaN carried through sqrt keeps its own); no stage reads a NaN's sign (the engine refuses
+    non-finite rows), so only NaN-ness has to match.
+    """
+    return [b"nan" if math.isnan(x) else struct.pack("<d", float(x)) for x in row]
+
+
+def _kernel_state() -> object:
+    from core import _featkernel
+
+    return _featkernel.SymbolState()
+
+
+def test_the_kernel_is_built_and_used() -> None:
+    assert KERNEL == "c", "core._featkernel was not built: run `pip install -e .` with a C compiler"
+    assert type(new_state()).__module__ == "core._featkernel"
+
+
+@pytest.mark.parametrize("name", ["eurusd", "goog", "btcusd"])
+def test_equal_on_real_series(name: str) -> None:
+    snaps = load(name).snapshots
+    assert len(snaps) > 150  # BTCUSD ships monthly bars
+    c, py = new_state(), SymbolState()
+    for i, snap in enumerate(snaps):
+        got, want = c.update(snap), py.update(snap)
+        assert _bits(got) == _bits(want), (i, got, want)
+    assert (c.n, c.last_ts) == (py.n, py.last_ts)
+
+
+_mid = st.one_of(
+    st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinity=False),
+    st.floats(min_value=5e-324, max_value=1.7e308, allow_nan=False, allow_infinity=False),
+)
+# Anything a Snapshot built in code may hold (the parser refuses most of it, the kernel must not care).
+_opt = st.one_of(st.none(), st.floats(), st.just(-0.0), st.just(-1.0), st.integers(-5, 5))
+
+
+def _run(state: object, snaps: list[Snapshot]) -> list[object]:
+    """Per snapshot: the row's bits, or the exception's type and text (and the state's n after it)."""
+    out: list[object] = []
+    for snap in snaps:
+        try:
+            out.append(_bits(state.update(snap)))  # type: ignore[attr-defined]
+        except Exception as exc:  # the comparison is the point: same type, same message
+            out.append((type(exc).__name__, str(exc), getattr(exc, "code", None)))
+        out.append((state.n, state.last_ts))  # type: ignore[attr-defined]
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    mids=st.lists(st.one_of(_mid, st.sampled_from([math.nan, math.inf, -1.0, 0.0, -0.0])), min_size=1, max_size=90),
+    spread=_opt,
+    vol=_opt,
+    rsi=st.one_of(st.none(), st.floats()),
+    flat=st.booleans(),
+    back=st.integers(0, 89),
+)
+def test_equal_on_any_series(
+    mids: list[float], spread: float | None, vol: float | None, rsi: float | None, flat: bool, back: int
+) -> None:
+    if flat:  # flat stretches exercise the zero-variance and zero-change branches
+        mids = [mids[0]] * len(mids)
+    snaps = [
+        Snapshot(1000 + i - (5 if i == back else 0), mid, "S", spread, vol, rsi if i % 3 == 0 else None)
+        for i, mid in enumerate(mids)
+    ]
+    assert _run(_kernel_state(), snaps) == _run(SymbolState(), snaps)
+
+
+def test_out_of_order_is_the_same_invalid_input() -> None:
+    c = new_state()
+    c.update(Snapshot(2000, 1.1, "EURUSD"))
+    with pytest.raises(InvalidInput) as info:
+        c.update(Snapshot(1999, 1.1, "EURUSD"))
+    py = SymbolState()
+    py.update(Snapshot(2000, 1.1, "EURUSD"))
+    with pytest.raises(InvalidInput) as want:
+        py.update(Snapshot(1999, 1.1, "EURUSD"))
+    assert (info.value.code, str(info.value)) == (want.value.code, str(want.value))
+    assert info.value.code == "out_of_order"
+    assert (c.n, c.last_ts) == (1, 2000)
+
+
+def test_clone_and_peek_leave_the_state_alone() -> None:
+    snaps = load("eurusd").snapshots[:200]
+    a = new_state()
+    for s in snaps[:120]:
+        a.update(s)
+    b = a.clone()  # type: ignore[attr-defined]
+    nxt = snaps[120]
+    assert a.peek(nxt) == b.update(nxt)
+    assert a.n == 120 and b.n == 121
+    rest = snaps[121:]
+    a.update(nxt)
+    assert [a.update(s) for s in rest] == [b.update(s) for s in rest]
+
+
+def test_store_and_series_use_the_kernel() -> None:
+    snaps = load("eurusd").snapshots[:300]
+    store = FeatureStore()
+    rows = [store.update(s) for s in snaps]
+    py = SymbolState()
+    assert rows == [py.update(s) for s in snaps]
+    assert series_features(snaps).tolist() == rows
+
+
+def test_no_arguments_and_no_ts_beyond_64_bits() -> None:
+    from core import _featkernel
+
+    with pytest.raises(TypeError):
+        _featkernel.SymbolState(1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="64 bits"):
+        new_state().update(Snapshot(2**70, 1.0, "S"))
