@@ -1,9 +1,10 @@
 """Intake adapters behind one small interface: core NATS queue group, or a JetStream durable pull consumer.
 
-Both feed :meth:`worker.stream.StreamProcessor.on_msg`; what differs is what happens after a batch is
+Both feed the :class:`worker.stream.StreamProcessor`; what differs is what happens after a batch is
 published. Core mode is at-most-once and has nothing to settle. JetStream mode acknowledges a message
-only after its prediction (or dead letter) has been handed to the connection, terminates poison
-messages after dead-lettering them, and negatively acknowledges with a delay when publishing failed.
+only after its prediction (or dead letter) has been handed to the connection, or, when a stream stores
+the predictions, only after that stream confirmed storing it; it terminates poison messages after
+dead-lettering them, and negatively acknowledges with a delay when publishing failed.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Protocol
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
-from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
@@ -26,6 +26,9 @@ from nats.js.errors import NotFoundError
 from core import subjects
 from core.codec import Snapshot
 from worker.directsub import subscribe_direct, unroute
+from worker.jspub import AckedPublisher
+from worker.jspull import JsMsg, PullConsumer
+from worker.jswire import TERM, nak_body
 from worker.metrics import Metrics
 from worker.publish import dead_letter
 from worker.settings import Settings
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 _PENDING_MSGS = 65_536
 _PENDING_BYTES = 64 * 1024 * 1024
 _NAK_DELAY_S = 1.0
+_OUTPUT_CHECK_S = 10.0
 
 
 class Intake(Protocol):
@@ -90,10 +94,16 @@ class CoreIntake:
 class JetStreamIntake:
     """A durable pull consumer shared by every worker process (at-least-once).
 
+    Intake runs on our own pull requests (:class:`worker.jspull.PullConsumer`). Predictions go out with a
+    core publish, or, when a stream stores ``ml.prediction`` (found at start and re-checked every
+    ``_OUTPUT_CHECK_S``, or forced by ``js_output_ack``), through JetStream with PubAcks
+    (:class:`worker.jspub.AckedPublisher`): inputs are acked only once their predictions are stored, and
+    nak'ed with a delay when the stream refuses them or does not answer in time.
+
     Args:
         nc: the connection.
-        processor: the stream processor (its pool bounds how much is fetched).
-        settings: ack wait, max deliveries, backoff, replicas.
+        processor: the stream processor (its hooks are set here).
+        settings: ack wait, max deliveries, backoff, replicas, in-flight bound, output acknowledgement.
         metrics: the process's metric set.
     """
 
@@ -103,17 +113,29 @@ class JetStreamIntake:
         self.processor = processor
         self.settings = settings
         self.metrics = metrics
-        self._task: asyncio.Task[None] | None = None
         self._advisory: Subscription | None = None
-        self._psub: JetStreamContext.PullSubscription | None = None
-        self._running = False
-        # Fetch only while the pool has room: at most this many messages are in the process at once,
-        # a small multiple of a batch so the pool always has the next batch ready.
-        self.in_flight_max = max(2 * settings.batch_max, 64)
+        # Requested plus un-acked messages of this process: a few batches, so the pool always has the next
+        # one on its way while a killed worker leaves little to wait out the ack wait.
+        self.in_flight_max = settings.js_in_flight or max(4 * settings.batch_max, 64)
+        self.pull = PullConsumer(
+            nc,
+            subjects.JS_STREAM,
+            subjects.JS_CONSUMER,
+            processor.on_msg,
+            max_in_flight=self.in_flight_max,
+            batch=settings.batch_max,
+            ack_wait_s=settings.ack_wait_s,
+            recover=self.ensure,
+        )
+        self.acked: AckedPublisher | None = None
+        """Set while predictions go through JetStream with PubAcks."""
+        self._output_task: asyncio.Task[None] | None = None
+        self._publish_core = processor.publish
         processor.settle = self.settle
         processor.on_dead = self.on_dead
         processor.on_publish_failed = self.on_publish_failed
         processor.message_id = self.message_id
+        processor.publish = self.publish
 
     async def ensure(self) -> None:
         """Create the stream and the durable consumer, or reuse them as they are."""
@@ -148,49 +170,63 @@ class JetStreamIntake:
 
     async def start(self) -> None:
         await self.ensure()
-        psub = await self.js.pull_subscribe_bind(durable=subjects.JS_CONSUMER, stream=subjects.JS_STREAM)
+        await self._check_output()
+        if self.settings.js_output_ack == "auto":
+            self._output_task = asyncio.create_task(self._watch_output(), name="spark-ml-js-output")
         advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects.JS_STREAM}.{subjects.JS_CONSUMER}"
         self._advisory = await self.nc.subscribe(advisory, queue=subjects.QUEUE_GROUP, cb=self._on_max_deliveries)
-        self._running = True
-        self._psub = psub
-        self._task = asyncio.create_task(self._fetch_loop(psub), name="spark-ml-js-fetch")
-
-    async def _fetch_loop(self, psub: JetStreamContext.PullSubscription) -> None:
-        pool = self.processor.pool
-        while self._running:
-            room = self.in_flight_max - pool.pending()
-            if room <= 0:
-                await asyncio.sleep(0.001)
-                continue
-            try:
-                msgs = await psub.fetch(min(room, self.settings.batch_max), timeout=0.5)
-            except (TimeoutError, NatsTimeoutError):
-                continue
-            except Exception as exc:
-                if not self._running:
-                    return
-                log.warning("jetstream fetch failed: %s: %s", type(exc).__name__, exc)
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                await self.processor.on_msg(msg)
+        await self.pull.start()
 
     async def stop(self) -> None:
-        self._running = False
-        if self._task is not None:
-            self._task.cancel()
+        """Stop asking for messages; those already delivered still reach the pool (and are acked there).
+
+        The PubAck inbox stays until the connection drains: the pool's last batches still await theirs.
+        """
+        if self._output_task is not None:
+            self._output_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await self._output_task
+        await self.pull.stop()
         if self._advisory is not None:
             with contextlib.suppress(Exception):
                 await self._advisory.unsubscribe()
-        # The pull subscription goes too: nats-py's fetch never marks its queue done, so draining the
-        # connection with it in place waits out nats-py's 30 s drain timeout (measured: 30.1 s to stop an
-        # idle worker). Anything it still holds is unacknowledged and will be redelivered.
-        if self._psub is not None:
-            with contextlib.suppress(Exception):
-                await self._psub.unsubscribe()
-            self._psub = None
+
+    # ---- where predictions go ------------------------------------------------------------------
+
+    async def _check_output(self) -> None:
+        mode = self.settings.js_output_ack
+        stream: str | None = None
+        if mode == "auto":
+            try:
+                stream = await self.js.find_stream_name_by_subject(subjects.PREDICTION)
+            except NotFoundError:
+                stream = None
+        want = mode == "on" or stream is not None
+        if want and self.acked is None:
+            acked = AckedPublisher(self.nc, subjects.PREDICTION, timeout_s=self.settings.js_puback_timeout_s)
+            await acked.start()
+            self.acked = acked
+            log.info("predictions stored in stream %s: inputs acked after the PubAck", stream or "(forced)")
+        elif not want and self.acked is not None:
+            acked, self.acked = self.acked, None
+            log.info("no stream stores %s any more: predictions published without PubAcks", subjects.PREDICTION)
+            await acked.stop()
+
+    async def _watch_output(self) -> None:
+        while True:
+            await asyncio.sleep(_OUTPUT_CHECK_S)
+            try:
+                await self._check_output()
+            except Exception as exc:
+                log.debug("predictions stream check failed: %s: %s", type(exc).__name__, exc)
+
+    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
+        """The processor's publish hook: through JetStream with PubAcks when a stream stores predictions."""
+        acked = self.acked
+        if acked is None:
+            await self._publish_core(snaps, payloads)
+            return
+        await acked.publish(payloads, [self.message_id(s) for s in snaps])
 
     # ---- hooks called by the processor ---------------------------------------------------------
 
@@ -198,25 +234,23 @@ class JetStreamIntake:
     def message_id(snap: Snapshot) -> str | None:
         """``Nats-Msg-Id`` of a prediction: the input's stream sequence, so a redelivery deduplicates."""
         ctx = snap.ctx
-        if isinstance(ctx, Msg) and ctx.reply:
-            return f"{subjects.JS_STREAM}-{ctx.metadata.sequence.stream}"
+        if isinstance(ctx, JsMsg):
+            return f"{subjects.JS_STREAM}-{ctx.seq}"
         return None
 
     async def settle(self, published: Sequence[Snapshot], _: Sequence[Snapshot]) -> None:
-        for snap in published:
-            if isinstance(snap.ctx, Msg):
-                await snap.ctx.ack()
+        """Ack a published batch in one write (its rejected messages were terminated when dead-lettered)."""
+        await self.pull.settle(s.ctx for s in published if isinstance(s.ctx, JsMsg))
 
     async def on_dead(self, ctx: object) -> None:
         """A dead-lettered message is terminated: it would fail the same way on every redelivery."""
-        if isinstance(ctx, Msg) and ctx.reply:
-            await ctx.term()
+        if isinstance(ctx, JsMsg):
+            await self.pull.settle((ctx,), TERM)
 
     async def on_publish_failed(self, snaps: Sequence[Snapshot]) -> None:
-        for snap in snaps:
-            if isinstance(snap.ctx, Msg) and snap.ctx.reply:
-                with contextlib.suppress(Exception):
-                    await snap.ctx.nak(delay=_NAK_DELAY_S)
+        """Predictions not published (or not stored): redeliver the inputs after a delay, never ack them."""
+        with contextlib.suppress(Exception):
+            await self.pull.settle((s.ctx for s in snaps if isinstance(s.ctx, JsMsg)), nak_body(_NAK_DELAY_S))
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         """A message ran out of deliveries without an ack: it stays in the stream, so dead-letter a copy."""

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     """JetStream redelivery backoff (seconds per attempt, comma-separated in the environment)."""
     js_replicas: int = Field(1, ge=1, le=5)
     """Replicas of the MARKET_SNAPSHOTS stream when spark-ml creates it (3 on a cluster)."""
+    js_in_flight: int = Field(0, ge=0)
+    """JetStream: bound on messages requested plus delivered and not yet acked, per process (0: 4 x batch_max)."""
+    js_output_ack: Literal["auto", "on", "off"] = "auto"
+    """JetStream: publish predictions with PubAcks and ack inputs only after them: ``auto`` when a stream
+    stores ``ml.prediction`` (checked at start and every 10 s), ``on`` always, ``off`` never (core publish)."""
+    js_puback_timeout_s: float = Field(2.0, gt=0)
+    """JetStream: how long a batch of predictions waits for its PubAcks before its inputs are nak'ed."""
 
     registry: Path = Path(".spark-ml/registry")
     registry_poll_s: float = Field(1.0, gt=0)
