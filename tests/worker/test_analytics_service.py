@@ -101,6 +101,31 @@ async def test_bad_input_is_skipped_and_the_service_keeps_going(nc: Client, serv
     assert svc.skipped == 8 and svc.snapshots == 2 and svc.predictions == 0
 
 
+async def test_a_failing_handler_is_counted_and_the_connection_survives(
+    nc: Client, service, collect, uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a service whose handlers run in the client's read loop, and a paper position that fails on one price
+    svc = await service(min_gap_s=0.0, interval_s=60)
+    sym = f"F{uid}"
+    out = await collect(subjects.analytics_pnl(sym))
+    real_update = PaperPosition.update
+
+    def update(self: PaperPosition, price: float, ts: int | None = None) -> None:
+        if price == 13.0:
+            raise RuntimeError("boom")
+        real_update(self, price, ts)
+
+    monkeypatch.setattr(PaperPosition, "update", update)
+    reconnects = nc.stats["reconnects"]
+    # When that price arrives, then a good one
+    await nc.publish(subjects.snapshot_for(sym), snap(sym, 13.0, T0 + 1))
+    await nc.publish(subjects.snapshot_for(sym), snap(sym, 14.0, T0 + 2))
+    # Then the failure is counted, the next snapshot is handled, and neither connection was reset
+    assert (await _next(out, 1))["price"] == 14.0
+    assert svc.failures == 1 and svc.skipped == 1 and svc.snapshots == 1
+    assert nc.stats["reconnects"] == reconnects and nc.is_connected
+
+
 async def test_heartbeat_while_active_then_silence(nc: Client, service, collect, uid: str) -> None:
     # Given a 0.1 s heartbeat and symbols considered idle after 0.5 s
     await service(interval_s=0.1, idle_s=0.5)
