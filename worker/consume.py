@@ -26,7 +26,7 @@ from nats.js.errors import NotFoundError
 from core import subjects
 from core.codec import Snapshot
 from worker.directsub import subscribe_direct, unroute
-from worker.jspub import AckedPublisher
+from worker.jspub import AckedPublisher, NotStored
 from worker.jspull import JsMsg, PullConsumer
 from worker.jswire import TERM, nak_body
 from worker.metrics import Metrics
@@ -75,6 +75,7 @@ class CoreIntake:
                 subject,
                 queue=subjects.QUEUE_GROUP,
                 handler=self.processor.on_raw,
+                fast=self.processor.on_raw_sync,
                 pending_msgs_limit=_PENDING_MSGS,
                 pending_bytes_limit=_PENDING_BYTES,
             )
@@ -130,6 +131,7 @@ class JetStreamIntake:
         self.acked: AckedPublisher | None = None
         """Set while predictions go through JetStream with PubAcks."""
         self._output_task: asyncio.Task[None] | None = None
+        self._partial: tuple[Sequence[Snapshot], list[bool]] | None = None
         self._publish_core = processor.publish
         processor.settle = self.settle
         processor.on_dead = self.on_dead
@@ -226,7 +228,12 @@ class JetStreamIntake:
         if acked is None:
             await self._publish_core(snaps, payloads)
             return
-        await acked.publish(payloads, [self.message_id(s) for s in snaps])
+        try:
+            await acked.publish(payloads, [self.message_id(s) for s in snaps])
+        except NotStored as exc:
+            # on_publish_failed comes next with this very batch: it acks what was stored, naks the rest
+            self._partial = (snaps, exc.stored)
+            raise
 
     # ---- hooks called by the processor ---------------------------------------------------------
 
@@ -248,9 +255,22 @@ class JetStreamIntake:
             await self.pull.settle((ctx,), TERM)
 
     async def on_publish_failed(self, snaps: Sequence[Snapshot]) -> None:
-        """Predictions not published (or not stored): redeliver the inputs after a delay, never ack them."""
+        """Predictions not published (or not stored): redeliver the inputs after a delay, never ack them.
+
+        When the stream stored part of the batch, those inputs are acked: redelivering them would only
+        bring a duplicate, and count a delivery towards ``max_deliver`` for an input that succeeded.
+        """
+        partial, self._partial = self._partial, None
+        failed: Sequence[Snapshot] = snaps
+        if partial is not None and partial[0] is snaps:
+            stored = partial[1]
+            failed = [s for s, ok in zip(snaps, stored, strict=True) if not ok]
+            with contextlib.suppress(Exception):
+                await self.pull.settle(
+                    s.ctx for s, ok in zip(snaps, stored, strict=True) if ok and isinstance(s.ctx, JsMsg)
+                )
         with contextlib.suppress(Exception):
-            await self.pull.settle((s.ctx for s in snaps if isinstance(s.ctx, JsMsg)), nak_body(_NAK_DELAY_S))
+            await self.pull.settle((s.ctx for s in failed if isinstance(s.ctx, JsMsg)), nak_body(_NAK_DELAY_S))
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         """A message ran out of deliveries without an ack: it stays in the stream, so dead-letter a copy."""

@@ -6,6 +6,11 @@ code sees a byte. :func:`subscribe_direct` subscribes as usual (so reconnects, d
 unsubscribing keep working through the client) and then routes that subscription's messages, as the
 parser produces them, to ``handler(subject, payload, content_type)``.
 
+With our :class:`~worker.fastparser.FastParser` in the client, a ``fast`` handler goes one step further:
+messages without headers reach ``fast(subject_bytes, payload)`` synchronously from the parser, with no
+coroutine per message (see :data:`worker.fastparser.SyncHandler`); messages with headers keep the
+``handler`` route.
+
 It relies on one nats-py internal: the parser calls ``Client._process_msg(sid, subject, reply, data,
 headers)`` for each message (nats-py 2.x). :func:`supported` checks for it; without it the subscription
 stays a plain callback subscription, slower and otherwise identical. ``tests/worker/test_directsub.py``
@@ -21,6 +26,8 @@ from typing import Any
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+
+from worker.fastparser import FastParser, SyncHandler
 
 __all__ = ["DirectHandler", "subscribe_direct", "supported", "unroute"]
 
@@ -49,6 +56,7 @@ async def subscribe_direct(
     *,
     queue: str,
     handler: DirectHandler,
+    fast: SyncHandler | None = None,
     **subscribe_kwargs: Any,
 ) -> tuple[Subscription, bool]:
     """Subscribe and route the subscription's messages to ``handler``; returns it and whether routing is on.
@@ -65,6 +73,9 @@ async def subscribe_direct(
     if not supported(nc):
         return sub, False
     _routes(nc)[sub._id] = handler
+    parser = getattr(nc, "_ps", None)
+    if fast is not None and isinstance(parser, FastParser):
+        parser.direct[sub._id] = fast
     return sub, True
 
 
@@ -73,6 +84,9 @@ def unroute(nc: Client, sub: Subscription) -> None:
     routes: dict[int, DirectHandler] | None = getattr(nc, _ROUTES, None)
     if routes is not None:
         routes.pop(sub._id, None)
+    parser = getattr(nc, "_ps", None)
+    if isinstance(parser, FastParser):
+        parser.direct.pop(sub._id, None)
 
 
 def _routes(nc: Client) -> dict[int, DirectHandler]:

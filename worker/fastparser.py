@@ -8,6 +8,10 @@ complete line at a time, to nats-py's own parser, so its handling of them does n
 
 It keeps nats-py's parser state (``buf``, ``state``, ``needed``, ``header_needed``, ``msg_arg``), so a
 frame split across reads continues correctly, and ``reset()`` on reconnect works as before.
+
+:attr:`FastParser.direct` maps subscription ids to synchronous handlers (set by :mod:`worker.directsub`):
+a message without headers for such an id goes to ``handler(subject, payload)`` with no coroutine in
+between, and is awaited only when the handler returns an awaitable (it has to wait for room).
 ``tests/worker/test_fastparser.py`` holds it to nats-py's parser on arbitrary splits of arbitrary
 protocol streams. :func:`install` swaps it into a connected client when the client looks as expected.
 """
@@ -15,6 +19,7 @@ protocol streams. :func:`install` swaps it into a connected client when the clie
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.errors import ProtocolError
@@ -25,9 +30,16 @@ __all__ = ["FastParser", "install"]
 log = logging.getLogger(__name__)
 _CRLF = b"\r\n"
 
+SyncHandler = Callable[[bytes, bytes], "Awaitable[None] | None"]
+"""``handler(subject, payload)``: None when the message is taken, else an awaitable that takes it."""
+
 
 class FastParser(Parser):
     """nats-py's :class:`~nats.protocol.parser.Parser`, with ``MSG``/``HMSG`` parsed by offset."""
+
+    def __init__(self, nc: Client) -> None:
+        super().__init__(nc)
+        self.direct: dict[int, SyncHandler] = {}
 
     async def parse(self, data: bytes = b"") -> None:  # noqa: C901 - one loop over the buffer is the point
         buf = self.buf
@@ -35,6 +47,8 @@ class FastParser(Parser):
         pos = 0
         end = len(buf)
         nc = self.nc
+        direct = self.direct
+        n_direct = bytes_direct = 0
         view = memoryview(buf)  # slices copy once (tobytes), where bytes(buf[a:b]) copies twice
         try:
             while pos < end:
@@ -98,6 +112,16 @@ class FastParser(Parser):
                 else:
                     hdr = None
                     payload = view[start : start + needed].tobytes()
+                    handler = direct.get(sid)
+                    if handler is not None:
+                        n_direct += 1
+                        bytes_direct += needed
+                        wait = handler(subject, payload)
+                        if wait is not None:
+                            await wait
+                            if self.buf is not buf:
+                                return
+                        continue
                 await nc._process_msg(sid, subject, reply, payload, hdr)
                 if self.buf is not buf:  # reset by a reconnect while we waited: the rest is stale
                     return
@@ -105,6 +129,10 @@ class FastParser(Parser):
             view.release()
             if pos and self.buf is buf:
                 del buf[:pos]
+            if n_direct:  # the counters Client._process_msg keeps, for the messages that skipped it
+                stats = nc.stats
+                stats["in_msgs"] += n_direct
+                stats["in_bytes"] += bytes_direct
 
 
 def install(nc: Client) -> bool:

@@ -118,8 +118,26 @@ class StreamProcessor:
             self.metrics.snapshots_received.inc()
             await self.reject(raw, subject, exc)
             return
+        if not self.pool.offer(snap.symbol, snap):
+            await self._wait_for_room(snap)
+
+    def on_raw_sync(self, subject: bytes, raw: bytes) -> Awaitable[None] | None:
+        """:meth:`on_raw` for messages without headers, called synchronously by the protocol parser.
+
+        Returns None when the snapshot is queued; else an awaitable the parser awaits (a dead letter to
+        send, or room to wait for), so the common case costs no coroutine.
+        """
+        recv = _perf()
+        try:
+            snap = self._parser.parse(raw, subject.decode(), None, recv, None)
+        except InvalidInput as exc:
+            self.metrics.snapshots_received.inc()
+            return self.reject(raw, subject.decode(), exc)
         if self.pool.offer(snap.symbol, snap):
-            return
+            return None
+        return self._wait_for_room(snap)
+
+    async def _wait_for_room(self, snap: Snapshot) -> None:
         try:
             await self.pool.submit(snap.symbol, snap)
         except RuntimeError:  # the pool is closing: shutdown has begun, the snapshot cannot be handled

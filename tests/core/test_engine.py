@@ -114,3 +114,32 @@ def test_clone_is_independent_and_equal_to_deepcopy() -> None:
     assert [clone.update(s) for s in nxt] == [deep.update(s) for s in nxt]
     assert st.n == 60  # the original did not move
     assert st.peek(nxt[0]) == SymbolState.clone(st).update(nxt[0])
+
+
+@pytest.mark.parametrize("n", [1, 31, 32, 300])
+def test_encode_is_the_same_bytes_and_latencies_at_every_batch_size(n: int) -> None:
+    # From 32 rows on, encode packs column by column; below, row by row: both must give the same output.
+    import msgpack
+
+    from core.codec import encode, prediction_wire
+
+    engine = Engine(BaselineModel())
+    snaps = [
+        Snapshot(1000 + i, 100.0 + (i * 7) % 13, f"S{i % 5}", recv=(5.0 + i * 1e-4 if i % 4 else 0.0)) for i in range(n)
+    ]
+    result = engine.run_batch(snaps)
+    now = 6.0
+    got = result.encode(now)
+    lat = [(now - s.recv) * 1000.0 if s.recv else 0.0 for s in result.snaps]
+    assert result.latencies_ms == lat
+    want = [
+        encode(
+            prediction_wire(s, sc, sig, abs(sc - 0.5) * 2.0, result.model_version, result.feature_names, row, ms),
+            "msgpack",
+        )
+        for s, sc, sig, row, ms in zip(
+            result.snaps, result.scores.tolist(), result.signals, result.x.tolist(), lat, strict=True
+        )
+    ]
+    assert [msgpack.unpackb(g) for g in got] == [msgpack.unpackb(w) for w in want]
+    assert len(got) == n

@@ -51,3 +51,32 @@ def test_string_headers_match_msgpack() -> None:
     for n in (0, 1, 31, 32, 255, 256, 65535, 65536):
         text = "x" * n
         assert mp_str(text) == msgpack.packb(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(min_value=1, max_value=600),
+    names=st.lists(st.sampled_from(FEATURE_NAMES), unique=True, max_size=len(FEATURE_NAMES)),
+    version=st.text(min_size=1, max_size=40),
+    data=st.data(),
+)
+def test_pack_many_is_pack_for_every_row(n: int, names: list[str], version: str, data: st.DataObject) -> None:
+    import numpy as np
+
+    ts = data.draw(st.lists(st.integers(min_value=0, max_value=2**63), min_size=n, max_size=n))
+    symbols = data.draw(st.lists(st.sampled_from(["EURUSD", "BTCUSD", "x" * 40, "É"]), min_size=n, max_size=n))
+    scores = np.array(data.draw(st.lists(st.floats(min_value=0, max_value=1), min_size=n, max_size=n)))
+    signals = data.draw(st.lists(st.sampled_from(["buy", "sell", "hold"]), min_size=n, max_size=n))
+    flat = data.draw(st.lists(st.floats(), min_size=n * len(names), max_size=n * len(names)))
+    rows = np.array(flat, dtype=np.float64).reshape(n, len(names))
+    lat = np.array(data.draw(st.lists(st.floats(min_value=0, max_value=1e6), min_size=n, max_size=n)))
+    packer = PredictionPacker(version, names)
+    got = packer.pack_many(ts, symbols, scores, signals, rows, lat)
+    want = [
+        packer.pack(t, sym, s, sig, abs(s - 0.5) * 2.0, r, ms)
+        for t, sym, s, sig, r, ms in zip(
+            ts, symbols, scores.tolist(), signals, rows.tolist(), lat.tolist(), strict=True
+        )
+    ]
+    assert got == want
+    assert packer.pack_many(ts, symbols, scores, signals, rows, lat) == want  # the reused block holds no state

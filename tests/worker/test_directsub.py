@@ -122,3 +122,65 @@ async def test_full_shard_applies_backpressure_and_closing_drops_are_counted(nc:
     await processor.on_raw("market.snapshot", snap(3), None)  # after shutdown: counted, not silent
     assert processor.dropped == 1
     assert metrics.slow_consumer_drops._value.get() == 1
+
+
+async def test_fast_route_takes_header_less_messages_synchronously(nc: Client, nats_url: str, uid: str) -> None:
+    from worker import fastparser
+
+    assert fastparser.install(nc)
+    base = f"s.{uid}"
+    fast_seen: list[tuple[bytes, bytes]] = []
+    slow_seen: Seen = []
+    waited: list[bytes] = []
+
+    def fast(subject: bytes, data: bytes) -> asyncio.Future[None] | None:
+        fast_seen.append((subject, data))
+        if data == b"plain":  # ask the parser to wait once, as a full shard does
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            asyncio.get_running_loop().call_later(0.05, lambda: (waited.append(data), fut.set_result(None)))
+            return fut
+        return None
+
+    async def slow(subject: str, data: bytes, content_type: str | None) -> None:
+        slow_seen.append((subject, data, content_type))
+
+    before = nc.stats["in_msgs"]
+    sub, routed = await directsub.subscribe_direct(nc, f"{base}.>", queue="", handler=slow, fast=fast)
+    assert routed
+    other = await nats.connect(nats_url)
+    try:
+        n = await _send_mix(other, base)
+        await _until(lambda: len(fast_seen) + len(slow_seen) == n)
+        assert fast_seen == [(f"{base}.a".encode(), b"plain"), (f"{base}.d".encode(), bytes(range(256)))]
+        assert [s[0] for s in slow_seen] == [f"{base}.b", f"{base}.c"]  # headers: the async route
+        assert waited == [b"plain"]
+        assert nc.stats["in_msgs"] - before == n
+        await sub.unsubscribe()
+        directsub.unroute(nc, sub)
+        assert sub._id not in nc._ps.direct
+    finally:
+        await other.close()
+
+
+async def test_sync_intake_queues_refuses_and_waits_for_room(nc: Client) -> None:
+    metrics = Metrics()
+    processor = StreamProcessor(nc, Engine(BaselineModel()), metrics, shards=1, queue_max=2)
+
+    def snap(i: int) -> bytes:
+        return msgpack.packb({"ts": i, "mid": 1.0, "symbol": "S"})
+
+    assert processor.on_raw_sync(b"market.snapshot", snap(0)) is None
+    assert processor.on_raw_sync(b"market.snapshot", snap(1)) is None
+    wait = processor.on_raw_sync(b"market.snapshot", snap(2))  # full: the caller must await room
+    assert wait is not None
+    task = asyncio.ensure_future(wait)
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    processor.pool.start()
+    await asyncio.wait_for(task, 5)
+    bad = processor.on_raw_sync(b"market.snapshot", b"\xc1 not msgpack")
+    assert bad is not None
+    await bad  # the dead letter
+    assert processor.dead_lettered == 1
+    await processor.close(5)
+    assert processor.published == 3
