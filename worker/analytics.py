@@ -10,7 +10,9 @@ figures (msgpack, camelCase keys, the fields of :class:`core.live_pnl.PnlSnapsho
   snapshot or prediction is reflected in a message at most ``min_gap_s`` (plus processing) after it
   arrived. ``lagMs`` is that delay for the oldest event in the message (receive to publish, this process);
 * and at least every ``interval_s`` for every symbol that had data in the last ``idle_s`` seconds, as a
-  heartbeat for dashboards.
+  heartbeat for dashboards: each symbol's own deadline, ``interval_s`` after its last message, less a
+  slack (a tenth of it, at most 100 ms) so that timer jitter does not stretch a gap past ``interval_s``.
+  A shared tick would not do: a symbol published just before one tick waits for the next.
 
 Bad payloads are counted and skipped: the worker dead-letters snapshots, and analytics is a read-only
 observer that must not add a second dead letter for the same message.
@@ -103,6 +105,9 @@ class AnalyticsService:
         self._symbols: OrderedDict[str, _Symbol] = OrderedDict()
         self._held: dict[str, _Symbol] = {}
         """Symbols with news not yet published because their last message is younger than ``min_gap_s``."""
+        self._by_pub: OrderedDict[str, _Symbol] = OrderedDict()
+        """Symbols due a heartbeat some day, least recently published first (their deadlines in order)."""
+        self._beat_s = interval_s - min(0.1, interval_s / 10)
         self._subs: list[Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
@@ -186,6 +191,7 @@ class AnalyticsService:
             if len(symbols) > self.max_symbols:
                 gone, _ = symbols.popitem(last=False)
                 self._held.pop(gone, None)
+                self._by_pub.pop(gone, None)
         else:
             symbols.move_to_end(symbol)
         return st
@@ -255,6 +261,9 @@ class AnalyticsService:
         st.dirty_since = None
         st.last_pub = now
         self._held.pop(symbol, None)
+        by_pub = self._by_pub
+        by_pub[symbol] = st
+        by_pub.move_to_end(symbol)
         await self.nc.publish(subjects.analytics_pnl(symbol), encode(body, "msgpack"))
         self.published += 1
 
@@ -286,13 +295,26 @@ class AnalyticsService:
                 await asyncio.sleep(max(nxt - _now(), 0.0))
 
     async def _heartbeat(self) -> None:
-        """Every ``interval_s``, publish each recently active symbol not published within the interval."""
+        """Publish each recently active symbol when its heartbeat deadline passes (see the module docstring)."""
         while True:
-            await asyncio.sleep(self.interval_s)
-            now = _now()
             try:
-                for symbol, st in list(self._symbols.items()):
-                    if now - st.last_seen <= self.idle_s and now - st.last_pub >= self.interval_s * 0.5:
-                        await self._publish(symbol, st, now)
+                nxt = await self._beat_due(_now())
             except Exception:
                 log.exception("analytics: heartbeat failed")
+                nxt = None
+            # With nothing pending, any symbol published from now on falls due at least a period later.
+            await asyncio.sleep(max(nxt - _now(), 0.0) if nxt is not None else self._beat_s)
+
+    async def _beat_due(self, now: float) -> float | None:
+        """Heartbeat every symbol past its deadline; return the next deadline, or None when none is pending."""
+        by_pub, beat = self._by_pub, self._beat_s
+        while by_pub:
+            symbol, st = next(iter(by_pub.items()))
+            due = st.last_pub + beat
+            if due > now:
+                return due
+            if now - st.last_seen > self.idle_s:
+                del by_pub[symbol]  # idle: no more heartbeats until it has data again (its next publish)
+                continue
+            await self._publish(symbol, st, now)  # moves it to the end
+        return None

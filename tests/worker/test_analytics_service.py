@@ -141,6 +141,36 @@ async def test_heartbeat_while_active_then_silence(nc: Client, service, collect,
     assert len(out.msgs) == n
 
 
+async def test_no_gap_longer_than_the_interval_while_data_flows_slowly(nc: Client, service, collect, uid: str) -> None:
+    # Given a 0.3 s heartbeat and two symbols whose snapshots come every 0.7 s, one offset from the other
+    interval = 0.3
+    await service(interval_s=interval, idle_s=5.0)
+    syms = [f"G{uid}", f"K{uid}"]
+    arrivals: dict[str, list[float]] = {s: [] for s in syms}
+
+    async def on_pnl(msg: Any) -> None:
+        arrivals[msgpack.unpackb(msg.data)["symbol"]].append(time.perf_counter())
+
+    await nc.subscribe(subjects.analytics_pnl("*"), cb=on_pnl)
+    await nc.flush()
+    # When four snapshots of each arrive over 2.1 s
+    first: dict[str, float] = {}
+    for i in range(4):
+        for j, sym in enumerate(syms):
+            await nc.publish(subjects.snapshot_for(sym), snap(sym, 1.0 + i, T0 + i))
+            await nc.flush()
+            first.setdefault(sym, time.perf_counter())
+            await asyncio.sleep(0.2 * (j == 0))
+        await asyncio.sleep(0.5)
+    last = time.perf_counter()
+    await asyncio.sleep(0.1)
+    # Then from each symbol's first snapshot to the end, no stretch of interval_s went without an update of it
+    for sym in syms:
+        points = [first[sym]] + [t for t in arrivals[sym] if first[sym] < t <= last] + [last]
+        gaps = [b - a for a, b in zip(points, points[1:], strict=False)]
+        assert len(points) > 8 and max(gaps) <= interval, (sym, max(gaps))
+
+
 async def test_every_snapshot_is_reflected_within_100_ms(nc: Client, service, collect, uid: str) -> None:
     # Given the default throttle (at most one message per symbol every 50 ms) and two busy symbols
     await service()

@@ -28,6 +28,7 @@ def _tiny(*scenarios: str) -> BenchConfig:
         sink_idle_s=3.0,  # a loaded machine can stall the slow FastStream peer for a while
         sink_grace_s=10.0,
         rr_sequential=50,
+        analytics_phases=((8.0, 2.5), (400.0, 0.5)),
     )
 
 
@@ -80,7 +81,7 @@ def test_ceiling_and_peer_are_counted_and_reported(tmp_path):
 
 def test_analytics_scenario_measures_every_snapshot(tmp_path):
     # Given `spark-ml up` (worker and live analytics) on the bench's server
-    # When the harness offers it 200 snapshots over 16 symbols at 400/s (after a warm-up as long)
+    # When the harness offers it 20 snapshots over 16 symbols at 8/s, then 200 at 400/s (after a warm-up)
     results = run(_tiny("analytics"), log=lambda _line: None)
 
     # Then every snapshot was reflected in an analytics.pnl update of its symbol, each with a real latency
@@ -89,6 +90,10 @@ def test_analytics_scenario_measures_every_snapshot(tmp_path):
     assert sc["status"] == "ok", sc.get("error")
     assert sc["throughput"] is None  # coalesced output: no throughput phases
     assert sc["warmup"]["sent"] == 200
+    slow = sc["latency"]["8"]
+    assert slow["sent"] == slow["reflected"] == 20 and slow["symbols_updated"] == 16
+    assert 0 < slow["latency_us"]["min"] <= slow["latency_us"]["max"] < float("inf")
+    assert 0 < slow["max_gap_ms"] < float("inf")
     ph = sc["latency"]["400"]
     assert ph["sent"] == ph["reflected"] == 200 and ph["missing"] == 0
     assert ph["symbols"] == ph["symbols_updated"] == 16

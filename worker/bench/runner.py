@@ -8,8 +8,8 @@ Order: start and probe every bed; one warm-up burst each (not reported in the me
 the throughput phases to about ``phase_seconds``); ``runs`` throughput phases each; one paced latency
 phase per offered rate each (skipped, with the reason, when the target cannot sustain that rate);
 resident memory at the end. Every process is stopped in ``finally``. The live analytics bed has no
-throughput phases (its output is coalesced per symbol by design): a short paced warm-up, then one paced
-phase per offered rate measured as :mod:`worker.bench.pnl` defines.
+throughput phases (its output is coalesced per symbol by design): a short paced warm-up, then its own
+paced phases (``analytics_phases``: a slow one, 1k/s and 10k/s), measured as :mod:`worker.bench.pnl` defines.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ class BenchConfig:
     rates: tuple[float, ...] = (1_000.0, 10_000.0)
     rate_seconds: tuple[float, ...] = (10.0, 5.0)
     """How long each latency phase lasts (samples = rate x seconds)."""
+    analytics_phases: tuple[tuple[float, float], ...] = ((8.0, 4.0), (1_000.0, 6.0), (10_000.0, 4.0))
+    """The analytics bed's paced phases, (snapshots per second, seconds). The slow one gives each of the 16
+    symbols a snapshot every 2 s, longer than the 1 s heartbeat: its max gap tests "at least once per second
+    while data flows"; at the fast ones it is the coalescing gap (about 50 ms)."""
     symbols: int = 16
     rr_sequential: int = 3_000
     """Requests per one-caller phase (its latency percentiles come from these)."""
@@ -72,6 +76,7 @@ class BenchConfig:
             return cls(
                 scenarios, quick=True, runs=runs, max_count=50_000, phase_seconds=0.6,
                 warmup_count=2_000, rate_seconds=(2.0, 1.0), ready_timeout=40.0, keep=keep, rr_sequential=500,
+                analytics_phases=((8.0, 3.0), (1_000.0, 2.0), (10_000.0, 1.0)),
                 model_costs="worker-tree" in scenarios,
             )  # fmt: skip
         return cls(scenarios, runs=runs, keep=keep, model_costs="worker-tree" in scenarios)
@@ -176,8 +181,8 @@ class _Run:
 
             def warm(e: _Entry = e) -> None:
                 if e.bed.scenario.kind == "analytics":
-                    rate = self.cfg.rates[0]
-                    e.analytics_warmup = self._pnl_phase(e, min(self.cfg.warmup_count, int(rate)), rate)
+                    rate = max(r for r, _ in self.cfg.analytics_phases)  # half a second at most
+                    e.analytics_warmup = self._pnl_phase(e, min(self.cfg.warmup_count, int(rate / 2)), rate)
                     return
                 e.warmup = self._phase(e, self.cfg.warmup_count, None)
 
@@ -207,13 +212,6 @@ class _Run:
         for rate, seconds in zip(self.cfg.rates, self.cfg.rate_seconds, strict=True):
             key = str(int(rate))
             for e in self.entries:
-                if e.bed.scenario.kind == "analytics":
-
-                    def pnl(e: _Entry = e, rate: float = rate, seconds: float = seconds, key: str = key) -> None:
-                        e.latency[key] = self._pnl_phase(e, int(rate * seconds), rate)
-
-                    _guard(e, pnl)
-                    continue
                 if e.bed.scenario.kind != "stream":
                     continue
                 best = max((r.throughput or 0.0 for r in e.runs), default=0.0)
@@ -226,6 +224,16 @@ class _Run:
 
                 _guard(e, lat)
             self.log(f"latency at {rate:,.0f}/s done")
+        for e in self.entries:
+            if e.bed.scenario.kind != "analytics":
+                continue
+            for rate, seconds in self.cfg.analytics_phases:
+
+                def pnl(e: _Entry = e, rate: float = rate, seconds: float = seconds) -> None:
+                    e.latency[str(int(rate))] = self._pnl_phase(e, max(1, int(rate * seconds)), rate)
+
+                _guard(e, pnl)
+                self.log(f"analytics at {rate:,.0f}/s done")
 
     def memory_and_counters(self) -> None:
         for e in self.entries:
