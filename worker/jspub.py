@@ -2,10 +2,11 @@
 
 A core publish tells the worker nothing about a stream over ``ml.prediction``: full with ``discard:
 new``, without a leader, over quota, it drops the prediction while the input gets acked. Here every
-prediction of a batch goes out with a reply subject (one inbox per batch), all of them in one write,
-and the batch waits for every PubAck at once: one round trip per batch, not one per message. A PubAck
-with an error, a "no responders" status (no stream on the subject) or a missing PubAck at the timeout
-makes :meth:`AckedPublisher.publish` raise :class:`NotStored`; the caller then does not ack the inputs.
+prediction of a batch goes out with its own reply subject (``<inbox>.<batch>.<index>``), all of them in
+one write, and the batch waits for every PubAck at once: one round trip per batch, not one per message.
+A PubAck with an error, a "no responders" status (no stream on the subject) or a missing PubAck at the
+timeout makes :meth:`AckedPublisher.publish` raise :class:`NotStored`, which says which messages were
+stored; the caller acks the inputs of those and naks the others.
 
 Predictions carry ``Nats-Msg-Id`` as before, so a republished prediction (the input was redelivered
 after a partial failure) is acknowledged by the stream as a duplicate and stored once.
@@ -37,24 +38,29 @@ class NotStored(Exception):
     """Some predictions of a batch were not confirmed stored by the stream.
 
     Attributes:
+        stored: per message of the batch, whether the stream confirmed storing it.
         failed: how many were refused or not confirmed in time.
         total: size of the batch.
-        reason: the first refusal's description, or ``"timeout"``.
+        reason: the first refusal's description, or that the PubAcks did not come in time.
     """
 
-    def __init__(self, failed: int, total: int, reason: str) -> None:
-        super().__init__(f"{failed} of {total} predictions not stored: {reason}")
-        self.failed = failed
-        self.total = total
+    def __init__(self, stored: list[bool], reason: str) -> None:
+        self.stored = stored
+        self.total = len(stored)
+        self.failed = self.total - sum(stored)
         self.reason = reason
+        super().__init__(f"{self.failed} of {self.total} predictions not stored: {reason}")
+
+
+_PENDING, _STORED, _REFUSED = 0, 1, 2
 
 
 class _Batch:
-    __slots__ = ("done", "failed", "reason", "remaining")
+    __slots__ = ("done", "reason", "remaining", "states")
 
     def __init__(self, n: int) -> None:
+        self.states = bytearray(n)
         self.remaining = n
-        self.failed = 0
         self.reason = ""
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -83,7 +89,7 @@ class AckedPublisher:
     async def start(self) -> None:
         inbox = self.nc.new_inbox()
         self._inbox = inbox.encode()
-        self._sub, _ = await subscribe_raw(self.nc, f"{inbox}.*", self._on_reply)
+        self._sub, _ = await subscribe_raw(self.nc, f"{inbox}.*.*", self._on_reply)
 
     async def stop(self) -> None:
         sub, self._sub = self._sub, None
@@ -104,7 +110,7 @@ class AckedPublisher:
             raise errors.ConnectionClosedError
         self._next += 1
         bid = self._next
-        reply = self._inbox + b".%d" % bid
+        reply = self._inbox + b".%d." % bid
         batch = self._batches[bid] = _Batch(n)
         try:
             await self._send(reply, payloads, msg_ids)
@@ -112,21 +118,22 @@ class AckedPublisher:
                 async with asyncio.timeout(self.timeout_s):
                     await batch.done
             except TimeoutError:
-                batch.failed += batch.remaining
                 batch.reason = batch.reason or f"no PubAck within {self.timeout_s:g}s"
         finally:
             self._batches.pop(bid, None)
-        self.stored += n - batch.failed
-        if batch.failed:
-            self.refused += batch.failed
-            raise NotStored(batch.failed, n, batch.reason)
+        stored = [state == _STORED for state in batch.states]
+        n_stored = sum(stored)
+        self.stored += n_stored
+        if n_stored < n:
+            self.refused += n - n_stored
+            raise NotStored(stored, batch.reason)
 
     async def _send(self, reply: bytes, payloads: Sequence[bytes], msg_ids: Sequence[str | None]) -> None:
         nc = self.nc
         if not self._raw:
             rs = reply.decode()
-            for p, mid in zip(payloads, msg_ids, strict=True):
-                await nc.publish(self.subject, p, reply=rs, headers={"Nats-Msg-Id": mid} if mid else None)
+            for i, (p, mid) in enumerate(zip(payloads, msg_ids, strict=True)):
+                await nc.publish(self.subject, p, reply=f"{rs}{i}", headers={"Nats-Msg-Id": mid} if mid else None)
             return
         if nc.is_draining_pubs:
             raise errors.ConnectionDrainingError
@@ -140,32 +147,36 @@ class AckedPublisher:
 
     async def _on_reply(self, subject: bytes, _: bytes, data: bytes, headers: dict[str, str] | None) -> None:
         try:
-            bid = int(subject[len(self._inbox) + 1 :])
+            bid_b, index_b = subject[len(self._inbox) + 1 :].split(b".")
+            bid, index = int(bid_b), int(index_b)
         except ValueError:
             return
         batch = self._batches.get(bid)
-        if batch is None:  # late: the batch already timed out
-            return
+        if batch is None or not 0 <= index < len(batch.states) or batch.states[index]:
+            return  # late (the batch timed out), or not ours
         if not data or b'"error"' in data:
-            batch.failed += 1
+            batch.states[index] = _REFUSED
             if not batch.reason:
                 batch.reason = _reason(data, headers)
+        else:
+            batch.states[index] = _STORED
         batch.remaining -= 1
         if batch.remaining <= 0 and not batch.done.done():
             batch.done.set_result(None)
 
 
 def _frames(subject: bytes, reply: bytes, payloads: Sequence[bytes], msg_ids: Sequence[str | None]) -> bytes:
-    pub = b"PUB " + subject + b" " + reply + b" "
-    hpub = b"HPUB " + subject + b" " + reply + b" "
+    # ``reply`` ends with "."; each message's index completes it.
+    pub = b"PUB " + subject + b" " + reply
+    hpub = b"HPUB " + subject + b" " + reply
     parts: list[bytes] = []
     add = parts.extend
-    for p, mid in zip(payloads, msg_ids, strict=True):
+    for i, (p, mid) in enumerate(zip(payloads, msg_ids, strict=True)):
         if mid is None:
-            add((pub, b"%d\r\n" % len(p), p, _CRLF))
+            add((pub, b"%d %d\r\n" % (i, len(p)), p, _CRLF))
             continue
         hdr = _HDR_ID + mid.strip().replace("\r", "").replace("\n", "").encode() + _HDR_END
-        add((hpub, b"%d %d\r\n" % (len(hdr), len(hdr) + len(p)), hdr, p, _CRLF))
+        add((hpub, b"%d %d %d\r\n" % (i, len(hdr), len(hdr) + len(p)), hdr, p, _CRLF))
     return b"".join(parts)
 
 

@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 from nats import errors
 from nats.aio.client import Client
+from nats.js.api import Header
 
 from worker.batchpub import supported
 
@@ -116,7 +117,10 @@ def status_of(data: bytes, headers: dict[str, str] | None) -> Status | None:
     if code is None or not code.isdigit():
         return None
     pending = headers.get(PENDING_MSGS)
-    return Status(int(code), headers.get(DESCRIPTION, ""), int(pending) if pending and pending.isdigit() else None)
+    # nats-py keys an inline status's description by the ``Header.DESCRIPTION`` enum member, whose hash is
+    # not that of "Description"; a description sent as an ordinary header line has the plain key.
+    description = headers.get(Header.DESCRIPTION) or headers.get(DESCRIPTION, "")
+    return Status(int(code), description, int(pending) if pending and pending.isdigit() else None)
 
 
 def next_request(batch: int, *, expires_s: float, heartbeat_s: float = 0.0, no_wait: bool = False) -> bytes:

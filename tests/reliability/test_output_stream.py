@@ -1,11 +1,10 @@
 """At-least-once into a predictions stream: an input whose prediction the stream did not store must not be acked.
 
-The worker publishes predictions with a core publish and acknowledges the input once the prediction is
-handed to the connection, so it never learns whether a stream over ``ml.prediction`` stored it. A stream
-that refuses writes (full with ``discard: new`` here; a server stopping, a stream without a leader during
-an election, an exhausted quota in production) makes acknowledged inputs whose prediction exists nowhere
-durable. ``test_restart.py`` met the same gap by chance on server restarts (see the report); this test
-makes it deterministic.
+A stream that refuses writes (full with ``discard: new`` here; a server stopping, a stream without a
+leader during an election, an exhausted quota in production) must not leave acknowledged inputs whose
+prediction exists nowhere durable. The worker finds the stream over ``ml.prediction`` at start, publishes
+predictions through JetStream, acks an input only after its prediction's PubAck, and naks it with a
+delay otherwise, so a refused input is retried until ``max_deliver`` and then dead-lettered.
 """
 
 from __future__ import annotations
@@ -27,15 +26,6 @@ N = 200
 ROOM = 100
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "worker acks a JetStream input after a core publish of its prediction, so a prediction that a stream over "
-        "ml.prediction refused (full, stopping server, no leader) is lost while its input is acked; fix: publish "
-        "predictions through JetStream when a predictions stream is configured and ack only after the PubAck, "
-        "nak with a delay otherwise"
-    ),
-)
 async def test_input_is_not_acked_when_the_predictions_stream_refuses_its_prediction(
     server: NatsServer, spawn_worker: SpawnWorker
 ) -> None:
@@ -67,7 +57,12 @@ async def test_input_is_not_acked_when_the_predictions_stream_refuses_its_predic
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
         stored = {ts_of(d) for d, _ in await read_stream(js, "PREDICTIONS", subjects.PREDICTION)}
-        dead = set(dlq.reasons())
+        reasons = dlq.reasons()
+        dead = set(reasons)
         lost = set(range(N)) - stored - dead
         print(f"\nRESULT output-stream: stored={len(stored)} dead_letters={len(dead)} acked_and_lost={len(lost)}")
         assert not lost, f"{len(lost)} inputs acknowledged with no stored prediction and no dead letter"
+        # And exactly: the stream's room is filled, each refused input ran out of deliveries and was
+        # dead-lettered, and no input whose prediction was stored was retried into a dead letter
+        assert len(stored) == ROOM and not stored & dead
+        assert set(reasons.values()) == {"max_deliver"}

@@ -1,0 +1,293 @@
+"""PullConsumer on a real nats-server: order, the in-flight bound, statuses (408, 409, 100), recovery, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
+
+import worker.jsroute
+import worker.jswire
+from worker.jspull import JsMsg, PullConsumer
+from worker.natsserver import NatsServer
+
+STREAM, CONSUMER, SUBJECT = "PULLTEST", "pull-test", "pt.x"
+
+
+async def _setup(nc: Client, **consumer: Any) -> None:
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=STREAM, subjects=["pt.>"], storage=StorageType.FILE))
+    await js.add_consumer(
+        STREAM, ConsumerConfig(durable_name=CONSUMER, ack_policy=AckPolicy.EXPLICIT, ack_wait=30, **consumer)
+    )
+
+
+async def _publish(nc: Client, n: int, start: int = 0, attempts: int = 1) -> None:
+    js = nc.jetstream()
+    for i in range(start, start + n):
+        for attempt in range(attempts):  # a restarted server's stream may need a moment before it answers
+            try:
+                await js.publish(SUBJECT, str(i).encode(), timeout=1.0)
+                break
+            except nats.errors.TimeoutError:
+                if attempt == attempts - 1:
+                    raise
+
+
+async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        await asyncio.sleep(0.02)
+
+
+class Sink:
+    """Collects delivered messages; acks each batch it collects when ``auto_ack``."""
+
+    def __init__(self) -> None:
+        self.msgs: list[JsMsg] = []
+        self.peak_in_flight = 0
+        self.consumer: PullConsumer | None = None
+
+    async def on_msg(self, msg: JsMsg) -> None:
+        self.msgs.append(msg)
+        c = self.consumer
+        if c is not None:
+            self.peak_in_flight = max(self.peak_in_flight, c.unsettled + c.requested)
+
+    def values(self) -> list[int]:
+        return [int(m.data) for m in self.msgs]
+
+
+@pytest.fixture
+async def pull_factory(nc: Client) -> AsyncIterator[Callable[..., Awaitable[tuple[PullConsumer, Sink]]]]:
+    made: list[PullConsumer] = []
+
+    async def make(client: Client | None = None, **kwargs: Any) -> tuple[PullConsumer, Sink]:
+        sink = Sink()
+        options: dict[str, Any] = {"max_in_flight": 64, "batch": 16, "ack_wait_s": 30.0}
+        options.update(kwargs)
+        consumer = PullConsumer(client or nc, STREAM, CONSUMER, sink.on_msg, **options)
+        sink.consumer = consumer
+        await consumer.start()
+        made.append(consumer)
+        return consumer, sink
+
+    yield make
+    for consumer in made:
+        await consumer.stop()
+
+
+async def _acker(consumer: PullConsumer, sink: Sink, stop: asyncio.Event) -> None:
+    """Acks whatever arrived, a batch per turn, as the worker's pool does."""
+    done = 0
+    while not stop.is_set():
+        if len(sink.msgs) > done:
+            batch = sink.msgs[done:]
+            done += len(batch)
+            await consumer.settle(batch)
+        await asyncio.sleep(0.001)
+
+
+async def test_everything_delivered_in_order_and_acked_with_in_flight_bounded(nc: Client, pull_factory) -> None:
+    # Given a durable consumer with 2000 messages waiting
+    await _setup(nc)
+    await _publish(nc, 2000)
+    # When our pull consumer (at most 64 in flight, requests of 16) takes them and acks batch by batch
+    consumer, sink = await pull_factory()
+    stop = asyncio.Event()
+    acker = asyncio.create_task(_acker(consumer, sink, stop))
+    try:
+        await _until(lambda: len(sink.msgs) >= 2000, 20, "2000 delivered")
+        await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await acker
+    # Then each is delivered once, in stream order, and the bound held throughout
+    assert sink.values() == list(range(2000))
+    assert [m.seq for m in sink.msgs] == list(range(1, 2001))
+    assert sink.peak_in_flight <= 64
+    # And the server has every one acknowledged
+    await _until(lambda: consumer.unsettled == 0, 5, "all settled")
+    info = await nc.jetstream().consumer_info(STREAM, CONSUMER)
+    assert info.ack_floor.stream_seq == 2000 and info.num_ack_pending == 0 and info.num_redelivered == 0
+
+
+async def test_unsettled_messages_stop_the_requests_until_settled(nc: Client, pull_factory) -> None:
+    await _setup(nc)
+    await _publish(nc, 500)
+    # Given nobody acks: delivery stops at the in-flight bound, and the server agrees on what is pending
+    consumer, sink = await pull_factory()
+    await _until(lambda: len(sink.msgs) == 64, 5, "64 delivered")
+    await asyncio.sleep(0.5)
+    assert len(sink.msgs) == 64 and consumer.requested == 0
+    info = await nc.jetstream().consumer_info(STREAM, CONSUMER)
+    assert info.num_ack_pending == 64
+    # When 32 are acked (one write), 32 more come, and no more
+    await consumer.settle(sink.msgs[:32])
+    await _until(lambda: len(sink.msgs) == 96, 5, "96 delivered")
+    await asyncio.sleep(0.3)
+    assert len(sink.msgs) == 96
+    assert sink.values() == list(range(96))
+
+
+async def test_expired_requests_are_renewed_and_heartbeats_arrive(nc: Client, pull_factory) -> None:
+    # Given an empty stream and short-lived requests (0.5 s, heartbeat every 0.2 s)
+    await _setup(nc)
+    consumer, sink = await pull_factory(expires_s=0.5, heartbeat_s=0.2)
+    # When nothing arrives for 1.5 s: requests expire (408) and are renewed; idle ones heartbeat (100)
+    await asyncio.sleep(1.5)
+    assert consumer.statuses.get(408, 0) >= 2
+    assert consumer.statuses.get(100, 0) >= 1
+    assert 0 < consumer.requested <= 64
+    # Then a message published now is delivered at once
+    t0 = time.monotonic()
+    await _publish(nc, 1)
+    await _until(lambda: len(sink.msgs) == 1, 2, "delivered")
+    assert time.monotonic() - t0 < 0.5
+
+
+async def test_a_refused_batch_size_is_lowered_to_the_consumer_limit(nc: Client, pull_factory) -> None:
+    # Given a consumer that takes requests of at most 8 (nats-py cannot set max_batch: raw API request)
+    await nc.jetstream().add_stream(StreamConfig(name=STREAM, subjects=["pt.>"], storage=StorageType.FILE))
+    config = {"durable_name": CONSUMER, "ack_policy": "explicit", "max_batch": 8}
+    reply = await nc.request(
+        f"$JS.API.CONSUMER.CREATE.{STREAM}.{CONSUMER}", json.dumps({"stream_name": STREAM, "config": config}).encode()
+    )
+    assert b'"max_batch":8' in reply.data
+    # When our requests of 16 are refused (409 Exceeded MaxRequestBatch of 8)
+    consumer, sink = await pull_factory()
+    await _until(lambda: consumer.statuses.get(409, 0) >= 1, 5, "a 409")
+    # Then the consumer asks for 8 at a time from then on, and messages flow
+    assert consumer.batch == 8
+    stop = asyncio.Event()
+    acker = asyncio.create_task(_acker(consumer, sink, stop))
+    try:
+        await _publish(nc, 100)
+        await _until(lambda: len(sink.msgs) >= 100, 10, "100 delivered")
+    finally:
+        stop.set()
+        await acker
+    assert sink.values() == list(range(100))
+
+
+async def test_delivery_goes_on_when_the_server_keeps_fewer_requests(nc: Client, pull_factory) -> None:
+    # Given a consumer keeping one waiting request: nats-server 2.15 drops the others of ours silently (it
+    # answers 409 Exceeded MaxWaiting only to requests without heartbeats), so fewer are open than counted
+    await _setup(nc, max_waiting=1)
+    consumer, sink = await pull_factory()
+    await asyncio.sleep(0.2)
+    stop = asyncio.Event()
+    acker = asyncio.create_task(_acker(consumer, sink, stop))
+    try:
+        # When messages arrive, they are delivered through the one request the server kept, and the next
+        await _publish(nc, 300)
+        await _until(lambda: len(sink.msgs) >= 300, 10, "300 delivered")
+    finally:
+        stop.set()
+        await acker
+    assert sink.values() == list(range(300))
+
+
+async def test_a_deleted_consumer_is_recreated_through_recover(nc: Client, pull_factory) -> None:
+    await _setup(nc)
+    js = nc.jetstream()
+    recovered: list[float] = []
+
+    async def recover() -> None:
+        recovered.append(time.monotonic())
+        await js.add_consumer(STREAM, ConsumerConfig(durable_name=CONSUMER, ack_policy=AckPolicy.EXPLICIT))
+
+    consumer, sink = await pull_factory(recover=recover)
+    await asyncio.sleep(0.2)  # requests are waiting on the server
+    # When the consumer is deleted under them (409 Consumer Deleted, or no responders for new requests)
+    await js.delete_consumer(STREAM, CONSUMER)
+    await _until(lambda: bool(recovered), 5, "recover called")
+    # Then the re-created consumer delivers what is published next
+    await _publish(nc, 5)
+    await _until(lambda: len(sink.msgs) >= 5, 10, "delivered after re-creation")
+    assert sink.values()[-5:] == list(range(5))
+
+
+async def test_a_server_restart_is_survived(nats_server: NatsServer, pull_factory) -> None:
+    if nats_server is None:
+        pytest.skip("needs a server this test can restart")
+    client = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    try:
+        await _setup(client)
+        consumer, sink = await pull_factory(client)
+        stop = asyncio.Event()
+        acker = asyncio.create_task(_acker(consumer, sink, stop))
+        try:
+            await _publish(client, 100)
+            await _until(lambda: len(sink.msgs) >= 100, 10, "first 100")
+            await asyncio.sleep(0.2)  # acks reach the server
+            # When the server restarts (file store kept), our requests are gone with the old connection
+            nats_server.stop()
+            nats_server.start()
+            await _until(lambda: client.is_connected, 10, "reconnected")
+            await _publish(client, 100, start=100, attempts=10)
+            # Then the consumer asks again by itself and the next 100 arrive
+            await _until(lambda: len(set(sink.values())) >= 200, 15, "200 delivered")
+        finally:
+            stop.set()
+            await acker
+        assert set(sink.values()) == set(range(200))
+    finally:
+        await client.close()
+
+
+async def test_stop_is_fast_and_loses_nothing_the_server_sent(nc: Client, pull_factory) -> None:
+    # Given a backlog, flowing through a consumer that acks everything it is handed
+    await _setup(nc)
+    await _publish(nc, 3000)
+    consumer, sink = await pull_factory(max_in_flight=512, batch=128)
+    stop = asyncio.Event()
+    acker = asyncio.create_task(_acker(consumer, sink, stop))
+    await _until(lambda: len(sink.msgs) >= 500, 10, "flowing")
+    # When it stops mid-stream
+    t0 = time.monotonic()
+    await consumer.stop()
+    took = time.monotonic() - t0
+    await asyncio.sleep(0.1)
+    stop.set()
+    await acker
+    handed = len(sink.msgs)
+    # Then it stopped quickly, nothing arrives any more, and every message the server sent was handed on
+    # (so acked here): none is left waiting for the ack wait
+    assert took < 1.0
+    await asyncio.sleep(0.3)
+    assert len(sink.msgs) == handed < 3000
+    info = await nc.jetstream().consumer_info(STREAM, CONSUMER)
+    assert info.num_ack_pending == 0 and info.ack_floor.stream_seq == handed
+    assert info.num_waiting == 0
+
+
+async def test_plain_callback_path_when_nats_py_internals_are_missing(
+    nc: Client, pull_factory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a client whose internals are not the expected ones: routed through callbacks, acked one by one
+    monkeypatch.setattr(worker.jsroute, "supported", lambda _: False)
+    monkeypatch.setattr(worker.jswire, "supported", lambda _: False)
+    await _setup(nc)
+    await _publish(nc, 300)
+    consumer, sink = await pull_factory()
+    stop = asyncio.Event()
+    acker = asyncio.create_task(_acker(consumer, sink, stop))
+    try:
+        await _until(lambda: len(sink.msgs) >= 300, 10, "300 delivered")
+        await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await acker
+    assert sink.values() == list(range(300))
+    info = await nc.jetstream().consumer_info(STREAM, CONSUMER)
+    assert info.ack_floor.stream_seq == 300 and info.num_ack_pending == 0
