@@ -115,7 +115,8 @@ class Pool(Generic[T]):
 
     def offer(self, key: str, item: T) -> bool:
         """Queue an item without waiting; False (item not queued) when its shard is full or the pool is closing."""
-        shard = self._shards[self.shard_of(key)]
+        shards = self._shards
+        shard = shards[0] if len(shards) == 1 else shards[self.shard_of(key)]  # one shard is the default
         items = shard.items
         if len(items) >= self.queue_max or self._closing:
             return False
