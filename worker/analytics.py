@@ -203,6 +203,9 @@ class AnalyticsService:
         except InvalidInput:
             self.skipped += 1
             return
+        except Exception:  # never into the client's read loop (see the module docstring)
+            self._failed("snapshot")
+            return
         try:
             st = self._state(snap.symbol)
             pp = st.pp
@@ -212,7 +215,7 @@ class AnalyticsService:
             pp.update(snap.mid, snap.ts)
             self.snapshots += 1
             await self._touch(snap.symbol, st, recv)
-        except Exception:  # never into the client's read loop (see the module docstring)
+        except Exception:
             self._failed("snapshot")
 
     async def _on_prediction(self, subject: str, raw: bytes, content_type: str | None) -> None:
