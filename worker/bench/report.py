@@ -247,6 +247,10 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
     if pnl:
         out += ["", "live analytics: each snapshot -> first analytics.pnl.<SYMBOL> update reflecting it (at the sink):"]
         out += _table([list(_PNL_COLUMNS)] + [r for sc in pnl for r in _pnl_rows(sc)], markdown)
+        out += [
+            "(max gap: longest time without an update of a symbol while its data flowed, heartbeats included; "
+            "CPU: the whole `spark-ml up` process, worker included, so at the slow rate mostly its idle cost)"
+        ]
     costs = results.get("model_cost_us_per_row")
     if costs:
         rows = [["model", "us/row at batch 1", "us/row at batch 256"]]
