@@ -186,50 +186,97 @@ class DriftMonitor:
         reference: the model's reference distributions.
         columns: feature name -> column index in the rows given to :meth:`update`.
         window: rows in the sliding window.
+        chunk: rows gathered before they are binned (one vectorized step for all features); :meth:`psi`,
+            :meth:`counts` and :attr:`seen` include gathered rows, so results equal binning every batch.
+
+    The stream hands it every batch, often of a few rows at low load; binning each feature with its own
+    ``searchsorted`` and ``bincount`` per batch cost about 20 us per message in a LightGBM worker at
+    10k/s (py-spy), more than the model. Rows are binned for all features at once (a comparison against
+    the cut points padded with +inf to one width) and counted with one ``bincount`` over offset bins.
     """
 
-    def __init__(self, reference: Reference, columns: Mapping[str, int], *, window: int = 1000) -> None:
+    def __init__(
+        self, reference: Reference, columns: Mapping[str, int], *, window: int = 1000, chunk: int = 64
+    ) -> None:
         self.names = [n for n in reference if n in columns]
         self._cols = np.array([columns[n] for n in self.names], dtype=np.int64)
-        self._inner = [inner_edges(reference[n]["edges"], len(reference[n]["fractions"])) for n in self.names]
+        inner = [inner_edges(reference[n]["edges"], len(reference[n]["fractions"])) for n in self.names]
         self._expected = [np.asarray(reference[n]["fractions"], dtype=np.float64) for n in self.names]
         self.window = window
-        self._bins = np.zeros((window, len(self.names)), dtype=np.int64)
+        self.chunk = chunk
+        n_features = len(self.names)
+        width = max((len(e) for e in self._expected), default=1)
+        cuts = max((len(i) for i in inner), default=0)
+        self._edges = np.full((n_features, cuts), np.inf)
+        for j, edges in enumerate(inner):
+            self._edges[j, : len(edges)] = edges
+        self._n_inner = np.array([len(i) for i in inner], dtype=np.int64)
+        self._offsets = np.arange(n_features, dtype=np.int64) * width
+        self._width = width
+        self._flat = np.zeros(n_features * width, dtype=np.int64)
+        self._bins = np.zeros((window, n_features), dtype=np.int64)
         self._occupied = np.zeros(window, dtype=bool)
-        self._counts = [np.zeros(len(e), dtype=np.int64) for e in self._expected]
         self._next = 0
-        self.seen = 0
+        self._seen = 0
+        self._pending: list[NDArray[np.float64]] = []
+        self._n_pending = 0
+
+    @property
+    def seen(self) -> int:
+        """Rows added so far."""
+        return self._seen + self._n_pending
 
     def update(self, rows: NDArray[np.float64]) -> None:
         """Add a batch of rows (older rows leave the window)."""
         if not self.names or len(rows) == 0:
             return
-        self.seen += len(rows) - min(len(rows), self.window)
+        self._pending.append(rows)
+        self._n_pending += len(rows)
+        if self._n_pending >= self.chunk:
+            self._flush()
+
+    def bins(self, rows: NDArray[np.float64]) -> NDArray[np.int64]:
+        """Bin of every referenced feature of every row, as :func:`bin_index` gives it feature by feature."""
+        x = rows[:, self._cols]
+        # The number of cut points below a value is searchsorted(side="left"); +inf padding is never below.
+        out: NDArray[np.int64] = (self._edges[None, :, :] < x[:, :, None]).sum(axis=2, dtype=np.int64)
+        nan = np.isnan(x)
+        if nan.any():  # searchsorted puts NaN after every cut point
+            out[nan] = np.broadcast_to(self._n_inner, x.shape)[nan]
+        return out
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self._n_pending = 0
+        rows = pending[0] if len(pending) == 1 else np.concatenate(pending)
+        self._seen += len(rows) - min(len(rows), self.window)
         rows = rows[-self.window :]
-        bins = np.stack(
-            [bin_index(inner, rows[:, c]) for inner, c in zip(self._inner, self._cols, strict=True)],
-            axis=1,
-        )
+        bins = self.bins(rows)
         n = len(bins)
+        size = len(self._flat)
         idx = (self._next + np.arange(n)) % self.window
         leaving = idx[self._occupied[idx]]
         if len(leaving):
-            old = self._bins[leaving]
-            for j, counts in enumerate(self._counts):
-                counts -= np.bincount(old[:, j], minlength=len(counts))
+            self._flat -= np.bincount((self._bins[leaving] + self._offsets).ravel(), minlength=size)
         self._occupied[idx] = True
         self._bins[idx] = bins
-        for j, counts in enumerate(self._counts):
-            counts += np.bincount(bins[:, j], minlength=len(counts))
+        self._flat += np.bincount((bins + self._offsets).ravel(), minlength=size)
         self._next = int((self._next + n) % self.window)
-        self.seen += n
+        self._seen += n
+
+    def counts(self) -> list[NDArray[np.int64]]:
+        """Rows of the window in each bin, per feature."""
+        if self._pending:
+            self._flush()
+        w = self._width
+        return [self._flat[j * w : j * w + len(e)] for j, e in enumerate(self._expected)]
 
     def psi(self) -> dict[str, float]:
         """Current PSI per feature (empty until the first row)."""
+        counts = self.counts()
         total = min(self.seen, self.window)
         if total == 0:
             return {}
         return {
-            name: psi(expected, counts / total)
-            for name, expected, counts in zip(self.names, self._expected, self._counts, strict=True)
+            name: psi(expected, c / total) for name, expected, c in zip(self.names, self._expected, counts, strict=True)
         }

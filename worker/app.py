@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -135,6 +136,7 @@ class WorkerApp:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+        _freeze_heap()
         if features.KERNEL != "c":
             log.warning("features: C kernel not built (no compiler at install?), the Python one is ~2.5 us/msg slower")
         log.info(
@@ -193,6 +195,7 @@ class WorkerApp:
             self.engine.model = self.models.live
             self.drift.set_reference(self.models.reference)
             log.info("model switched to %s", self.engine.model.version)
+            gc.freeze()  # the new model's objects are long-lived too (see _freeze_heap)
         elif self.drift.monitor is None and self.models.reference:
             self.drift.set_reference(self.models.reference)
         self.metrics.set_model_version(self.engine.model.version)
@@ -256,3 +259,14 @@ async def run_worker(
     """``spark-ml worker``: run until SIGTERM/SIGINT, then drain and return."""
     async with WorkerApp(settings, services=services, handle_signals=handle_signals) as app:
         await app.stop_event.wait()
+
+
+def _freeze_heap() -> None:
+    """Collect once, then move every object alive after start-up out of the collector's reach.
+
+    Modules, the model and its libraries are ~80k objects that live as long as the process; a full
+    collection walks all of them and took 34 ms here (the p99.9 of a LightGBM worker at 10k/s was 30-40 ms
+    of such pauses). Frozen, a full collection only walks what was allocated since (``gc.freeze``).
+    """
+    gc.collect()
+    gc.freeze()

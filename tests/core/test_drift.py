@@ -159,3 +159,36 @@ def test_calibrate_command_writes_json_and_figure(tmp_path, capsys) -> None:
     assert goog["features"]["vol_20"]["regime_change_delay"]["detected"] >= 1
     assert set(doc["proposed"]) == set(FEATURE_NAMES)
     assert (tmp_path / "drift_calibration.json").exists() and (tmp_path / "drift_goog.png").stat().st_size > 10_000
+
+
+@given(st.integers(0, 10_000), st.integers(1, 80), st.booleans())
+def test_vectorized_bins_equal_bin_index_per_feature(seed: int, n: int, specials: bool) -> None:
+    # Features with different numbers of bins, a constant one (no cut point), values on the cut points,
+    # and (when asked) NaN and infinities: one comparison for all must give searchsorted's answer for each.
+    rng = np.random.default_rng(seed)
+    train = np.c_[rng.normal(size=400), rng.integers(0, 3, 400).astype(float), np.zeros(400), rng.exponential(size=400)]
+    ref = reference_distribution(train, ["a", "b", "c", "d"], bins=7)
+    mon = DriftMonitor(ref, {"a": 0, "b": 1, "c": 2, "d": 3}, window=50, chunk=16)
+    rows = np.c_[rng.normal(size=n), rng.integers(0, 3, n).astype(float), rng.normal(size=n), rng.exponential(size=n)]
+    if specials:
+        rows.ravel()[rng.integers(0, rows.size, max(1, rows.size // 5))] = rng.choice(
+            [np.nan, np.inf, -np.inf, 0.0, 1.0]
+        )
+    want = np.stack(
+        [bin_index(inner_edges(ref[f]["edges"], len(ref[f]["fractions"])), rows[:, j]) for j, f in enumerate("abcd")],
+        axis=1,
+    )
+    assert mon.bins(rows).tolist() == want.tolist()
+
+
+def test_gathered_rows_count_before_they_are_binned() -> None:
+    rng = np.random.default_rng(5)
+    ref = reference_from(rng.normal(size=(500, 1)), ["f"], bins=5)
+    mon = DriftMonitor(ref, {"f": 0}, window=100, chunk=64)
+    rows = rng.normal(size=(10, 1))
+    mon.update(rows)
+    assert mon.seen == 10
+    inner = inner_edges(ref["f"]["edges"], len(ref["f"]["fractions"]))
+    direct = np.bincount(bin_index(inner, rows[:, 0]), minlength=len(ref["f"]["fractions"]))
+    assert mon.counts()[0].tolist() == direct.tolist()
+    assert mon.psi()["f"] == pytest.approx(psi(np.array(ref["f"]["fractions"]), direct / 10))
