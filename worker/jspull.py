@@ -32,7 +32,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from worker.jsroute import subscribe_raw, unroute
+from worker.jsroute import subscribe_raw
 from worker.jswire import ACK, Status, ack_frames, can_write_raw, next_request, status_of, stream_seq, write_raw
 
 __all__ = ["JsMsg", "PullConsumer"]
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _now = time.monotonic
 _TICK_S = 0.25
 _SILENCE_HEARTBEATS = 3
+_QUIET_S = 0.03
 
 
 class JsMsg(Msg):
@@ -193,11 +194,14 @@ class PullConsumer:
         self._task = asyncio.create_task(self._run(), name="spark-ml-js-pull")
 
     async def stop(self, flush_timeout: float = 0.5) -> None:
-        """Ask for nothing more; hand on what the server had already sent; then stop routing the inbox.
+        """Ask for nothing more, and hand on what was asked for already (bounded by ``flush_timeout``).
 
-        Unsubscribing ends our waiting requests on the server (their interest is gone); the round trip of
-        a flush after it brings in whatever the server sent before it saw the unsubscribe, so those
-        messages are handled rather than left to wait out the ack wait.
+        The server hands a consumer's deliveries to our connection asynchronously: a message it delivers
+        after it processed our unsubscribe finds no subscriber and waits out the ack wait (measured: a
+        few hundred under a backlog when unsubscribing first). So the requests are let run out first:
+        under a backlog they fill within milliseconds; idle ones deliver nothing. Once the inbox has
+        been quiet for a moment, the unsubscribe makes the server drop the idle ones. The route stays:
+        a straggler still reaches ``on_msg`` (and is nak'ed at once if the pool is closed).
         """
         self._running = False
         self._wake.set()
@@ -209,12 +213,19 @@ class PullConsumer:
         sub, self._sub = self._sub, None
         if sub is None:
             return
+        deadline = _now() + flush_timeout
+        await self._quiet(deadline)
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
             if self.nc.is_connected:
-                await self.nc.flush(timeout=flush_timeout)  # type: ignore[arg-type]  # a float works
-        unroute(self.nc, sub)
+                await self.nc.flush(timeout=max(0.05, deadline - _now()))  # type: ignore[arg-type]  # float works
+        await self._quiet(deadline)
         self._requests.clear()
+
+    async def _quiet(self, deadline: float) -> None:
+        """Wait until nothing arrived on the inbox for a short spell (or the deadline)."""
+        while _now() < deadline and _now() - self._last_frame < _QUIET_S:
+            await asyncio.sleep(_QUIET_S / 5)
 
     # ---- settling --------------------------------------------------------------------------------
 

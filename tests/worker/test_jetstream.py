@@ -6,11 +6,16 @@ import asyncio
 import os
 import signal
 import sys
+import time
 
 import msgpack
 from nats.aio.client import Client
+from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
+import worker.consume
 from core import subjects
+from worker.app import WorkerApp
+from worker.consume import JetStreamIntake
 
 from .conftest import Collector
 
@@ -123,3 +128,141 @@ async def test_sigkill_of_one_of_two_workers_loses_nothing(nc: Client, nats_url:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
+
+
+async def _predictions_stream(nc: Client, **config: object) -> None:
+    await nc.jetstream().add_stream(
+        StreamConfig(name="PREDICTIONS", subjects=[subjects.PREDICTION], storage=StorageType.FILE, **config)  # type: ignore[arg-type]
+    )
+
+
+async def test_with_a_predictions_stream_inputs_are_acked_after_their_prediction_is_stored(
+    nc: Client, worker_factory
+) -> None:
+    # Given a predictions stream of the user's, found by the worker at start
+    await _predictions_stream(nc)
+    app = await worker_factory(mode="jetstream")
+    intake = app.intake
+    assert isinstance(intake, JetStreamIntake) and intake.acked is not None
+    # When snapshots flow
+    js = nc.jetstream()
+    for i in range(300):
+        await js.publish(subjects.snapshot_for(f"S{i % 3}"), msgpack.packb({"ts": i, "mid": 10.0 + i % 5}))
+    # Then each is stored once with its input's id, and every input is acked
+    await _consumer_settled(nc, 300)
+    info = await js.stream_info("PREDICTIONS")
+    assert info.state.messages == 300
+    ids = set()
+    for seq in range(1, 301):
+        msg = await js.get_msg("PREDICTIONS", seq)
+        assert msg.headers is not None
+        ids.add(msg.headers["Nats-Msg-Id"])
+    assert ids == {f"{subjects.JS_STREAM}-{s}" for s in range(1, 301)}
+    assert intake.acked.stored == 300 and intake.acked.refused == 0
+
+
+async def test_a_refused_prediction_naks_its_input_and_a_stored_one_acks_it(nc: Client, worker_factory) -> None:
+    # Given a predictions stream with room for 5 that refuses the rest
+    await _predictions_stream(nc, max_msgs=5, discard=DiscardPolicy.NEW)
+    app = await worker_factory(mode="jetstream", ack_wait_s=5.0, max_deliver=10, batch_max=4)
+    js = nc.jetstream()
+    # When 12 snapshots are consumed
+    for i in range(12):
+        await js.publish(subjects.snapshot_for(f"R{i}"), msgpack.packb({"ts": i, "mid": 10.0}))
+    # Then 5 predictions are stored and their inputs acked, while the 7 others keep being redelivered
+    # (nak'ed with a delay, never acked), and nothing is dead-lettered before max_deliver
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        info = await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
+        if info.num_redelivered >= 7:
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"no redeliveries: {info}"
+        await asyncio.sleep(0.1)
+    assert (await js.stream_info("PREDICTIONS")).state.messages == 5
+    assert info.num_ack_pending + info.num_pending >= 7  # the refused ones are still owed
+    assert info.ack_floor.stream_seq < 12
+    assert app.metrics.model_errors.labels("publish_error")._value.get() >= 1
+
+
+async def test_a_predictions_stream_created_later_is_found(nc: Client, worker_factory, monkeypatch) -> None:
+    # Given a worker started with no predictions stream (core publish), checking often
+    monkeypatch.setattr(worker.consume, "_OUTPUT_CHECK_S", 0.1)
+    app = await worker_factory(mode="jetstream")
+    intake = app.intake
+    assert isinstance(intake, JetStreamIntake) and intake.acked is None
+    # When the user creates one, the worker switches to PubAcks; and back when it is deleted
+    await _predictions_stream(nc)
+    deadline = asyncio.get_running_loop().time() + 5
+    while intake.acked is None:
+        assert asyncio.get_running_loop().time() < deadline, "stream not found"
+        await asyncio.sleep(0.05)
+    await nc.jetstream().publish(subjects.SNAPSHOT, msgpack.packb({"ts": 1, "mid": 1.0, "symbol": "L"}))
+    await _consumer_settled(nc, 1)
+    assert (await nc.jetstream().stream_info("PREDICTIONS")).state.messages == 1
+    await nc.jetstream().delete_stream("PREDICTIONS")
+    while intake.acked is not None:
+        assert asyncio.get_running_loop().time() < deadline + 5, "deleted stream still used"
+        await asyncio.sleep(0.05)
+
+
+async def test_forced_off_keeps_core_publish_even_with_a_stream(nc: Client, worker_factory) -> None:
+    await _predictions_stream(nc)
+    app = await worker_factory(mode="jetstream", js_output_ack="off")
+    assert isinstance(app.intake, JetStreamIntake) and app.intake.acked is None
+
+
+async def _backlog(nc: Client, n: int, prefix: str) -> None:
+    """``n`` snapshots waiting in MARKET_SNAPSHOTS before any worker runs (the worker reuses the stream)."""
+    js = nc.jetstream()
+    await js.add_stream(StreamConfig(name=subjects.JS_STREAM, subjects=[subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD]))
+    for i in range(n):
+        await nc.publish(subjects.snapshot_for(f"{prefix}{i % 7}"), msgpack.packb({"ts": i, "mid": 10.0}))
+    await nc.flush()
+    deadline = asyncio.get_running_loop().time() + 20
+    while (await js.stream_info(subjects.JS_STREAM)).state.messages < n:
+        assert asyncio.get_running_loop().time() < deadline, "backlog not stored"
+        await asyncio.sleep(0.05)
+
+
+async def test_un_acked_messages_stay_within_the_in_flight_bound(nc: Client, worker_factory) -> None:
+    # Given 3000 snapshots waiting and a worker allowed 64 in flight
+    js = nc.jetstream()
+    await _backlog(nc, 3000, "B")
+    app = await worker_factory(mode="jetstream", js_in_flight=64, batch_max=32)
+    # Then while the backlog drains, the server never sees more than 64 of them un-acked
+    peak = 0
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        info = await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
+        peak = max(peak, info.num_ack_pending)
+        if info.ack_floor.stream_seq >= 3000 and info.num_ack_pending == 0:
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"not drained: {info}"
+        await asyncio.sleep(0.005)
+    assert 0 < peak <= 64
+    assert app.processor is not None and app.processor.published == 3000
+
+
+async def test_stop_under_backlog_is_fast_and_leaves_nothing_to_the_ack_wait(nc: Client, settings_factory) -> None:
+    # Given a worker working through a backlog
+    js = nc.jetstream()
+    await _backlog(nc, 30000, "T")
+    app = WorkerApp(settings_factory(mode="jetstream"), handle_signals=False)
+    await app.start()
+    try:
+        while app.processor is not None and app.processor.published < 2000:
+            await asyncio.sleep(0.001)
+    finally:
+        # When it stops mid-stream
+        t0 = time.monotonic()
+        await app.stop()
+        took = time.monotonic() - t0
+    # Then within a second, with everything it was delivered acked: nothing waits for the ack wait
+    assert took < 1.0
+    deadline = time.monotonic() + 2  # the server applies acks asynchronously; the ack wait is 30 s
+    while (info := await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)).num_ack_pending:
+        assert time.monotonic() < deadline, f"left un-acked: {info}"
+        await asyncio.sleep(0.02)
+    assert info.num_waiting == 0
+    assert app.processor is not None
+    assert info.ack_floor.stream_seq == app.processor.published < 30000

@@ -266,7 +266,12 @@ async def test_stop_is_fast_and_loses_nothing_the_server_sent(nc: Client, pull_f
     assert took < 1.0
     await asyncio.sleep(0.3)
     assert len(sink.msgs) == handed < 3000
-    info = await nc.jetstream().consumer_info(STREAM, CONSUMER)
+    # (the server applies acks asynchronously: poll briefly, far below the 30 s ack wait)
+    deadline = time.monotonic() + 2
+    while (
+        info := await nc.jetstream().consumer_info(STREAM, CONSUMER)
+    ).num_ack_pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
     assert info.num_ack_pending == 0 and info.ack_floor.stream_seq == handed
     assert info.num_waiting == 0
 
