@@ -229,17 +229,25 @@ async def test_un_acked_messages_stay_within_the_in_flight_bound(nc: Client, wor
     js = nc.jetstream()
     await _backlog(nc, 3000, "B")
     app = await worker_factory(mode="jetstream", js_in_flight=64, batch_max=32)
-    # Then while the backlog drains, the server never sees more than 64 of them un-acked
-    peak = 0
+    intake = app.intake
+    assert isinstance(intake, JetStreamIntake)
+    pull = intake.pull
+    # Then while the backlog drains, the worker never holds more than 64 requested or un-acked, and the
+    # server sees no more un-acked than that plus the acks it has not applied yet (it applies them
+    # asynchronously; one batch of 32 at most is on its way)
+    peak_local = peak_server = 0
     deadline = asyncio.get_running_loop().time() + 20
     while True:
+        peak_local = max(peak_local, pull.unsettled + pull.requested)
         info = await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
-        peak = max(peak, info.num_ack_pending)
+        peak_server = max(peak_server, info.num_ack_pending)
+        peak_local = max(peak_local, pull.unsettled + pull.requested)
         if info.ack_floor.stream_seq >= 3000 and info.num_ack_pending == 0:
             break
         assert asyncio.get_running_loop().time() < deadline, f"not drained: {info}"
-        await asyncio.sleep(0.005)
-    assert 0 < peak <= 64
+        await asyncio.sleep(0.002)
+    assert 0 < peak_local <= 64
+    assert 0 < peak_server <= 64 + 32
     assert app.processor is not None and app.processor.published == 3000
 
 
