@@ -187,6 +187,9 @@ class StreamProcessor:
                 log.exception("publishing %d predictions failed", n_ok)
                 if self.on_publish_failed is not None:
                     await self.on_publish_failed(result.snaps)
+                # The batch's refused rows are still dead-lettered (and, in JetStream mode, terminated):
+                # left alone they would wait out the ack wait and come back to fail the same way.
+                await self._reject_all(rejected)
                 return
             self.published += n_ok
             for observe in self.observers:
@@ -198,10 +201,13 @@ class StreamProcessor:
             ok.inc(n_ok)
             latency.observe_many(result.latencies_ms)
             metrics.prediction_score.observe_many(result.scores)
-        for snap, exc in rejected:
-            await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx)
+        await self._reject_all(rejected)
         if self.settle is not None:
             await self.settle(result.snaps, [s for s, _ in rejected])
+
+    async def _reject_all(self, rejected: Sequence[tuple[Snapshot, SparkMlError]]) -> None:
+        for snap, exc in rejected:
+            await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx)
 
     async def _publish_core(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
         """Hand the batch to the connection (one write); ``message_id`` adds a ``Nats-Msg-Id`` per prediction."""

@@ -150,3 +150,36 @@ async def test_worker_keeps_running_after_many_bad_messages(nc: Client, worker_f
     await nc.publish(subjects.SNAPSHOT, msgpack.packb(SEED))
     await preds.wait(1)
     await asyncio.sleep(0)
+
+
+async def test_failed_publish_still_dead_letters_the_refused_rows(nc: Client, collect) -> None:
+    # A batch with one good and one out-of-order snapshot whose predictions cannot be published: the good
+    # one goes to on_publish_failed (JetStream naks it), the refused one is still dead-lettered.
+    from core.codec import SnapshotParser
+    from core.engine import Engine
+    from core.models import BaselineModel
+    from worker.metrics import Metrics
+    from worker.stream import StreamProcessor
+
+    dead = await collect(subjects.DLQ)
+    processor = StreamProcessor(nc, Engine(BaselineModel()), Metrics(), shards=1)
+    failed: list[int] = []
+
+    async def refuse(snaps, payloads) -> None:
+        raise ConnectionError("the stream refused the batch")
+
+    async def on_failed(snaps) -> None:
+        failed.extend(s.ts for s in snaps)
+
+    processor.publish = refuse
+    processor.on_publish_failed = on_failed
+    parse = SnapshotParser().parse
+    first = parse(msgpack.packb({"ts": 2000, "mid": 1.1, "symbol": "S"}), subjects.SNAPSHOT, None, 0.0)
+    await processor.handle_batch(0, [first])
+    late = parse(msgpack.packb({"ts": 1000, "mid": 1.1, "symbol": "S"}), subjects.SNAPSHOT, None, 0.0)
+    good = parse(msgpack.packb({"ts": 3000, "mid": 1.2, "symbol": "S"}), subjects.SNAPSHOT, None, 0.0)
+    await processor.handle_batch(0, [late, good])
+    letters = await dead.wait(1)
+    assert failed == [2000, 3000]
+    assert letters[0].headers and letters[0].headers.get(subjects.H_ERROR) == "out_of_order"
+    assert processor.published == 0 and processor.dead_lettered == 1
