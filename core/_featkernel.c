@@ -33,16 +33,20 @@ static const double BB_K = 2.0;
 static PyObject *s_ts, *s_mid, *s_rsi14, *s_spread_bp, *s_vol1m;
 static PyObject *out_of_order_factory = NULL; /* callable(snap, last_ts) -> exception instance */
 
+/* A rolling window of W values whose sums are kept relative to a reference value and recomputed once per
+   turn of the ring, as core.indicators.RollingWindow does. */
+typedef struct {
+    double vals[W];
+    int i;
+    double ref, s, sq;
+} Window;
+
 typedef struct {
     PyObject_HEAD
     double logs[NLOGS];
     int nlogs;
-    double r_vals[W];
-    int r_i;
-    double r_ref, r_s, r_sq;
-    double b_vals[W];
-    int b_i;
-    double b_ref, b_s, b_sq;
+    Window rets; /* returns after the first snapshot */
+    Window mids; /* Bollinger bands */
     double up, dn, last, fast, slow, signal;
     long long last_ts;
     long long n;
@@ -92,6 +96,37 @@ static double py_sum_plain(const double *v, int k) {
     for (int j = 0; j < k; j++) f += v[j];
 #endif
     return f;
+}
+
+/* Push v into a window that already took `before` values (the Python code spells this out twice, with
+   before = n - 1 for returns and n for mids). */
+static void window_push(Window *w, long long before, double v) {
+    double ref;
+    if (before == 0) ref = w->ref = v;
+    else ref = w->ref;
+    double s = w->s, sq = w->sq;
+    int i = w->i;
+    if (before >= W) {
+        double old = w->vals[i] - ref;
+        s -= old;
+        sq -= old * old;
+    }
+    w->vals[i] = v;
+    double d = v - ref;
+    s += d;
+    sq += d * d;
+    i += 1;
+    if (i == W) {
+        i = 0;
+        if (before + 1 >= W) {
+            ref = w->ref = py_sum_plain(w->vals, W) / W;
+            s = py_sum(w->vals, W, ref, 0);
+            sq = py_sum(w->vals, W, ref, 1);
+        }
+    }
+    w->i = i;
+    w->s = s;
+    w->sq = sq;
 }
 
 /* Python's max(x, 0.0): x unless 0.0 > x (so NaN and -0.0 pass through). */
@@ -189,39 +224,13 @@ static PyObject *state_update_impl(State *self, PyObject *snap) {
             logs[self->nlogs++] = log_mid;
         }
         /* Rolling std of returns: the window holds the returns after the first snapshot (count = n). */
-        double *vals = self->r_vals;
-        int i = self->r_i;
-        double ref;
-        if (n == 1) ref = self->r_ref = ret_1;
-        else ref = self->r_ref;
-        double s = self->r_s, sq = self->r_sq;
-        if (n > W) {
-            double old = vals[i] - ref;
-            s -= old;
-            sq -= old * old;
-        }
-        vals[i] = ret_1;
-        double d = ret_1 - ref;
-        s += d;
-        sq += d * d;
-        i += 1;
-        if (i == W) {
-            i = 0;
-            if (n >= W) {
-                ref = self->r_ref = py_sum_plain(vals, W) / W;
-                s = py_sum(vals, W, ref, 0);
-                sq = py_sum(vals, W, ref, 1);
-            }
-        }
-        self->r_i = i;
-        self->r_s = s;
-        self->r_sq = sq;
+        window_push(&self->rets, n - 1, ret_1);
         long long k = n < W ? n : W;
         if (k < 2) {
             vol = 0.0;
         } else {
-            double m = s / (double)k;
-            vol = sqrt(py_max0(sq / (double)k - m * m));
+            double m = self->rets.s / (double)k;
+            vol = sqrt(py_max0(self->rets.sq / (double)k - m * m));
         }
         /* Wilder RSI: both averages start at 0 (the first bar is a zero change). */
         double change = mid - self->last;
@@ -270,33 +279,8 @@ static PyObject *state_update_impl(State *self, PyObject *snap) {
         hist = macd - signal;
     }
     /* Bollinger bands over the last W mids. */
-    double *vals = self->b_vals;
-    int i = self->b_i;
-    double ref;
-    if (n == 0) ref = self->b_ref = mid;
-    else ref = self->b_ref;
-    double s = self->b_s, sq = self->b_sq;
-    if (n >= W) {
-        double old = vals[i] - ref;
-        s -= old;
-        sq -= old * old;
-    }
-    vals[i] = mid;
-    double d = mid - ref;
-    s += d;
-    sq += d * d;
-    i += 1;
-    if (i == W) {
-        i = 0;
-        if (count >= W) {
-            ref = self->b_ref = py_sum_plain(vals, W) / W;
-            s = py_sum(vals, W, ref, 0);
-            sq = py_sum(vals, W, ref, 1);
-        }
-    }
-    self->b_i = i;
-    self->b_s = s;
-    self->b_sq = sq;
+    window_push(&self->mids, n, mid);
+    double ref = self->mids.ref, s = self->mids.s, sq = self->mids.sq;
     double pctb = 0.5, width = 0.0;
     if (count >= W) {
         double mean = ref + s / W;
