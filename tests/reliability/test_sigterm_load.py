@@ -124,8 +124,9 @@ async def test_idle_jetstream_worker_exits_within_the_drain_bound_on_sigterm(
 
 
 async def test_second_sigterm_during_a_long_drain_exits_at_once(server: NatsServer, spawn_worker: SpawnWorker) -> None:
-    worker = await spawn_worker(server.url, drain_timeout_s=30).ready()
-    n = 150_000
+    # Small batches make the drain take seconds (at full speed the worker drained over half of it in 0.5 s)
+    worker = await spawn_worker(server.url, drain_timeout_s=30, batch_max=16).ready()
+    n = 200_000
     async with client(server.url) as nc, RawPublisher.connect(server.url) as pub:
         preds = await Sink.on(nc, subjects.PREDICTION)
         # Given a backlog that takes seconds to drain (buffered by the server and the worker's client)
