@@ -191,27 +191,34 @@ class Bed:
             Path(prefix + ".sink.log"),
             pipe=True,
         )
+        pub_out, sink_out, cpu_s = self._drive(sink, common, count, rate, prefix, pub_timeout, idle + grace)
+        cpu = cpu_s if self.target.measure_process else None
+        return _result(prefix, seq0, rate, pub_out, sink_out, cpu)
+
+    def _drive(
+        self, sink: Child, common: list[str], count: int, rate: float | None, prefix: str, timeout: float, wait: float
+    ) -> tuple[dict[str, Any], dict[str, Any], float]:
+        """Once ``sink`` is ready, publish the phase, then collect both reports and the target's CPU seconds."""
+        assert self.child is not None
         try:
             if (line := sink.readline(30.0)) != "READY":
-                raise RuntimeError(f"sink said {line!r}")
+                raise RuntimeError(f"{sink.name} said {line!r}")
             cpu0 = cpu_seconds(self.child.pid)
-            pub_argv = [py, "-m", "worker.bench.publisher", *common, "--count", str(count)]
-            pub_argv += ["--symbols", str(self.sequencer.symbols), "--timeout", str(pub_timeout)]
+            pub_argv = [sys.executable, "-m", "worker.bench.publisher", *common, "--count", str(count)]
+            pub_argv += ["--symbols", str(self.sequencer.symbols), "--timeout", str(timeout)]
             if rate:
                 pub_argv += ["--rate", str(rate), "--times", prefix + ".send"]
             pub = Child("publisher", pub_argv, Path(prefix + ".pub.log"), pipe=True)
             try:
-                pub_out = json.loads(pub.readline(pub_timeout + 30.0))
+                pub_out = json.loads(pub.readline(timeout + 30.0))
                 pub.wait(10.0)
             finally:
                 pub.stop()
             sink.tell("stop")
-            sink_out = json.loads(sink.readline(grace + idle + 30.0))
-            cpu1 = cpu_seconds(self.child.pid)
+            sink_out = json.loads(sink.readline(wait + 30.0))
+            return pub_out, sink_out, cpu_seconds(self.child.pid) - cpu0
         finally:
             sink.stop()
-        cpu = cpu1 - cpu0 if self.target.measure_process else None
-        return _result(prefix, seq0, rate, pub_out, sink_out, cpu)
 
     def analytics_phase(self, count: int, rate: float, *, idle: float = 2.0, grace: float = 30.0) -> dict[str, Any]:
         """Publish ``count`` snapshots at ``rate`` per second; measure the ``analytics.pnl`` updates they cause.
@@ -234,30 +241,13 @@ class Bed:
             Path(prefix + ".sink.log"),
             pipe=True,
         )
-        try:
-            if (line := sink.readline(30.0)) != "READY":
-                raise RuntimeError(f"pnl sink said {line!r}")
-            cpu0 = cpu_seconds(self.child.pid)
-            pub_argv = [py, "-m", "worker.bench.publisher", *common, "--count", str(count)]
-            pub_argv += ["--symbols", str(symbols), "--timeout", str(pub_timeout)]
-            pub_argv += ["--rate", str(rate), "--times", prefix + ".send"]
-            pub = Child("publisher", pub_argv, Path(prefix + ".pub.log"), pipe=True)
-            try:
-                pub_out = json.loads(pub.readline(pub_timeout + 30.0))
-                pub.wait(10.0)
-            finally:
-                pub.stop()
-            sink.tell("stop")
-            sink_out = json.loads(sink.readline(grace + idle + 30.0))
-            cpu1 = cpu_seconds(self.child.pid)
-        finally:
-            sink.stop()
+        pub_out, sink_out, cpu_s = self._drive(sink, common, count, rate, prefix, pub_timeout, idle + grace)
         send = np.fromfile(prefix + ".send", dtype=np.float64)
         out = measure_pnl(send, seq0, symbols, PnlUpdates.load(prefix))
         out.update(
             offered_rate=rate,
             publisher_rate=pub_out.get("rate"),
-            cpu_us_per_snapshot=(cpu1 - cpu0) * 1e6 / len(send) if len(send) else None,
+            cpu_us_per_snapshot=cpu_s * 1e6 / len(send) if len(send) else None,
             stop=str(sink_out["stop"]),
             foreign=int(sink_out["foreign"]),
             loadavg=list(os.getloadavg()),
