@@ -1,11 +1,11 @@
 """spark-ml core: contracts, codec, features, models and the batch engine. Pure: no I/O, no asyncio."""
 
-from core.codec import Encoding, Snapshot, decode, encode, snapshot_from_mapping
-from core.contracts import ErrorReply, MarketSnapshot, Prediction, PredictRequest
-from core.engine import BatchResult, Engine, SignalPolicy
-from core.errors import ArtifactCorrupt, InvalidInput, ModelError, PayloadTooLarge, RegistryError, SparkMlError
-from core.features import FEATURE_NAMES, FeatureStore, SymbolState
-from core.models import BASELINE_VERSION, BaselineModel, Model
+from spark_ml.core.codec import Encoding, Snapshot, decode, encode, snapshot_from_mapping
+from spark_ml.core.contracts import ErrorReply, MarketSnapshot, Prediction, PredictRequest
+from spark_ml.core.engine import BatchResult, Engine, SignalPolicy
+from spark_ml.core.errors import ArtifactCorrupt, InvalidInput, ModelError, PayloadTooLarge, RegistryError, SparkMlError
+from spark_ml.core.features import FEATURE_NAMES, FeatureStore, SymbolState
+from spark_ml.core.models import BASELINE_VERSION, BaselineModel, Model
 
 __all__ = [
     "BASELINE_VERSION",

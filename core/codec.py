@@ -1,8 +1,8 @@
 """Bytes <-> snapshots and predictions (msgpack by default, JSON when the request is JSON).
 
 The stream's hot path calls :func:`decode` and :func:`snapshot_from_mapping`: plain-Python checks that
-mirror :class:`core.contracts.MarketSnapshot` rule for rule (``tests/core/test_codec.py`` holds them to
-the pydantic model with hypothesis). Any failure raises :class:`~core.errors.InvalidInput` carrying the
+mirror :class:`spark_ml.core.contracts.MarketSnapshot` rule for rule (``tests/core/test_codec.py`` holds them to
+the pydantic model with hypothesis). Any failure raises :class:`~spark_ml.core.errors.InvalidInput` carrying the
 raw bytes, so the transport can dead-letter the message unchanged.
 """
 
@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 import msgpack
 
-from core.contracts import MAX_TS, SYMBOL_MAX_LEN, valid_symbol
-from core.errors import InvalidInput, PayloadTooLarge
-from core.subjects import symbol_from_subject
+from spark_ml.core.contracts import MAX_TS, SYMBOL_MAX_LEN, valid_symbol
+from spark_ml.core.errors import InvalidInput, PayloadTooLarge
+from spark_ml.core.subjects import symbol_from_subject
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD",

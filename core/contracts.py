@@ -1,7 +1,7 @@
 """Wire contracts (pydantic v2): what crosses NATS and HTTP, with camelCase aliases as in the seeds.
 
 These models are the reference definition of the contracts. The stream's hot path validates with the
-plain-Python twin in :mod:`core.codec` (tested against these models) because per-message pydantic costs
+plain-Python twin in :mod:`spark_ml.core.codec` (tested against these models) because per-message pydantic costs
 more than the whole rest of the pipeline.
 """
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from core.codec import Snapshot, encode, prediction_wire
-from core.errors import InvalidInput, ModelError, SparkMlError
-from core.features import FEATURE_NAMES, N_FEATURES, FeatureStore
-from core.models.base import Model
-from core.predwire import PredictionPacker
+from spark_ml.core.codec import Snapshot, encode, prediction_wire
+from spark_ml.core.errors import InvalidInput, ModelError, SparkMlError
+from spark_ml.core.features import FEATURE_NAMES, N_FEATURES, FeatureStore
+from spark_ml.core.models.base import Model
+from spark_ml.core.predwire import PredictionPacker
 
 __all__ = ["BatchResult", "Engine", "SignalPolicy"]
 

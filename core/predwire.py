@@ -5,7 +5,7 @@ of the budget. A prediction's shape is fixed per model (the same keys, the same 
 of its numbers go through one precompiled :class:`struct.Struct` whose constant fields are the map
 keys and type markers; the variable-length strings (signal, model version, symbol) follow as
 pre-encoded tails. Map order is free in msgpack, so the output decodes to exactly the dict of
-:func:`core.codec.prediction_wire` (``tests/core/test_predwire.py`` holds it to ``msgpack.packb`` with
+:func:`spark_ml.core.codec.prediction_wire` (``tests/core/test_predwire.py`` holds it to ``msgpack.packb`` with
 hypothesis). JSON predictions are rare and keep the dict path.
 
 Under load a batch holds hundreds of predictions: :meth:`PredictionPacker.pack_many` writes the numbers

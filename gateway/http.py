@@ -40,13 +40,13 @@ from nats.micro.request import ERROR_CODE_HEADER
 from nats.micro.service import ServiceVerb, control_subject
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
-from core.contracts import ErrorReply
-from core.subjects import PREDICT, SERVICE_NAME
-from gateway.ratelimit import ClientRateLimiter
-from gateway.service import CONTENT_TYPES, MODEL_INFO
-from worker.connect import connect_options, safe_url
-from worker.metrics import LATENCY_BUCKETS_MS
-from worker.settings import Settings
+from spark_ml.core.contracts import ErrorReply
+from spark_ml.core.subjects import PREDICT, SERVICE_NAME
+from spark_ml.gateway.ratelimit import ClientRateLimiter
+from spark_ml.worker.connect import connect_options, safe_url
+from spark_ml.worker.metrics import LATENCY_BUCKETS_MS
+from spark_ml.worker.services.predict import CONTENT_TYPES, MODEL_INFO
+from spark_ml.worker.settings import Settings
 
 __all__ = ["HTTP_LATENCY_BUCKETS_MS", "HttpGateway", "run_gateway"]
 

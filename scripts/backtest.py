@@ -5,11 +5,11 @@ Usage::
     spark-ml backtest --data {eurusd,goog,btcusd,synthetic,PATH} [--version V] [--registry PATH]
                       [--cost-bp X] [--slippage-bp Y] [--margin M] [--long-short] [--json] [--out DIR]
 
-The period is the union of the walk-forward test blocks of :func:`core.evaluate.walk_forward` (contiguous,
+The period is the union of the walk-forward test blocks of :func:`spark_ml.core.ml.evaluate.walk_forward` (contiguous,
 from the end of the first training window to the last bar). The ML strategy's score for a bar always comes
 from a model fitted on rows strictly before that bar's fold (with the fold's gap): the registry version's
 recipe (model family, parameters, seed, folds) is refitted on each fold's training rows by
-:func:`core.training.walk_forward_eval`, as ``spark-ml eval`` does, because the stored artifact itself may
+:func:`spark_ml.core.ml.training.walk_forward_eval`, as ``spark-ml eval`` does, because the stored artifact itself may
 have been trained on the very bars being tested. When the active version is the baseline, a LightGBM model
 with default parameters is refitted the same way. The baseline needs no fitting.
 
@@ -30,14 +30,15 @@ from typing import Any
 
 import numpy as np
 
-from core import analytics as an
-from core import backtest as bt
-from core.data import Dataset, load
-from core.engine import SignalPolicy
-from core.errors import SparkMlError
-from core.evaluate import choose_folds
-from core.models import BASELINE_VERSION
-from core.training import WalkForward, walk_forward_eval
+from spark_ml.core.engine import SignalPolicy
+from spark_ml.core.errors import SparkMlError
+from spark_ml.core.ml.dataset import Dataset
+from spark_ml.core.ml.evaluate import choose_folds
+from spark_ml.core.ml.sources import load
+from spark_ml.core.ml.training import WalkForward, walk_forward_eval
+from spark_ml.core.models import BASELINE_VERSION
+from spark_ml.core.trading import analytics as an
+from spark_ml.core.trading import backtest as bt
 
 __all__ = ["main"]
 
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 @dataclass(frozen=True)
 class Recipe:
-    """How the ML strategy's model is refitted on each fold (what :func:`core.training.gate` does too)."""
+    """How the ML strategy's model is refitted on each fold (what :func:`spark_ml.core.ml.training.gate` does too)."""
 
     kind: str
     params: dict[str, Any]
@@ -87,7 +88,7 @@ class Recipe:
 
 def resolve_recipe(data: str, version: str | None, registry: Path | None, seed: int | None) -> Recipe:
     """The registry version's recipe; the default LightGBM one when nothing trained is active."""
-    from core.registry import Registry
+    from spark_ml.core.io.registry import Registry
 
     root = registry if registry is not None else _default_registry()
     reg = Registry(root)
@@ -110,7 +111,7 @@ def resolve_recipe(data: str, version: str | None, registry: Path | None, seed: 
 
 
 def _default_registry() -> Path:
-    from worker.settings import Settings
+    from spark_ml.worker.settings import Settings
 
     return Path(Settings().registry)
 

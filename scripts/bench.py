@@ -3,7 +3,7 @@
 Starts its own nats-server per target on a free loopback port, a publisher and a sink process, and
 prints throughput (median, min, max of ``--runs``), the ratio to the ceiling of the same run, loss,
 worker CPU per message, resident memory and end-to-end latency at 1k/s and 10k/s. Writes JSON and
-Markdown to ``--out``. All measurement logic lives in :mod:`worker.bench`.
+Markdown to ``--out``. All measurement logic lives in :mod:`spark_ml.scripts.harness`.
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a file: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from worker.bench.report import render, write
-from worker.bench.runner import CEILING, RR_CEILING, BenchConfig, run
-from worker.bench.scenarios import SCENARIOS
+from spark_ml.scripts.harness.report import render, write
+from spark_ml.scripts.harness.runner import CEILING, RR_CEILING, BenchConfig, run
+from spark_ml.scripts.harness.scenarios import SCENARIOS
 
 __all__ = ["main"]
 

@@ -40,12 +40,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-from core.codec import Snapshot
-from core.data import Dataset, load
-from core.drift import DriftThresholds, first_crossing, load_thresholds, stressed_closes, window_psi
-from core.errors import SparkMlError
-from core.features import FEATURE_NAMES, WARMUP, series_features
-from core.training import jsonable, reference_distribution
+from spark_ml.core.codec import Snapshot
+from spark_ml.core.errors import SparkMlError
+from spark_ml.core.features import FEATURE_NAMES, WARMUP, series_features
+from spark_ml.core.ml.dataset import Dataset
+from spark_ml.core.ml.drift import DriftThresholds, first_crossing, load_thresholds, stressed_closes, window_psi
+from spark_ml.core.ml.sources import load
+from spark_ml.core.ml.training import jsonable, reference_distribution
 
 __all__ = ["build_parser", "main"]
 

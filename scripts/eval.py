@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from core.data import BUILTIN, Dataset, load
-from core.errors import SparkMlError
-from core.evaluate import load_slo
-from core.registry import Manifest, Registry
-from core.reports import eval_text, write_eval_report
-from core.training import gate, jsonable, permutation_importance, walk_forward_eval
-from scripts.train import data_name, registry_path
+from spark_ml.core.errors import SparkMlError
+from spark_ml.core.io.registry import Manifest, Registry
+from spark_ml.core.io.reports import eval_text, write_eval_report
+from spark_ml.core.ml.dataset import Dataset
+from spark_ml.core.ml.evaluate import load_slo
+from spark_ml.core.ml.sources import BUILTIN, load
+from spark_ml.core.ml.training import gate, jsonable, permutation_importance, walk_forward_eval
+from spark_ml.scripts.train import data_name, registry_path
 
 __all__ = ["build_parser", "main"]
 
@@ -68,7 +69,7 @@ def fold_importance(ds: Dataset, manifest: Manifest, doc: dict[str, Any], seed: 
     """Gain (mean over the fold models) and permutation importance, both on the gate's walk-forward folds.
 
     The folds are refitted with the gate's recipe (same seed, folds, gap and parameters, so the same
-    models): :func:`core.training.gate` does not hand its fold models back.
+    models): :func:`spark_ml.core.ml.training.gate` does not hand its fold models back.
     """
     params = manifest.extra.get("params")
     wf = walk_forward_eval(ds, manifest.kind, seed=seed, folds=doc["folds"], gap=doc["gap"], params=params)

@@ -22,9 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.errors import SparkMlError
-from core.registry import Manifest, Registry
-from scripts.train import registry_path
+from spark_ml.core.errors import SparkMlError
+from spark_ml.core.io.registry import Manifest, Registry
+from spark_ml.scripts.train import registry_path
 
 __all__ = ["build_parser", "main"]
 

@@ -32,13 +32,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-if __package__ in (None, ""):  # run as a file: make the project importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import msgpack
 
-from worker.bench.payloads import SNAPSHOT_SUBJECT, snapshot
-from worker.bench.wire import RawNats, pub_frame
+from spark_ml.scripts.harness.payloads import SNAPSHOT_SUBJECT, snapshot
+from spark_ml.scripts.harness.wire import RawNats, pub_frame
 
 __all__ = ["main"]
 
@@ -350,9 +347,9 @@ class _Run:
     sampling loop, and what it measured."""
 
     def __init__(self, cfg: SoakConfig, workdir: Path, log: Any) -> None:
-        from worker.bench.measure import Bed, Sequencer
-        from worker.bench.procs import Child, cpu_seconds
-        from worker.bench.scenarios import SCENARIOS
+        from spark_ml.scripts.harness.measure import Bed, Sequencer
+        from spark_ml.scripts.harness.procs import Child, cpu_seconds
+        from spark_ml.scripts.harness.scenarios import SCENARIOS
 
         self.cfg, self.workdir, self.log = cfg, workdir, log
         self._child, self._cpu = Child, cpu_seconds
@@ -410,7 +407,16 @@ class _Run:
         """Sample every ``sample_s`` until the publisher is done and its snapshots are accounted for."""
         cfg, sink = self.cfg, self.sink
         assert sink is not None
-        argv = [sys.executable, "-m", "scripts.soak", PUBLISHER_ROLE, "--url", self.bed.url, "--rate", str(cfg.rate)]
+        argv = [
+            sys.executable,
+            "-m",
+            "spark_ml.scripts.soak",
+            PUBLISHER_ROLE,
+            "--url",
+            self.bed.url,
+            "--rate",
+            str(cfg.rate),
+        ]
         argv += ["--count", str(cfg.count), "--symbols", str(cfg.symbols), "--ts0", str(self.sequencer.ts0)]
         argv += ["--seq0", str(self.seq0), "--times", str(sink.times_path)]
         cpu_prev = self._cpu(self.worker.pid)
@@ -468,7 +474,7 @@ class _Run:
         }
 
     def stop(self) -> None:
-        from worker.bench.measure import stop_bed
+        from spark_ml.scripts.harness.measure import stop_bed
 
         try:
             if self.publisher is not None:
@@ -481,7 +487,7 @@ class _Run:
 
 def run(cfg: SoakConfig, *, log: Any, keep: bool = False) -> dict[str, Any]:
     """Run one soak and return its result (``interrupted`` is set when Ctrl-C or SIGTERM cut it short)."""
-    from worker.bench.report import machine_info
+    from spark_ml.scripts.harness.report import machine_info
 
     result: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -20,13 +20,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.data import BUILTIN, load
-from core.errors import SparkMlError
-from core.evaluate import choose_folds
-from core.models import MODEL_KINDS
-from core.registry import Registry
-from core.reports import write_train_report
-from core.training import train
+from spark_ml.core.errors import SparkMlError
+from spark_ml.core.io.registry import Registry
+from spark_ml.core.io.reports import write_train_report
+from spark_ml.core.ml.evaluate import choose_folds
+from spark_ml.core.ml.sources import BUILTIN, load
+from spark_ml.core.ml.training import train
+from spark_ml.core.models import MODEL_KINDS
 
 __all__ = ["build_parser", "main"]
 
@@ -50,7 +50,7 @@ def registry_path(arg: Path | None) -> Path:
     """``--registry`` or the settings' registry (``SPARK_ML_REGISTRY``)."""
     if arg is not None:
         return arg
-    from worker.settings import Settings
+    from spark_ml.worker.settings import Settings
 
     return Settings().registry
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from nats.aio.client import Client
 
-from worker.natsserver import NatsServer
+from spark_ml.worker.natsserver import NatsServer
 
 settings.register_profile("ci", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, derandomize=True, database=None)

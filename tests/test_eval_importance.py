@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from core.features import FEATURE_NAMES
-from scripts import eval as eval_script
-from scripts import train as train_script
+from spark_ml.core.features import FEATURE_NAMES
+from spark_ml.scripts import eval as eval_script
+from spark_ml.scripts import train as train_script
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import backtest as bt
-from core.data import load_csv
-from core.evaluate import choose_folds, walk_forward
-from core.registry import Registry
-from core.training import train
-from scripts import backtest as script
+from spark_ml.core.io.registry import Registry
+from spark_ml.core.ml.evaluate import choose_folds, walk_forward
+from spark_ml.core.ml.sources import load_csv
+from spark_ml.core.ml.training import train
+from spark_ml.core.trading import backtest as bt
+from spark_ml.scripts import backtest as script
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("total_return", "sharpe", "max_drawdown", "var_95", "win_rate", "profit_factor", "trades")

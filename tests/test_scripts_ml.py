@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from core.registry import Registry
-from scripts import eval as eval_script
-from scripts import model as model_script
-from scripts import train as train_script
+from spark_ml.core.io.registry import Registry
+from spark_ml.scripts import eval as eval_script
+from spark_ml.scripts import model as model_script
+from spark_ml.scripts import train as train_script
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"

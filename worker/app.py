@@ -21,17 +21,17 @@ from typing import Protocol
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
-from core import features
-from core.engine import Engine, SignalPolicy
-from core.features import FeatureStore
-from worker.connect import connect, safe_url
-from worker.consume import Intake, make_intake
-from worker.metrics import Metrics
-from worker.models import ModelSource
-from worker.settings import Settings
-from worker.shadow import DriftTracker, ShadowScorer
-from worker.sidecar import MetricsServer
-from worker.stream import StreamProcessor
+from spark_ml.core import features
+from spark_ml.core.engine import Engine, SignalPolicy
+from spark_ml.core.features import FeatureStore
+from spark_ml.worker.connect import connect, safe_url
+from spark_ml.worker.intake.consume import Intake, make_intake
+from spark_ml.worker.metrics import Metrics
+from spark_ml.worker.pipeline.models import ModelSource
+from spark_ml.worker.pipeline.shadow import DriftTracker, ShadowScorer
+from spark_ml.worker.pipeline.stream import StreamProcessor
+from spark_ml.worker.settings import Settings
+from spark_ml.worker.sidecar import MetricsServer
 
 __all__ = ["ServiceFactory", "Stoppable", "WorkerApp", "run_worker"]
 
@@ -54,7 +54,8 @@ class WorkerApp:
         handle_signals: install SIGTERM/SIGINT handlers (off for tests and embedding).
         services: factories of services that run beside the stream on the same connection and engine
             (the ``ml.predict`` micro service); each gets the started app and returns something with
-            ``async stop()``. The composition root (``worker.run``, ``worker.up``) supplies them, so the
+            ``async stop()``. The composition root (``spark_ml.worker.run``, ``spark_ml.worker.up``) supplies them,
+            so the
             worker never imports the gateway layer.
         serve_metrics: run the metrics sidecar on ``settings.metrics_port``.
     """

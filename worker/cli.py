@@ -19,16 +19,16 @@ from pydantic import ValidationError
 
 __all__ = ["main"]
 
-log = logging.getLogger("worker.cli")
+log = logging.getLogger("spark_ml.worker.cli")
 
 _SCRIPTS = {
-    "train": ("scripts.train", "train a model with walk-forward evaluation and register it"),
-    "eval": ("scripts.eval", "gate a model version against the SLOs and the baseline"),
-    "backtest": ("scripts.backtest", "backtest ML signals against the baseline and buy-and-hold"),
-    "model": ("scripts.model", "registry: list | info | promote V | rollback | shadow V"),
-    "bench": ("scripts.bench", "measure throughput and latency against the raw nats-py ceiling"),
-    "soak": ("scripts.soak", "steady load for minutes: throughput, latency and memory growth each minute"),
-    "drift": ("scripts.drift", "calibrate feature drift (PSI) levels on normal periods and a regime change"),
+    "train": ("spark_ml.scripts.train", "train a model with walk-forward evaluation and register it"),
+    "eval": ("spark_ml.scripts.eval", "gate a model version against the SLOs and the baseline"),
+    "backtest": ("spark_ml.scripts.backtest", "backtest ML signals against the baseline and buy-and-hold"),
+    "model": ("spark_ml.scripts.model", "registry: list | info | promote V | rollback | shadow V"),
+    "bench": ("spark_ml.scripts.bench", "measure throughput and latency against the raw nats-py ceiling"),
+    "soak": ("spark_ml.scripts.soak", "steady load for minutes: throughput, latency and memory growth each minute"),
+    "drift": ("spark_ml.scripts.drift", "calibrate feature drift (PSI) levels on normal periods and a regime change"),
 }
 
 # flag -> Settings field
@@ -54,7 +54,7 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from worker.settings import Settings
+    from spark_ml.worker.settings import Settings
 
     overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("s_") and v is not None}
     return Settings(**overrides)
@@ -106,7 +106,7 @@ def _run(coro_fn: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
         uvloop.install()
     except ImportError:
         pass
-    from worker.connect import NatsRefused
+    from spark_ml.worker.connect import NatsRefused
 
     try:
         return asyncio.run(coro_fn()) or 0
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = module.main(argv[1:])
         return code
     args = build_parser().parse_args(argv)
-    from worker.logs import setup_logging
+    from spark_ml.worker.logs import setup_logging
 
     setup_logging(getattr(args, "log_level", "INFO"))
     try:
@@ -140,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace, settings: Any) -> int:
     cmd = args.command
     if cmd == "worker":
-        from worker import run
+        from spark_ml.worker import run
 
         if args.check:
             return run.check(settings)
@@ -148,23 +148,23 @@ def _dispatch(args: argparse.Namespace, settings: Any) -> int:
             return run.run_procs(settings, args.procs)
         return _run(lambda: run.worker(settings))
     if cmd == "up":
-        from worker import up
+        from spark_ml.worker import up
 
         return _run(lambda: up.up(settings, gateway=not args.no_gateway, analytics=not args.no_analytics))
     if cmd == "gateway":
-        from worker import run
+        from spark_ml.worker import run
 
         return _run(lambda: run.gateway(settings))
     if cmd == "analytics":
-        from worker import run
+        from spark_ml.worker import run
 
         return _run(lambda: run.analytics(settings))
     if cmd == "replay":
-        from worker import replay
+        from spark_ml.worker.tools import replay
 
         return _run(lambda: replay.replay(settings, args))
     if cmd == "tail":
-        from worker import tail
+        from spark_ml.worker.tools import tail
 
         return _run(lambda: tail.tail(settings, subject=args.subject, count=args.count))
     raise AssertionError(cmd)

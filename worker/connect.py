@@ -13,9 +13,9 @@ import nats
 from nats.aio.client import Client
 from nats.errors import AuthorizationError, SlowConsumerError
 
-from worker import fastparser
-from worker.metrics import Metrics
-from worker.settings import Settings
+from spark_ml.worker.metrics import Metrics
+from spark_ml.worker.natsio import fastparser
+from spark_ml.worker.settings import Settings
 
 __all__ = ["NatsRefused", "connect", "connect_options", "safe_url"]
 

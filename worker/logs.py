@@ -15,10 +15,7 @@ def default_log_config(level: str = "INFO") -> dict[str, Any]:
         "formatters": {"line": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
         "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "line", "stream": "ext://sys.stderr"}},
         "loggers": {
-            "core": {"level": level},
-            "worker": {"level": level},
-            "gateway": {"level": level},
-            "scripts": {"level": level},
+            "spark_ml": {"level": level},
             "nats": {"level": "WARNING"},
             "aiohttp.access": {"level": "WARNING"},
         },

@@ -11,7 +11,7 @@ from enum import StrEnum
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from worker.histogram import BatchHistogram, HistogramChild
+from spark_ml.worker.histogram import BatchHistogram, HistogramChild
 
 __all__ = ["LATENCY_BUCKETS_MS", "SCORE_BUCKETS", "Metrics", "Status"]
 

@@ -11,10 +11,10 @@ import sys
 import urllib.request
 from typing import TYPE_CHECKING, Any
 
-from worker.settings import Settings
+from spark_ml.worker.settings import Settings
 
 if TYPE_CHECKING:
-    from worker.app import Stoppable, WorkerApp
+    from spark_ml.worker.app import Stoppable, WorkerApp
 
 __all__ = ["analytics", "check", "gateway", "predict_service", "run_procs", "stop_on_signals", "worker"]
 
@@ -40,7 +40,7 @@ def stop_on_signals() -> asyncio.Event:
 
 async def predict_service(app: WorkerApp) -> Stoppable:
     """The ``ml.predict`` micro service on the worker's connection, engine and models."""
-    from gateway.service import PredictService
+    from spark_ml.worker.services.predict import PredictService
 
     assert app.nc is not None
     return await PredictService.start(
@@ -54,22 +54,22 @@ async def predict_service(app: WorkerApp) -> Stoppable:
 
 
 async def worker(settings: Settings) -> int:
-    from worker.app import run_worker
+    from spark_ml.worker.app import run_worker
 
     await run_worker(settings, services=[predict_service])
     return 0
 
 
 async def gateway(settings: Settings) -> int:
-    from gateway.http import run_gateway
+    from spark_ml.gateway.http import run_gateway
 
     await run_gateway(settings, stop=stop_on_signals())
     return 0
 
 
 async def analytics(settings: Settings) -> int:
-    from worker.analytics import AnalyticsService
-    from worker.connect import connect
+    from spark_ml.worker.connect import connect
+    from spark_ml.worker.services.analytics import AnalyticsService
 
     stop = stop_on_signals()
     nc = await connect(settings, name=f"spark-ml-analytics-{os.getpid()}")
@@ -116,7 +116,7 @@ def run_procs(settings: Settings, procs: int) -> int:
     for i in range(procs):
         port = settings.metrics_port + i if settings.metrics_port else 0
         env = _env_for(settings, metrics_port=port)
-        cmd = [sys.executable, "-c", "from worker.cli import main; raise SystemExit(main())", "worker"]
+        cmd = [sys.executable, "-c", "from spark_ml.worker.cli import main; raise SystemExit(main())", "worker"]
         children.append(subprocess.Popen(cmd, env=env))
         log.info("worker process %d: pid %d, metrics port %s", i, children[-1].pid, port)
 

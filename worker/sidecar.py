@@ -7,7 +7,7 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from worker.metrics import Metrics
+from spark_ml.worker.metrics import Metrics
 
 __all__ = ["MetricsServer"]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from worker.app import WorkerApp
-from worker.natsserver import NatsServer
-from worker.run import predict_service
-from worker.settings import Settings
+from spark_ml.worker.app import WorkerApp
+from spark_ml.worker.natsserver import NatsServer
+from spark_ml.worker.run import predict_service
+from spark_ml.worker.settings import Settings
 
 __all__ = ["up"]
 
@@ -64,14 +64,14 @@ async def up(settings: Settings, *, gateway: bool = True, analytics: bool = True
             extras: list[Any] = []
             http_port = None
             if gateway:
-                from gateway.http import HttpGateway
+                from spark_ml.gateway.http import HttpGateway
 
                 gw = HttpGateway(app.nc, settings, registry=app.metrics.registry)
                 await gw.start()
                 extras.append(gw)
                 http_port = gw.port
             if analytics:
-                from worker.analytics import AnalyticsService
+                from spark_ml.worker.services.analytics import AnalyticsService
 
                 svc = AnalyticsService(app.nc)
                 await svc.start()

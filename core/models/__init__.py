@@ -12,8 +12,8 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import NDArray
 
-from core.models.base import Model, sigmoid
-from core.models.baseline import BASELINE_VERSION, BaselineModel
+from spark_ml.core.models.base import Model, sigmoid
+from spark_ml.core.models.baseline import BASELINE_VERSION, BaselineModel
 
 __all__ = [
     "BASELINE_VERSION",
@@ -64,11 +64,11 @@ class _TrainedClass(Protocol):
 def model_class(kind: str) -> _TrainedClass:
     """The class implementing a trained kind; ValueError for an unknown kind."""
     if kind == "logistic":
-        from core.models.logistic import LogisticModel
+        from spark_ml.core.models.logistic import LogisticModel
 
         return LogisticModel
     if kind == "lgbm":
-        from core.models.gbt import GbtModel
+        from spark_ml.core.models.gbt import GbtModel
 
         return GbtModel
     raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
@@ -88,5 +88,5 @@ def fit_model(
 
 
 def model_from_bytes(kind: str, data: bytes) -> TrainedModel:
-    """Rebuild a stored artifact; :class:`~core.errors.ArtifactCorrupt` when the bytes are not one."""
+    """Rebuild a stored artifact; :class:`~spark_ml.core.errors.ArtifactCorrupt` when the bytes are not one."""
     return model_class(kind).from_bytes(data)

@@ -31,7 +31,7 @@ class Model(Protocol):
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        """Names of the columns ``predict_proba`` expects, a subset of ``core.features.FEATURE_NAMES``."""
+        """Names of the columns ``predict_proba`` expects, a subset of ``spark_ml.core.features.FEATURE_NAMES``."""
         ...
 
     def predict_proba(self, x: NDArray[np.float64]) -> NDArray[np.float64]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from core.models.base import sigmoid
+from spark_ml.core.models.base import sigmoid
 
 __all__ = ["BASELINE_VERSION", "BaselineModel"]
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import NDArray
 
-from core.features import FEATURE_NAMES
+from spark_ml.core.features import FEATURE_NAMES
 
 __all__ = ["check_fit_input", "check_matrix"]
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from core.errors import ArtifactCorrupt
-from core.models.checks import check_fit_input, check_matrix
+from spark_ml.core.errors import ArtifactCorrupt
+from spark_ml.core.models.checks import check_fit_input, check_matrix
 
 __all__ = ["GbtModel"]
 

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from core.errors import ArtifactCorrupt
-from core.models.base import sigmoid
-from core.models.checks import check_fit_input, check_matrix
+from spark_ml.core.errors import ArtifactCorrupt
+from spark_ml.core.models.base import sigmoid
+from spark_ml.core.models.checks import check_fit_input, check_matrix
 
 __all__ = ["LogisticModel"]
 

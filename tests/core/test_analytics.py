@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.stats import norm
 
-from core import analytics as an
+from spark_ml.core.trading import analytics as an
 
 Z95 = 1.6448536269514722  # standard normal quantile at 0.95, from tables
 Z99 = 2.3263478740408408

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import analytics as an
-from core import backtest as bt
-from core.codec import Snapshot
-from core.engine import SignalPolicy
-from core.features import FEATURE_NAMES, series_features
-from core.models import BaselineModel
+from spark_ml.core.codec import Snapshot
+from spark_ml.core.engine import SignalPolicy
+from spark_ml.core.features import FEATURE_NAMES, series_features
+from spark_ml.core.models import BaselineModel
+from spark_ml.core.trading import analytics as an
+from spark_ml.core.trading import backtest as bt
 
 
 def test_signal_codes_follow_the_live_policy() -> None:

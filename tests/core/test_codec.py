@@ -12,10 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from core.codec import Snapshot, SnapshotParser, decode, encode, prediction_wire, snapshot_from_mapping
-from core.contracts import ErrorReply, MarketSnapshot, Prediction, PredictRequest
-from core.errors import InvalidInput, PayloadTooLarge
-from core.subjects import symbol_from_subject
+from spark_ml.core.codec import Snapshot, SnapshotParser, decode, encode, prediction_wire, snapshot_from_mapping
+from spark_ml.core.contracts import ErrorReply, MarketSnapshot, Prediction, PredictRequest
+from spark_ml.core.errors import InvalidInput, PayloadTooLarge
+from spark_ml.core.subjects import symbol_from_subject
 
 SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
 

@@ -9,9 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.data import BUILTIN, MIN_ROWS, from_frame, load, load_builtin, load_csv, next_up_labels
-from core.errors import InvalidInput
-from core.features import WARMUP
+from spark_ml.core.errors import InvalidInput
+from spark_ml.core.features import WARMUP
+from spark_ml.core.ml.dataset import MIN_ROWS, from_frame, next_up_labels
+from spark_ml.core.ml.sources import BUILTIN, load, load_builtin, load_csv
 
 
 def _shipped(name: str) -> pd.DataFrame:

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.drift import (
+from spark_ml.core.features import FEATURE_NAMES
+from spark_ml.core.ml.drift import (
     DriftMonitor,
     bin_index,
     first_crossing,
@@ -20,8 +21,7 @@ from core.drift import (
     stressed_closes,
     window_psi,
 )
-from core.features import FEATURE_NAMES
-from core.training import bin_fractions, reference_distribution
+from spark_ml.core.ml.training import bin_fractions, reference_distribution
 
 
 def test_psi_by_hand() -> None:
@@ -145,7 +145,7 @@ def test_packaged_thresholds_cover_every_feature(tmp_path) -> None:
 
 
 def test_calibrate_command_writes_json_and_figure(tmp_path, capsys) -> None:
-    from scripts.drift import main
+    from spark_ml.scripts.drift import main
 
     code = main(
         ["calibrate", "--data", "goog", "--window", "300", "--horizon", "200", "--out", str(tmp_path), "--json"]

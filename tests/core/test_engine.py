@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from numpy.typing import NDArray
 
-from core.codec import Snapshot
-from core.engine import Engine, SignalPolicy
-from core.errors import InvalidInput, ModelError
-from core.models import BaselineModel
+from spark_ml.core.codec import Snapshot
+from spark_ml.core.engine import Engine, SignalPolicy
+from spark_ml.core.errors import InvalidInput, ModelError
+from spark_ml.core.models import BaselineModel
 
 
 class _Fixed:
@@ -104,7 +104,7 @@ def test_signal_policy_margin() -> None:
 def test_clone_is_independent_and_equal_to_deepcopy() -> None:
     import copy
 
-    from core.features import SymbolState
+    from spark_ml.core.features import SymbolState
 
     st = SymbolState()
     for i in range(60):
@@ -121,7 +121,7 @@ def test_encode_is_the_same_bytes_and_latencies_at_every_batch_size(n: int) -> N
     # From 32 rows on, encode packs column by column; below, row by row: both must give the same output.
     import msgpack
 
-    from core.codec import encode, prediction_wire
+    from spark_ml.core.codec import encode, prediction_wire
 
     engine = Engine(BaselineModel())
     snaps = [

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, roc_auc_score
 from sklearn.metrics import log_loss as sk_log_loss
 
-from core.evaluate import (
+from spark_ml.core.features import FEATURE_NAMES
+from spark_ml.core.ml.evaluate import (
     METRICS,
     Slo,
     accuracy,
@@ -28,9 +29,8 @@ from core.evaluate import (
     summarize,
     walk_forward,
 )
-from core.features import FEATURE_NAMES
-from core.synthetic import SyntheticConfig, generate
-from core.training import bin_fractions, reference_distribution, train, walk_forward_eval
+from spark_ml.core.ml.synthetic import SyntheticConfig, generate
+from spark_ml.core.ml.training import bin_fractions, reference_distribution, train, walk_forward_eval
 
 labelled = st.lists(
     st.tuples(st.integers(0, 1), st.sampled_from([0.1, 0.3, 0.5, 0.7]) | st.floats(0.0, 1.0)), min_size=2, max_size=60
@@ -194,7 +194,7 @@ def test_slo_file_and_checks(tmp_path) -> None:
 def test_roc_curve_matches_sklearn(rows: list[tuple[int, float]]) -> None:
     from sklearn.metrics import roc_curve as sk_roc_curve
 
-    from core.reports import roc_curve
+    from spark_ml.core.io.reports import roc_curve
 
     y = np.array([r[0] for r in rows])
     s = np.array([r[1] for r in rows])
@@ -205,7 +205,7 @@ def test_roc_curve_matches_sklearn(rows: list[tuple[int, float]]) -> None:
 
 
 def test_calibration_table_bins_by_score() -> None:
-    from core.reports import calibration_table
+    from spark_ml.core.io.reports import calibration_table
 
     table = calibration_table([0, 0, 1, 1, 1, 0], [0.1, 0.2, 0.3, 0.8, 0.9, 0.7], bins=2)
     assert table == [

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.codec import Snapshot
-from core.data import load
-from core.errors import InvalidInput
-from core.features import KERNEL, FeatureStore, SymbolState, new_state, series_features
+from spark_ml.core.codec import Snapshot
+from spark_ml.core.errors import InvalidInput
+from spark_ml.core.features import KERNEL, FeatureStore, SymbolState, new_state, series_features
+from spark_ml.core.ml.sources import load
 
 
 def _bits(row: list[float]) -> list[bytes]:
@@ -30,14 +30,14 @@ def _bits(row: list[float]) -> list[bytes]:
 
 
 def _kernel_state() -> object:
-    from core import _featkernel
+    from spark_ml.core.features import _featkernel
 
     return _featkernel.SymbolState()
 
 
 def test_the_kernel_is_built_and_used() -> None:
-    assert KERNEL == "c", "core._featkernel was not built: run `pip install -e .` with a C compiler"
-    assert type(new_state()).__module__ == "core._featkernel"
+    assert KERNEL == "c", "spark_ml.core.features._featkernel was not built: run `pip install -e .` with a C compiler"
+    assert type(new_state()).__module__ == "spark_ml.core.features._featkernel"
 
 
 @pytest.mark.parametrize("name", ["eurusd", "goog", "btcusd"])
@@ -130,7 +130,7 @@ def test_store_and_series_use_the_kernel() -> None:
 
 
 def test_no_arguments_and_no_ts_beyond_64_bits() -> None:
-    from core import _featkernel
+    from spark_ml.core.features import _featkernel
 
     with pytest.raises(TypeError):
         _featkernel.SymbolState(1)  # type: ignore[call-arg]

@@ -7,9 +7,9 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.codec import Snapshot
-from core.data import load
-from core.features import ReferenceState, SymbolState
+from spark_ml.core.codec import Snapshot
+from spark_ml.core.features import ReferenceState, SymbolState
+from spark_ml.core.ml.sources import load
 
 
 def _same(a: list[float], b: list[float]) -> bool:

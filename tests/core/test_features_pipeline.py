@@ -9,10 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.codec import Snapshot
-from core.data import Dataset, load_builtin
-from core.features import FEATURE_NAMES, WARMUP, FeatureStore, series_features
-from core.synthetic import SyntheticConfig, generate
+from spark_ml.core.codec import Snapshot
+from spark_ml.core.features import FEATURE_NAMES, WARMUP, FeatureStore, series_features
+from spark_ml.core.ml.dataset import Dataset
+from spark_ml.core.ml.sources import load_builtin
+from spark_ml.core.ml.synthetic import SyntheticConfig, generate
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import ta
 
-from core.data import load_builtin
-from core.indicators import Bollinger, Ema, Macd, WilderRsi
+from spark_ml.core.features.indicators import Bollinger, Ema, Macd, WilderRsi
+from spark_ml.core.ml.sources import load_builtin
 
 RTOL = 1e-9
 

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core import analytics as an
-from core import backtest as bt
-from core.engine import SignalPolicy
-from core.live_pnl import PaperPosition
+from spark_ml.core.engine import SignalPolicy
+from spark_ml.core.trading import analytics as an
+from spark_ml.core.trading import backtest as bt
+from spark_ml.core.trading.live_pnl import PaperPosition
 
 
 def test_long_round_trip_by_hand() -> None:

@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from core.engine import Engine
-from core.errors import ArtifactCorrupt
-from core.features import FEATURE_NAMES
-from core.models import MODEL_KINDS, BaselineModel, Model, TrainedModel, fit_model, model_from_bytes
-from core.synthetic import SyntheticConfig, generate
+from spark_ml.core.engine import Engine
+from spark_ml.core.errors import ArtifactCorrupt
+from spark_ml.core.features import FEATURE_NAMES
+from spark_ml.core.ml.synthetic import SyntheticConfig, generate
+from spark_ml.core.models import MODEL_KINDS, BaselineModel, Model, TrainedModel, fit_model, model_from_bytes
 
 SUBSET = ("ret_1", "rsi_14", "bb_pctb", "log_vol")
 

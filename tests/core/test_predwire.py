@@ -6,10 +6,10 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.codec import Snapshot, encode, prediction_wire
-from core.contracts import SYMBOL_MAX_LEN, Prediction, valid_symbol
-from core.features import FEATURE_NAMES
-from core.predwire import PredictionPacker, mp_str
+from spark_ml.core.codec import Snapshot, encode, prediction_wire
+from spark_ml.core.contracts import SYMBOL_MAX_LEN, Prediction, valid_symbol
+from spark_ml.core.features import FEATURE_NAMES
+from spark_ml.core.predwire import PredictionPacker, mp_str
 
 _floats = st.floats(allow_nan=False, allow_infinity=False)
 _symbol = st.text(min_size=1, max_size=SYMBOL_MAX_LEN).filter(valid_symbol)

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.errors import ArtifactCorrupt, RegistryError
-from core.features import FEATURE_NAMES
-from core.models import BaselineModel, TrainedModel, fit_model
-from core.registry import HISTORY_MAX, VERSION_RE, Registry
-from core.synthetic import SyntheticConfig, generate
-from core.training import reference_distribution
+from spark_ml.core.errors import ArtifactCorrupt, RegistryError
+from spark_ml.core.features import FEATURE_NAMES
+from spark_ml.core.io.registry import HISTORY_MAX, VERSION_RE, Registry
+from spark_ml.core.ml.synthetic import SyntheticConfig, generate
+from spark_ml.core.ml.training import reference_distribution
+from spark_ml.core.models import BaselineModel, TrainedModel, fit_model
 
 
 @pytest.fixture(scope="module")

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.evaluate import auc
-from core.features import FEATURE_NAMES
-from core.models import fit_model
-from core.synthetic import SyntheticConfig, bayes_auc, bayes_auc_mc, generate, planted_score
+from spark_ml.core.features import FEATURE_NAMES
+from spark_ml.core.ml.evaluate import auc
+from spark_ml.core.ml.synthetic import SyntheticConfig, bayes_auc, bayes_auc_mc, generate, planted_score
+from spark_ml.core.models import fit_model
 
 
 def _brute_force(p: np.ndarray) -> float:

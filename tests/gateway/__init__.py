@@ -9,12 +9,12 @@ import numpy as np
 from nats.aio.client import Client
 from numpy.typing import NDArray
 
-from core.engine import Engine
-from core.errors import RegistryError
-from core.models.base import Model
-from core.models.baseline import BaselineModel
-from gateway.service import PredictService
-from worker.metrics import Metrics
+from spark_ml.core.engine import Engine
+from spark_ml.core.errors import RegistryError
+from spark_ml.core.models.base import Model
+from spark_ml.core.models.baseline import BaselineModel
+from spark_ml.worker.metrics import Metrics
+from spark_ml.worker.services.predict import PredictService
 
 SEED_SNAPSHOT: dict[str, Any] = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
 """The seeds' example snapshot, exactly."""

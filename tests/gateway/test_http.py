@@ -18,12 +18,12 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from core.contracts import ErrorReply, Prediction
-from core.subjects import PREDICT, QUEUE_GROUP
-from gateway.http import HttpGateway, run_gateway
-from gateway.loadgen import http_round_trips, nats_round_trips
+from spark_ml.core.contracts import ErrorReply, Prediction
+from spark_ml.core.subjects import PREDICT, QUEUE_GROUP
+from spark_ml.gateway.http import HttpGateway, run_gateway
+from spark_ml.scripts.harness.loadgen import http_round_trips, nats_round_trips
+from spark_ml.worker.settings import Settings
 from tests.gateway import SEED_BODY, SEED_SNAPSHOT, BrokenModel, start_service
-from worker.settings import Settings
 
 API_KEY = "k3y-that-must-never-be-logged-5f1c"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.ratelimit import ClientRateLimiter
+from spark_ml.gateway.ratelimit import ClientRateLimiter
 
 
 class FakeClock:

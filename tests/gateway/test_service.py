@@ -10,9 +10,9 @@ import nats
 import pytest
 from nats.errors import NoRespondersError
 
-from core.contracts import ErrorReply, Prediction
-from core.subjects import PREDICT, SERVICE_NAME
-from gateway.service import MODEL_INFO
+from spark_ml.core.contracts import ErrorReply, Prediction
+from spark_ml.core.subjects import PREDICT, SERVICE_NAME
+from spark_ml.worker.services.predict import MODEL_INFO
 from tests.gateway import SEED_BODY, SEED_SNAPSHOT, BrokenModel, ConstantModel, SlowModel, start_service
 
 ERR_CODE = "Nats-Service-Error-Code"

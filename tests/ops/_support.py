@@ -77,9 +77,9 @@ def exported_metric_names() -> set[str]:
     """Every sample name the worker's metric container and the HTTP gateway can expose."""
     from nats.aio.client import Client
 
-    from gateway.http import HttpGateway
-    from worker.metrics import Metrics
-    from worker.settings import Settings
+    from spark_ml.gateway.http import HttpGateway
+    from spark_ml.worker.metrics import Metrics
+    from spark_ml.worker.settings import Settings
 
     gateway = HttpGateway(Client(), Settings())  # not started: only its metric registry is read
     return _family_samples(Metrics().registry) | _family_samples(gateway.registry)

@@ -257,4 +257,4 @@ def test_the_docker_build_context_builds_the_wheel(tmp_path) -> None:
         # Built from core/_featkernel.c by setup.py (this machine has a compiler, as the image's build stage).
         assert any(name.startswith("core/_featkernel") and name.endswith(".so") for name in names), names
         entry_points = next(name for name in names if name.endswith("entry_points.txt"))
-        assert "spark-ml = worker.cli:main" in archive.read(entry_points).decode()
+        assert "spark-ml = spark_ml.worker.cli:main" in archive.read(entry_points).decode()

@@ -39,6 +39,7 @@ import nats
 import pytest
 import yaml
 
+from spark_ml.worker.natsserver import NatsServer
 from tests.ops._support import (
     PROMETHEUS_CONFIG,
     RATE_INTERVAL,
@@ -47,11 +48,10 @@ from tests.ops._support import (
     metric_names,
     tool,
 )
-from worker.natsserver import NatsServer
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
-if importlib.util.find_spec("worker.cli") is None:
+if importlib.util.find_spec("spark_ml.worker.cli") is None:
     pytest.skip("`spark-ml worker` is not importable (worker/cli.py missing)", allow_module_level=True)
 
 WORKER_JOB = "spark-ml-worker"
@@ -178,7 +178,7 @@ def _spark_ml() -> list[str]:
     script = Path(sys.executable).parent / "spark-ml"
     if script.exists():
         return [str(script)]
-    return [sys.executable, "-c", "from worker.cli import main; raise SystemExit(main())"]
+    return [sys.executable, "-c", "from spark_ml.worker.cli import main; raise SystemExit(main())"]
 
 
 def _env(**settings: object) -> dict[str, str]:
@@ -236,10 +236,10 @@ def _exposition_total(text: str, name: str) -> float:
 def _trained_registry(root: Path) -> None:
     """Two logistic models fitted on the synthetic bed, one live and one shadow, so that the drift and
     shadow panels have series to show."""
-    from core.data import load
-    from core.drift import reference_from
-    from core.models.logistic import LogisticModel
-    from core.registry import Registry
+    from spark_ml.core.io.registry import Registry
+    from spark_ml.core.ml.drift import reference_from
+    from spark_ml.core.ml.sources import load
+    from spark_ml.core.models.logistic import LogisticModel
 
     data = load("synthetic")
     x, y = data.xy()
@@ -259,7 +259,7 @@ def _trained_registry(root: Path) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dict[str, Any]]]:
     prometheus = tool("prometheus")
     tool("promtool")
-    if importlib.util.find_spec("gateway.http") is None:
+    if importlib.util.find_spec("spark_ml.gateway.http") is None:
         pytest.skip("`spark-ml gateway` is not there yet (gateway/http.py missing)")
     tmp = tmp_path_factory.mktemp("prometheus-live")
     stack = Stack(tmp=tmp)

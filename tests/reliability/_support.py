@@ -27,7 +27,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, PubAck
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import subjects
+from spark_ml.core import subjects
 
 SPARK_ML = Path(sys.executable).parent / "spark-ml"
 _READY = re.compile(r"worker ready: .* metrics=http://([^/\s]+)/metrics")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.natsserver import NatsCluster, NatsServer
+from spark_ml.worker.natsserver import NatsCluster, NatsServer
 
 from ._support import SpawnWorker, WorkerProcess, worker_env
 

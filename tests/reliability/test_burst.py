@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from core import subjects
-from worker.natsserver import NatsServer
+from spark_ml.core import subjects
+from spark_ml.worker.natsserver import NatsServer
 
 from ._support import RawPublisher, Sink, SpawnWorker, WorkerProcess, client, snapshot
 

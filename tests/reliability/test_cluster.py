@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from core import subjects
-from worker.natsserver import NatsCluster
+from spark_ml.core import subjects
+from spark_ml.worker.natsserver import NatsCluster
 
 from ._support import Sink, SpawnWorker, client, publish_until_acked, snapshot, until
 

@@ -15,8 +15,8 @@ import time
 import pytest
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
-from core import subjects
-from worker.natsserver import NatsServer
+from spark_ml.core import subjects
+from spark_ml.worker.natsserver import NatsServer
 
 from ._support import Sink, SpawnWorker, client, read_stream, snapshot, ts_of
 

@@ -14,8 +14,8 @@ import signal
 import pytest
 from nats.js.api import StorageType, StreamConfig
 
-from core import subjects
-from worker.natsserver import NatsServer
+from spark_ml.core import subjects
+from spark_ml.worker.natsserver import NatsServer
 
 from ._support import Sink, SpawnWorker, client, read_stream, snapshot, ts_of, until
 

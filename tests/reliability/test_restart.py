@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import pytest
 from nats.js.api import StorageType, StreamConfig
 
-from core import subjects
-from worker.natsserver import NatsServer
+from spark_ml.core import subjects
+from spark_ml.worker.natsserver import NatsServer
 
 from ._support import Sink, SpawnWorker, client, publish_until_acked, read_stream, snapshot, ts_of, until
 

@@ -15,8 +15,8 @@ import time
 import pytest
 from nats.aio.client import Client
 
-from core import subjects
-from worker.natsserver import NatsServer
+from spark_ml.core import subjects
+from spark_ml.worker.natsserver import NatsServer
 
 from ._support import RawPublisher, Sink, SpawnWorker, client, snapshot, until
 

@@ -1,7 +1,7 @@
 """``spark-ml`` commands as child processes configured only through ``SPARK_ML_*`` variables, and the probe
 that proves one predicts end to end.
 
-Children run through :class:`worker.bench.procs.Child` (own session, output in a file, SIGTERM then SIGKILL
+Children run through :class:`spark_ml.scripts.harness.procs.Child` (own session, output in a file, SIGTERM then SIGKILL
 on stop), so their whole output can be searched for secrets afterwards.
 """
 
@@ -18,8 +18,8 @@ from typing import Any
 import msgpack
 import nats
 
-from core import subjects
-from worker.bench.procs import Child
+from spark_ml.core import subjects
+from spark_ml.scripts.harness.procs import Child
 
 __all__ = ["SEED", "SparkMl", "base_env", "predict_end_to_end", "spark_ml"]
 

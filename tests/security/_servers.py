@@ -2,7 +2,7 @@
 
 Each :class:`Method` pairs a running server with the ``SPARK_ML_*`` variables that let a worker in, the
 nats-py options that let the test's own client in, and the strings that must never show up in any output.
-The servers run the binary :class:`worker.natsserver.NatsServer` finds, with a config file (``-c``) for the
+The servers run the binary :class:`spark_ml.worker.natsserver.NatsServer` finds, with a config file (``-c``) for the
 ``authorization``, ``operator`` or ``tls`` blocks that have no command-line flags.
 """
 
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spark_ml.worker.natsserver import NatsServer
 from tests.security._material import make_jwt_chain, make_pki, new_nkey
-from worker.natsserver import NatsServer
 
 __all__ = ["METHODS", "Method", "start_methods"]
 

@@ -12,7 +12,7 @@ import time
 import aiohttp
 import pytest
 
-from core.contracts import Prediction
+from spark_ml.core.contracts import Prediction
 from tests.security._procs import SEED, SparkMl, predict_end_to_end
 from tests.security._servers import Method
 from tests.security.conftest import free_port, service_env

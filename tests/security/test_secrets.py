@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from core.contracts import Prediction
+from spark_ml.core.contracts import Prediction
 from tests.security._procs import SparkMl, base_env, predict_end_to_end, spark_ml
 from tests.security._servers import Method
 from tests.security.conftest import service_env

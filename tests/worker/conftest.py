@@ -11,9 +11,9 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from worker.app import WorkerApp
-from worker.run import predict_service
-from worker.settings import Settings
+from spark_ml.worker.app import WorkerApp
+from spark_ml.worker.run import predict_service
+from spark_ml.worker.settings import Settings
 
 SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
 

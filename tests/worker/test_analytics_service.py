@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from nats.aio.client import Client
 
-from core import subjects
-from core.live_pnl import PaperPosition
-from worker.analytics import AnalyticsService
+from spark_ml.core import subjects
+from spark_ml.core.trading.live_pnl import PaperPosition
+from spark_ml.worker.services.analytics import AnalyticsService
 
 from .conftest import Collector, decode_any
 

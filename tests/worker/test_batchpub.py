@@ -10,7 +10,7 @@ from nats import errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from worker import batchpub
+from spark_ml.worker.natsio import batchpub
 
 
 async def _collect(nc: Client, subject: str, n: int, publish: object) -> list[tuple[str, bytes, dict[str, str] | None]]:

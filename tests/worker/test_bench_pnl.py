@@ -1,4 +1,4 @@
-"""The analytics benchmark's figures (worker.bench.pnl) on phases whose answer is known by hand."""
+"""The analytics benchmark's figures (spark_ml.scripts.harness.pnl) on phases whose answer is known by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from worker.bench.pnl import PnlUpdates, measure
+from spark_ml.scripts.harness.pnl import PnlUpdates, measure
 
 
 def _updates(rows: list[tuple[float, int, int]], lag: float = 1.0) -> PnlUpdates:

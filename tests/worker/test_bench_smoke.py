@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from scripts.bench import main
-from worker.bench.report import render, write
-from worker.bench.runner import BenchConfig, run
+from spark_ml.scripts.bench import main
+from spark_ml.scripts.harness.report import render, write
+from spark_ml.scripts.harness.runner import BenchConfig, run
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,11 +10,11 @@ import pytest
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from core.engine import Engine
-from core.models import BaselineModel
-from worker import directsub
-from worker.metrics import Metrics
-from worker.stream import StreamProcessor
+from spark_ml.core.engine import Engine
+from spark_ml.core.models import BaselineModel
+from spark_ml.worker.metrics import Metrics
+from spark_ml.worker.natsio import directsub
+from spark_ml.worker.pipeline.stream import StreamProcessor
 
 Seen = list[tuple[str, bytes, str | None]]
 
@@ -125,7 +125,7 @@ async def test_full_shard_applies_backpressure_and_closing_drops_are_counted(nc:
 
 
 async def test_fast_route_takes_header_less_messages_synchronously(nc: Client, nats_url: str, uid: str) -> None:
-    from worker import fastparser
+    from spark_ml.worker.natsio import fastparser
 
     assert fastparser.install(nc)
     base = f"s.{uid}"

@@ -25,14 +25,15 @@ import pytest
 from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import subjects
-from core.codec import Snapshot
-from core.data import load, next_up_labels
-from core.drift import DriftMonitor, load_thresholds, stressed_closes, window_psi
-from core.features import FEATURE_NAMES, WARMUP, series_features
-from core.models import fit_model
-from core.registry import Registry
-from core.training import reference_distribution
+from spark_ml.core import subjects
+from spark_ml.core.codec import Snapshot
+from spark_ml.core.features import FEATURE_NAMES, WARMUP, series_features
+from spark_ml.core.io.registry import Registry
+from spark_ml.core.ml.dataset import next_up_labels
+from spark_ml.core.ml.drift import DriftMonitor, load_thresholds, stressed_closes, window_psi
+from spark_ml.core.ml.sources import load
+from spark_ml.core.ml.training import reference_distribution
+from spark_ml.core.models import fit_model
 
 RATE_PER_S = 1.0
 """Stated production rate: snapshots per second reaching one worker (all its symbols together)."""

@@ -13,7 +13,7 @@ from nats.aio.client import Client
 from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
-from worker.fastparser import FastParser, install
+from spark_ml.worker.natsio.fastparser import FastParser, install
 
 
 class Recorder:

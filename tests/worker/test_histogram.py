@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from worker.histogram import BatchHistogram
+from spark_ml.worker.histogram import BatchHistogram
 
 BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 80.0, 200.0, 1000.0)
 

@@ -32,8 +32,8 @@ from nats.aio.client import Client
 from nats.micro.request import ERROR_CODE_HEADER
 from pydantic import ValidationError
 
-from core import subjects
-from core.contracts import MarketSnapshot, Prediction
+from spark_ml.core import subjects
+from spark_ml.core.contracts import MarketSnapshot, Prediction
 
 from .conftest import SEED, Collector, decode_any
 

@@ -12,10 +12,10 @@ import msgpack
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
-import worker.consume
-from core import subjects
-from worker.app import WorkerApp
-from worker.consume import JetStreamIntake
+import spark_ml.worker.intake.consume
+from spark_ml.core import subjects
+from spark_ml.worker.app import WorkerApp
+from spark_ml.worker.intake.consume import JetStreamIntake
 
 from .conftest import Collector
 
@@ -73,7 +73,7 @@ async def test_poison_message_is_dead_lettered_with_sequence_and_terminated(
 
 
 def _worker_proc(nats_url: str, tmp_path, name: str) -> list[str]:
-    return [sys.executable, "-c", "from worker.cli import main; raise SystemExit(main())", "worker"]
+    return [sys.executable, "-c", "from spark_ml.worker.cli import main; raise SystemExit(main())", "worker"]
 
 
 async def test_sigkill_of_one_of_two_workers_loses_nothing(nc: Client, nats_url: str, tmp_path) -> None:
@@ -186,7 +186,7 @@ async def test_a_refused_prediction_naks_its_input_and_a_stored_one_acks_it(nc: 
 
 async def test_a_predictions_stream_created_later_is_found(nc: Client, worker_factory, monkeypatch) -> None:
     # Given a worker started with no predictions stream (core publish), checking often
-    monkeypatch.setattr(worker.consume, "_OUTPUT_CHECK_S", 0.1)
+    monkeypatch.setattr(spark_ml.worker.intake.consume, "_OUTPUT_CHECK_S", 0.1)
     app = await worker_factory(mode="jetstream")
     intake = app.intake
     assert isinstance(intake, JetStreamIntake) and intake.acked is None

@@ -9,8 +9,8 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
-import worker.jspub
-from worker.jspub import AckedPublisher, NotStored
+import spark_ml.worker.natsio.jspub
+from spark_ml.worker.natsio.jspub import AckedPublisher, NotStored
 
 SUBJECT = "preds.x"
 
@@ -45,7 +45,7 @@ async def test_a_stored_batch_returns_and_a_republished_one_is_deduplicated(
     nc: Client, publisher, monkeypatch: pytest.MonkeyPatch, raw: bool
 ) -> None:
     if not raw:
-        monkeypatch.setattr(worker.jspub, "can_write_raw", lambda _: False)
+        monkeypatch.setattr(spark_ml.worker.natsio.jspub, "can_write_raw", lambda _: False)
     await _stream(nc)
     pub = await publisher()
     payloads, ids = _batch(300)

@@ -14,10 +14,10 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-import worker.jsroute
-import worker.jswire
-from worker.jspull import JsMsg, PullConsumer
-from worker.natsserver import NatsServer
+import spark_ml.worker.natsio.jsroute
+import spark_ml.worker.natsio.jswire
+from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
+from spark_ml.worker.natsserver import NatsServer
 
 STREAM, CONSUMER, SUBJECT = "PULLTEST", "pull-test", "pt.x"
 
@@ -280,8 +280,8 @@ async def test_plain_callback_path_when_nats_py_internals_are_missing(
     nc: Client, pull_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a client whose internals are not the expected ones: routed through callbacks, acked one by one
-    monkeypatch.setattr(worker.jsroute, "supported", lambda _: False)
-    monkeypatch.setattr(worker.jswire, "supported", lambda _: False)
+    monkeypatch.setattr(spark_ml.worker.natsio.jsroute, "supported", lambda _: False)
+    monkeypatch.setattr(spark_ml.worker.natsio.jswire, "supported", lambda _: False)
     await _setup(nc)
     await _publish(nc, 300)
     consumer, sink = await pull_factory()

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from worker.jspull import _Requests
-from worker.jswire import ack_frames, nak_body, next_request, parse_ack, status_of, stream_seq
+from spark_ml.worker.natsio.jspull import _Requests
+from spark_ml.worker.natsio.jswire import ack_frames, nak_body, next_request, parse_ack, status_of, stream_seq
 
 _token = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij0123456789-_", min_size=1, max_size=12)
 _num = st.integers(min_value=0, max_value=2**63 - 1)

@@ -7,7 +7,7 @@ import msgpack
 from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from core import subjects
+from spark_ml.core import subjects
 
 from .conftest import SEED
 

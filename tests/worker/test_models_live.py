@@ -9,11 +9,11 @@ import msgpack
 import numpy as np
 from nats.aio.client import Client
 
-from core import subjects
-from core.drift import reference_from
-from core.features import FEATURE_NAMES
-from core.models.logistic import LogisticModel
-from core.registry import Registry
+from spark_ml.core import subjects
+from spark_ml.core.features import FEATURE_NAMES
+from spark_ml.core.io.registry import Registry
+from spark_ml.core.ml.drift import reference_from
+from spark_ml.core.models.logistic import LogisticModel
 
 
 def _constant(intercept: float) -> LogisticModel:

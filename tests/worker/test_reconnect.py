@@ -7,8 +7,8 @@ import asyncio
 import msgpack
 import nats
 
-from core import subjects
-from worker.natsserver import NatsServer
+from spark_ml.core import subjects
+from spark_ml.worker.natsserver import NatsServer
 
 from .conftest import Collector
 

@@ -10,7 +10,7 @@ import sys
 import msgpack
 from nats.aio.client import Client
 
-from core import subjects
+from spark_ml.core import subjects
 
 from .conftest import Collector
 
@@ -34,7 +34,7 @@ async def test_sigterm_drains_and_exits_zero(nc: Client, nats_url: str, tmp_path
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "from worker.cli import main; raise SystemExit(main())",
+        "from spark_ml.worker.cli import main; raise SystemExit(main())",
         "worker",
         env=env,
         stderr=asyncio.subprocess.PIPE,

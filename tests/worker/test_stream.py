@@ -10,8 +10,8 @@ import msgpack
 import pytest
 from nats.aio.client import Client
 
-from core import subjects
-from core.contracts import Prediction
+from spark_ml.core import subjects
+from spark_ml.core.contracts import Prediction
 
 from .conftest import SEED, decode_any
 
@@ -155,11 +155,11 @@ async def test_worker_keeps_running_after_many_bad_messages(nc: Client, worker_f
 async def test_failed_publish_still_dead_letters_the_refused_rows(nc: Client, collect) -> None:
     # A batch with one good and one out-of-order snapshot whose predictions cannot be published: the good
     # one goes to on_publish_failed (JetStream naks it), the refused one is still dead-lettered.
-    from core.codec import SnapshotParser
-    from core.engine import Engine
-    from core.models import BaselineModel
-    from worker.metrics import Metrics
-    from worker.stream import StreamProcessor
+    from spark_ml.core.codec import SnapshotParser
+    from spark_ml.core.engine import Engine
+    from spark_ml.core.models import BaselineModel
+    from spark_ml.worker.metrics import Metrics
+    from spark_ml.worker.pipeline.stream import StreamProcessor
 
     dead = await collect(subjects.DLQ)
     processor = StreamProcessor(nc, Engine(BaselineModel()), Metrics(), shards=1)

@@ -1,0 +1,49 @@
+"""The benchmark's traffic: msgpack market snapshots, identical for every subject under test.
+
+Every snapshot carries a unique ``ts`` (``ts0 + seq``): predictions echo it back, so the sink can match
+each prediction with the moment its snapshot was sent, and ``ts`` keeps rising per symbol as the
+streaming features require.
+"""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+
+from spark_ml.scripts.harness.wire import pub_frame
+
+__all__ = ["SNAPSHOT_SUBJECT", "PREDICTION_SUBJECT", "frames", "seq_of", "snapshot"]
+
+SNAPSHOT_SUBJECT = "market.snapshot"
+PREDICTION_SUBJECT = "ml.prediction"
+# Not imported from spark_ml.core.subjects on purpose: the instruments stay importable without the project's
+# runtime (they start in a few tens of milliseconds, once per phase).
+
+
+def snapshot(ts0: int, seq: int, symbols: int) -> bytes:
+    """Snapshot number ``seq``: symbol ``SYM<seq mod symbols>``, a mid that wanders but stays positive."""
+    return msgpack.packb(
+        {
+            "ts": ts0 + seq,
+            "mid": 100.0 + ((seq * 7919) % 211) * 0.01,
+            "spreadBp": 2.0,
+            "vol1m": 1e6,
+            "symbol": f"SYM{seq % symbols}",
+        }
+    )
+
+
+def frames(ts0: int, seq0: int, count: int, symbols: int, subject: str = SNAPSHOT_SUBJECT) -> list[bytes]:
+    """``PUB`` commands for snapshots ``seq0 .. seq0+count-1``, built before any clock starts."""
+    return [pub_frame(subject, snapshot(ts0, seq, symbols)) for seq in range(seq0, seq0 + count)]
+
+
+def seq_of(payload: bytes, ts0: int) -> int:
+    """The sequence number a prediction (or echoed snapshot) answers, from its ``ts``; -1 when unreadable."""
+    try:
+        obj = json.loads(payload) if payload[:1] == b"{" else msgpack.unpackb(payload)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return -1
+    ts = obj.get("ts") if isinstance(obj, dict) else None
+    return ts - ts0 if type(ts) is int else -1

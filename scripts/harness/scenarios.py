@@ -1,0 +1,226 @@
+"""The subjects under test. Adding one is one small function decorated with :func:`scenario`.
+
+A scenario turns a :class:`Context` (the NATS URL of the server started for it, a scratch directory,
+a free-port picker) into a :class:`Target`: the command that starts the process under test and its
+environment. It raises :class:`Unavailable` with a reason when the thing it measures does not exist
+yet; the benchmark then reports the scenario as skipped instead of failing. Stream scenarios are
+measured with the publisher and sink on ``market.snapshot`` -> ``ml.prediction``; request-reply
+scenarios with a NATS caller on ``ml.predict``, HTTP ones with an HTTP caller on ``/ml/predict``; the
+analytics scenario with paced snapshots and a sink on ``analytics.pnl.>`` (see :mod:`spark_ml.scripts.harness.pnl`).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from spark_ml.scripts.harness.payloads import PREDICTION_SUBJECT, SNAPSHOT_SUBJECT
+from spark_ml.scripts.harness.pnl import PNL_SUBJECT
+
+__all__ = ["SCENARIOS", "Context", "Scenario", "Target", "Unavailable", "free_port", "scenario", "spark_ml_exe"]
+
+Kind = Literal["stream", "request", "http", "analytics"]
+
+
+class Unavailable(Exception):
+    """The scenario cannot run in this tree yet (the reason is shown in the results)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a scenario may use to build its target."""
+
+    nats_url: str
+    workdir: Path
+    python: str = sys.executable
+
+
+@dataclass(frozen=True)
+class Target:
+    """A process to start: the command, extra environment, and a note for the report."""
+
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+    sink_subject: str = PREDICTION_SUBJECT
+    """Where the sink listens (the ``floor`` scenario listens to the snapshots themselves)."""
+    measure_process: bool = True
+    """Whether the process's CPU and memory mean anything (not for the floor's idle placeholder)."""
+    metrics_url: str = ""
+    """The target's Prometheus endpoint, read at the end for its own drop and error counters."""
+    http_url: str = ""
+    """``POST /ml/predict`` of the target (HTTP scenarios)."""
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A registered subject under test."""
+
+    name: str
+    title: str
+    build: Callable[[Context], Target]
+    kind: Kind = "stream"
+    default: bool = True
+    """Part of a plain ``spark-ml bench`` (otherwise only with ``--only``)."""
+    jetstream: bool = False
+    """Start its nats-server with JetStream."""
+
+
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(
+    name: str, title: str, *, kind: Kind = "stream", default: bool = True, jetstream: bool = False
+) -> Callable[[Callable[[Context], Target]], Callable[[Context], Target]]:
+    """Register ``fn(ctx) -> Target`` as the scenario ``name``."""
+
+    def register(fn: Callable[[Context], Target]) -> Callable[[Context], Target]:
+        SCENARIOS[name] = Scenario(name, title, fn, kind, default, jetstream)
+        return fn
+
+    return register
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def spark_ml_exe() -> str:
+    """The ``spark-ml`` console script of the interpreter running the benchmark."""
+    exe = Path(sys.executable).parent / "spark-ml"
+    if not exe.exists():
+        raise Unavailable(f"{exe} not found: install the project (pip install -e .)")
+    return str(exe)
+
+
+def _worker_help() -> str:
+    """``spark-ml worker --help``, or Unavailable when the subcommand does not exist yet."""
+    try:
+        done = subprocess.run(
+            [spark_ml_exe(), "worker", "--help"], capture_output=True, text=True, timeout=60, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise Unavailable("`spark-ml worker --help` did not answer within 60 s") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise Unavailable(f"`spark-ml worker` is not available yet ({last[:160]})")
+    return done.stdout
+
+
+def _worker_target(ctx: Context, *args: str, note: str = "", **extra: str) -> Target:
+    env = _worker_env(ctx, **extra)
+    url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
+    return Target([spark_ml_exe(), "worker", *args], env, note=note, metrics_url=url)
+
+
+def _worker_env(ctx: Context, **extra: str) -> dict[str, str]:
+    registry = ctx.workdir / "registry"
+    registry.mkdir(parents=True, exist_ok=True)
+    return {
+        "SPARK_ML_NATS_URL": ctx.nats_url,
+        "SPARK_ML_BIND_HOST": "127.0.0.1",
+        "SPARK_ML_METRICS_PORT": str(free_port()),
+        "SPARK_ML_HTTP_PORT": str(free_port()),
+        "SPARK_ML_REGISTRY": str(registry),
+        **extra,
+    }
+
+
+@scenario("floor", "no worker: publisher -> nats-server -> sink")
+def _floor(ctx: Context) -> Target:
+    # The instruments' own limits: the sink reads the snapshots directly. A sleeping process stands in
+    # for the worker so that every bed has the same shape.
+    idle = [ctx.python, "-c", "import signal; signal.pause()"]
+    return Target(idle, sink_subject=SNAPSHOT_SUBJECT, measure_process=False, note="the harness's own floor")
+
+
+@scenario("ceiling", "bare nats-py echo (ceiling)")
+def _ceiling(ctx: Context) -> Target:
+    return Target([ctx.python, "-m", "spark_ml.scripts.harness.echo", "--url", ctx.nats_url])
+
+
+@scenario("worker", "spark-ml worker, baseline model")
+def _worker(ctx: Context) -> Target:
+    _worker_help()
+    return _worker_target(ctx)
+
+
+def prepare_tree_registry(registry: Path) -> str:
+    """Put a LightGBM model trained on the synthetic bed in ``registry`` and make it active; returns its version."""
+    from spark_ml.scripts.harness.models import train_tree_registry  # imports LightGBM: only when this scenario runs
+
+    return train_tree_registry(registry)
+
+
+@scenario("worker-tree", "spark-ml worker, trained tree model")
+def _worker_tree(ctx: Context) -> Target:
+    _worker_help()
+    version = prepare_tree_registry(ctx.workdir / "registry")
+    return _worker_target(ctx, note=f"model {version}")
+
+
+@scenario("worker-2p", "spark-ml worker --procs 2", default=False)
+def _worker_two(ctx: Context) -> Target:
+    if "--procs" not in _worker_help():
+        raise Unavailable("`spark-ml worker --procs` does not exist yet")
+    return _worker_target(ctx, "--procs", "2")
+
+
+@scenario("worker-js", "spark-ml worker, JetStream mode", default=False, jetstream=True)
+def _worker_js(ctx: Context) -> Target:
+    _worker_help()
+    return _worker_target(ctx, SPARK_ML_MODE="jetstream")
+
+
+@scenario("faststream", "FastStream echo (peer)")
+def _faststream(ctx: Context) -> Target:
+    return Target([ctx.python, "-m", "spark_ml.scripts.harness.fs_peer", "--url", ctx.nats_url])
+
+
+@scenario("rr-ceiling", "bare nats-py responder on ml.predict (request-reply ceiling)", kind="request")
+def _rr_ceiling(ctx: Context) -> Target:
+    return Target([ctx.python, "-m", "spark_ml.scripts.harness.echo", "--url", ctx.nats_url, "--respond", "ml.predict"])
+
+
+@scenario("rr", "spark-ml worker answering ml.predict", kind="request")
+def _request_reply(ctx: Context) -> Target:
+    _worker_help()
+    return _worker_target(ctx)
+
+
+@scenario("http", "spark-ml up: HTTP POST /ml/predict -> gateway -> ml.predict", kind="http")
+def _http(ctx: Context) -> Target:
+    _worker_help()
+    # `spark-ml up` on the bed's server: worker, ml.predict and the HTTP bridge in one process, as a user
+    # runs it. The rate limit is lifted: the benchmark measures the path, not the limiter.
+    env = _worker_env(ctx, SPARK_ML_RATE_LIMIT="1000000/second")
+    url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
+    http = f"http://127.0.0.1:{env['SPARK_ML_HTTP_PORT']}/ml/predict"
+    return Target([spark_ml_exe(), "up"], env, metrics_url=url, http_url=http, note="spark-ml up")
+
+
+@scenario("analytics", "spark-ml up: market.snapshot -> analytics.pnl.<SYMBOL> (live PnL)", kind="analytics")
+def _analytics(ctx: Context) -> Target:
+    _worker_help()
+    # The whole of `spark-ml up` on the bed's server, as a user runs it: the worker's predictions reach the
+    # analytics consumer too, and both share the process and its event loop, so their costs add up.
+    env = _worker_env(ctx)
+    url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
+    return Target([spark_ml_exe(), "up"], env, metrics_url=url, sink_subject=PNL_SUBJECT, note="spark-ml up")
+
+
+def child_env(target: Target) -> dict[str, str]:
+    """The environment a target runs with: ours, minus proxies (loopback only), plus its own."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env.update(target.env)
+    return env
