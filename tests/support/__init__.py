@@ -1,0 +1,1 @@
+"""Test-only helpers shared by the test folders: servers, clusters, processes, key material."""
