@@ -1,6 +1,8 @@
-"""Request-reply transport: the ``ml.predict`` NATS micro service and the HTTP bridge in front of it."""
+"""The HTTP bridge in front of ``ml.predict`` (rate limit, API key, 503 when no worker answers).
+
+The ``ml.predict`` micro service itself runs inside every worker: :mod:`spark_ml.worker.services.predict`.
+"""
 
 from spark_ml.gateway.http import HttpGateway, run_gateway
-from spark_ml.worker.services.predict import MODEL_INFO, PredictService
 
-__all__ = ["MODEL_INFO", "HttpGateway", "PredictService", "run_gateway"]
+__all__ = ["HttpGateway", "run_gateway"]

@@ -13,9 +13,12 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+
+if TYPE_CHECKING:
+    from spark_ml.worker.app import Stoppable, WorkerApp
 
 __all__ = ["main"]
 
@@ -117,6 +120,25 @@ def _run(coro_fn: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
         return 1
 
 
+async def _http_gateway(app: WorkerApp) -> Stoppable:
+    """``spark-ml up``'s HTTP gateway, on the worker's connection and metrics registry."""
+    from spark_ml.gateway.http import HttpGateway
+
+    assert app.nc is not None
+    gw = HttpGateway(app.nc, app.settings, registry=app.metrics.registry)
+    await gw.start()
+    return gw
+
+
+async def _gateway(settings: Any) -> int:
+    """``spark-ml gateway``: the HTTP gateway alone, until a signal."""
+    from spark_ml.gateway.http import run_gateway
+    from spark_ml.worker.run import stop_on_signals
+
+    await run_gateway(settings, stop=stop_on_signals())
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _SCRIPTS:
@@ -150,11 +172,10 @@ def _dispatch(args: argparse.Namespace, settings: Any) -> int:
     if cmd == "up":
         from spark_ml.worker import up
 
-        return _run(lambda: up.up(settings, gateway=not args.no_gateway, analytics=not args.no_analytics))
+        http = None if args.no_gateway else _http_gateway
+        return _run(lambda: up.up(settings, http=http, analytics=not args.no_analytics))
     if cmd == "gateway":
-        from spark_ml.worker import run
-
-        return _run(lambda: run.gateway(settings))
+        return _run(lambda: _gateway(settings))
     if cmd == "analytics":
         from spark_ml.worker import run
 

@@ -1,4 +1,7 @@
-"""Runners for the long-lived commands: worker (one or several processes), gateway, analytics, health check."""
+"""Runners for the long-lived worker-side commands: worker (one or several processes), analytics, health check.
+
+The HTTP gateway is another layer: the CLI (the composition root) starts it, never this module.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from spark_ml.worker.settings import Settings
 if TYPE_CHECKING:
     from spark_ml.worker.app import Stoppable, WorkerApp
 
-__all__ = ["analytics", "check", "gateway", "predict_service", "run_procs", "stop_on_signals", "worker"]
+__all__ = ["analytics", "check", "predict_service", "run_procs", "stop_on_signals", "worker"]
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +60,6 @@ async def worker(settings: Settings) -> int:
     from spark_ml.worker.app import run_worker
 
     await run_worker(settings, services=[predict_service])
-    return 0
-
-
-async def gateway(settings: Settings) -> int:
-    from spark_ml.gateway.http import run_gateway
-
-    await run_gateway(settings, stop=stop_on_signals())
     return 0
 
 

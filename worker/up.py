@@ -1,4 +1,8 @@
-"""``spark-ml up``: the whole service in one process, on an embedded nats-server when none answers."""
+"""``spark-ml up``: the whole service in one process, on an embedded nats-server when none answers.
+
+The HTTP gateway comes in as a service factory from the composition root (``spark_ml.worker.cli``), so that the
+worker layer never imports the gateway layer.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,15 @@ import contextlib
 import ipaddress
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from spark_ml.worker.app import WorkerApp
+from spark_ml.worker.app import ServiceFactory, WorkerApp
 from spark_ml.worker.natsserver import NatsServer
 from spark_ml.worker.run import predict_service
 from spark_ml.worker.settings import Settings
 
-__all__ = ["up"]
+__all__ = ["PortService", "up"]
 
 log = logging.getLogger(__name__)
 EMBEDDED_DIR = Path(".spark-ml/nats")
@@ -54,7 +58,22 @@ async def ensure_nats(settings: Settings) -> NatsServer | None:
     return server
 
 
-async def up(settings: Settings, *, gateway: bool = True, analytics: bool = True) -> int:
+class PortService(Protocol):
+    """A started service that listens on a port (the HTTP gateway)."""
+
+    port: int
+
+    async def stop(self) -> None: ...
+
+
+async def up(settings: Settings, *, http: ServiceFactory | None = None, analytics: bool = True) -> int:
+    """Run the worker, ``ml.predict``, the analytics service and ``http`` (when given) until a signal.
+
+    Args:
+        settings: process settings.
+        http: starts the HTTP gateway on the worker's connection and returns it (its ``port`` is printed).
+        analytics: run the live analytics service too.
+    """
     server = await ensure_nats(settings)
     try:
         async with WorkerApp(settings, services=[predict_service], handle_signals=True) as app:
@@ -63,13 +82,10 @@ async def up(settings: Settings, *, gateway: bool = True, analytics: bool = True
                 app.on_hard_exit.append(server.kill)
             extras: list[Any] = []
             http_port = None
-            if gateway:
-                from spark_ml.gateway.http import HttpGateway
-
-                gw = HttpGateway(app.nc, settings, registry=app.metrics.registry)
-                await gw.start()
+            if http is not None:
+                gw = await http(app)
                 extras.append(gw)
-                http_port = gw.port
+                http_port = getattr(gw, "port", None)
             if analytics:
                 from spark_ml.worker.services.analytics import AnalyticsService
 
