@@ -81,6 +81,8 @@ def test_project_imports_use_the_one_import_name(folder: str) -> None:
     for path in _sources(folder):
         tree = ast.parse(path.read_text(), filename=str(path))
         for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
             if isinstance(node, ast.ImportFrom) and node.level and folder != "tests":
                 offenders.append(f"{_rel(path)}:{node.lineno} relative import")
             mods = [a.name for a in node.names] if isinstance(node, ast.Import) else []
