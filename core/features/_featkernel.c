@@ -166,19 +166,21 @@ static int get_double(PyObject *snap, PyObject *name, double *out, int *is_none)
 /* Python truthiness of an optional float field: None, 0.0 and -0.0 are false. */
 static inline int truthy(double v, int is_none) { return !is_none && v != 0.0; }
 
-static PyObject *state_update_impl(State *self, PyObject *snap) {
+/* Folds the snapshot into the state and writes its feature vector to out. Returns 0, or -1 with an exception
+   set; the state may then be half-updated, which state_update_impl undoes. */
+static int state_fold(State *self, PyObject *snap, double *out) {
     PyObject *ts_obj = PyObject_GetAttr(snap, s_ts);
-    if (ts_obj == NULL) return NULL;
+    if (ts_obj == NULL) return -1;
     int overflow = 0;
     long long ts = PyLong_AsLongLongAndOverflow(ts_obj, &overflow);
     if (ts == -1 && PyErr_Occurred()) {
         Py_DECREF(ts_obj);
-        return NULL;
+        return -1;
     }
     if (overflow) {
         Py_DECREF(ts_obj);
         PyErr_SetString(PyExc_ValueError, "ts does not fit in 64 bits");
-        return NULL;
+        return -1;
     }
     if (ts < self->last_ts) {
         PyObject *last = PyLong_FromLongLong(self->last_ts);
@@ -193,23 +195,23 @@ static PyObject *state_update_impl(State *self, PyObject *snap) {
         } else if (!PyErr_Occurred()) {
             PyErr_SetString(PyExc_RuntimeError, "out-of-order factory not configured");
         }
-        return NULL;
+        return -1;
     }
     Py_DECREF(ts_obj);
 
     double mid, rsi14, spread, vol1m;
     int rsi_none, spread_none, vol_none;
-    if (get_double(snap, s_mid, &mid, NULL) < 0) return NULL;
-    if (get_double(snap, s_rsi14, &rsi14, &rsi_none) < 0) return NULL;
-    if (get_double(snap, s_spread_bp, &spread, &spread_none) < 0) return NULL;
-    if (get_double(snap, s_vol1m, &vol1m, &vol_none) < 0) return NULL;
+    if (get_double(snap, s_mid, &mid, NULL) < 0) return -1;
+    if (get_double(snap, s_rsi14, &rsi14, &rsi_none) < 0) return -1;
+    if (get_double(snap, s_spread_bp, &spread, &spread_none) < 0) return -1;
+    if (get_double(snap, s_vol1m, &vol1m, &vol_none) < 0) return -1;
 
     long long n = self->n;
     if (isnan(mid)) {
         /* math.log(nan) is nan */
     } else if (mid <= 0.0) {
         domain_error();
-        return NULL;
+        return -1;
     }
     double log_mid = log(mid);
     double ret_1, ret_5, vol, rsi, fast, slow;
@@ -245,7 +247,7 @@ static PyObject *state_update_impl(State *self, PyObject *snap) {
             double q = 1.0 + up / dn;
             if (q == 0.0) {
                 zero_division();
-                return NULL;
+                return -1;
             }
             rsi = 100.0 - 100.0 / q;
         }
@@ -290,7 +292,7 @@ static PyObject *state_update_impl(State *self, PyObject *snap) {
             pctb = (mid - (mean - half)) / (2.0 * half);
             if (mean == 0.0) {
                 zero_division();
-                return NULL;
+                return -1;
             }
             width = 2.0 * half / mean;
         }
@@ -302,14 +304,36 @@ static PyObject *state_update_impl(State *self, PyObject *snap) {
     if (truthy(vol1m, vol_none)) {
         if (!isnan(vol1m) && vol1m <= -1.0) {
             domain_error();
-            return NULL;
+            return -1;
         }
         log_vol = log1p(vol1m);
     }
-    double out[NFEAT] = {
+    const double row[NFEAT] = {
         ret_1, ret_5, vol, rsi, macd * scale, signal * scale, hist * scale,
         pctb, width * BP, truthy(spread, spread_none) ? spread : 0.0, log_vol,
     };
+    memcpy(out, row, sizeof(row));
+    return 0;
+}
+
+/* A snapshot that is refused (an error, or a feature that is not finite) leaves the state as it was: an extreme
+   price folded into the windows would otherwise poison the next W..SLOW snapshots of the symbol. */
+static PyObject *state_update_impl(State *self, PyObject *snap) {
+    const size_t head = sizeof(PyObject), size = sizeof(State) - sizeof(PyObject);
+    State saved;
+    memcpy((char *)&saved + head, (char *)self + head, size);
+    double out[NFEAT];
+    int bad = state_fold(self, snap, out) < 0;
+    for (int j = 0; !bad && j < NFEAT; j++) {
+        if (!isfinite(out[j])) {
+            PyErr_SetString(PyExc_FloatingPointError, "features are not finite");
+            bad = 1;
+        }
+    }
+    if (bad) {
+        memcpy((char *)self + head, (char *)&saved + head, size);
+        return NULL;
+    }
     PyObject *list = PyList_New(NFEAT);
     if (list == NULL) return NULL;
     for (int j = 0; j < NFEAT; j++) {

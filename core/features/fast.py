@@ -65,8 +65,28 @@ class SymbolState:
         self.last_ts = -1
         self.n = 0
 
-    def update(self, snap: Snapshot) -> list[float]:  # noqa: C901 - one flat function is the point
-        """Fold the next snapshot into the state and return its feature vector (in FEATURE_NAMES order)."""
+    def update(self, snap: Snapshot) -> list[float]:
+        """Fold the next snapshot into the state and return its feature vector (in FEATURE_NAMES order).
+
+        A refused snapshot (an error, or a feature that is not finite: ``FloatingPointError``) leaves the state
+        as it was, so one extreme price cannot poison the symbol's next snapshots.
+        """
+        saved = self.clone()
+        try:
+            row = self._fold(snap)
+        except BaseException:
+            self._restore(saved)
+            raise
+        if not all(map(math.isfinite, row)):
+            self._restore(saved)
+            raise FloatingPointError("features are not finite")
+        return row
+
+    def _restore(self, saved: SymbolState) -> None:
+        for name in SymbolState.__slots__:
+            setattr(self, name, getattr(saved, name))
+
+    def _fold(self, snap: Snapshot) -> list[float]:  # noqa: C901 - one flat function is the point
         if snap.ts < self.last_ts:
             raise _out_of_order(snap, self.last_ts)
         mid = snap.mid

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 from spark_ml.core.codec import Snapshot
@@ -31,7 +32,27 @@ class ReferenceState:
         self.n = 0
 
     def update(self, snap: Snapshot) -> list[float]:
-        """Fold the next snapshot into the state and return its feature vector (in FEATURE_NAMES order)."""
+        """Fold the next snapshot into the state and return its feature vector (in FEATURE_NAMES order).
+
+        A refused snapshot (an error, or a feature that is not finite: ``FloatingPointError``) leaves the state
+        as it was.
+        """
+        saved = copy.deepcopy(self)
+        try:
+            row = self._fold(snap)
+        except BaseException:
+            self._restore(saved)
+            raise
+        if not all(map(math.isfinite, row)):
+            self._restore(saved)
+            raise FloatingPointError("features are not finite")
+        return row
+
+    def _restore(self, saved: ReferenceState) -> None:
+        for name in ReferenceState.__slots__:
+            setattr(self, name, getattr(saved, name))
+
+    def _fold(self, snap: Snapshot) -> list[float]:
         if snap.ts < self.last_ts:
             raise _out_of_order(snap, self.last_ts)
         mid = snap.mid
