@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from spark_ml.worker.app import ServiceFactory, WorkerApp
+from spark_ml.worker.connect import safe_url
 from spark_ml.worker.natsserver import NatsServer
 from spark_ml.worker.run import predict_service
 from spark_ml.worker.settings import Settings
@@ -52,7 +53,8 @@ async def ensure_nats(settings: Settings) -> NatsServer | None:
     if await _answers(host, port):
         return None
     if not _is_loopback(host):
-        raise SystemExit(f"spark-ml up: nothing answers at {settings.servers[0]} and it is not a loopback address")
+        where = safe_url(settings.servers[0])
+        raise SystemExit(f"spark-ml up: nothing answers at {where} and it is not a loopback address")
     server = NatsServer(host="127.0.0.1" if host == "localhost" else host, port=port, store_dir=EMBEDDED_DIR)
     await asyncio.to_thread(server.start)
     return server
@@ -107,7 +109,9 @@ async def up(settings: Settings, *, http: ServiceFactory | None = None, analytic
 
 def _banner(settings: Settings, server: NatsServer | None, app: WorkerApp, http_port: int | None) -> None:
     host = settings.bind_host
-    nats_line = f"{server.url} (embedded, JetStream in {server.store_dir})" if server else settings.nats_url
+    # Never the URL as given: it may carry a user and password (nats://svc:secret@host:4222).
+    given = ", ".join(safe_url(s) for s in settings.servers)
+    nats_line = f"{safe_url(server.url)} (embedded, JetStream in {server.store_dir})" if server else given
     lines = [
         "spark-ml up",
         f"  NATS      {nats_line}",

@@ -10,7 +10,7 @@ from nats.aio.msg import Msg
 
 from spark_ml.core.codec import decode
 from spark_ml.core.errors import InvalidInput
-from spark_ml.worker.connect import connect
+from spark_ml.worker.connect import connect, safe_url
 from spark_ml.worker.run import stop_on_signals
 from spark_ml.worker.settings import Settings
 
@@ -37,7 +37,8 @@ async def tail(settings: Settings, *, subject: str, count: int = 0) -> int:
             stop.set()
 
     await nc.subscribe(subject, cb=on_msg)
-    print(f"tailing {subject} on {settings.nats_url} (Ctrl-C to stop)", file=sys.stderr, flush=True)
+    servers = ", ".join(safe_url(s) for s in settings.servers)
+    print(f"tailing {subject} on {servers} (Ctrl-C to stop)", file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:
