@@ -6,12 +6,12 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import nats
 import pytest
 from hypothesis import HealthCheck, settings
 from nats.aio.client import Client
 
 from spark_ml.worker.natsserver import NatsServer
+from tests.support.connections import connected
 
 settings.register_profile("ci", deadline=None, print_blob=True, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("dev", deadline=None, derandomize=True, database=None)
@@ -34,26 +34,21 @@ def nats_server(tmp_path) -> Iterator[NatsServer | None]:
     if _EXTERNAL_URL:
         yield None
         return
-    server = NatsServer(store_dir=tmp_path / "nats")
-    server.start()
-    try:
+    with NatsServer(store_dir=tmp_path / "nats") as server:
         yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture
 def nats_url(nats_server: NatsServer | None) -> str:
+    """The URL of the test's server (or of SPARK_ML_NATS_URL)."""
     return _EXTERNAL_URL or (nats_server.url if nats_server else "")
 
 
 @pytest.fixture
 async def nc(nats_url: str) -> AsyncIterator[Client]:
-    client = await nats.connect(nats_url, allow_reconnect=False)
-    try:
+    """The test's own connection, no reconnects (a lost server fails the test at once)."""
+    async with connected(nats_url, allow_reconnect=False) as client:
         yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from typing import Any
 
 import aiohttp
 import msgpack
-import nats
 import pytest
 from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +23,8 @@ from spark_ml.gateway.http import HttpGateway, run_gateway
 from spark_ml.scripts.harness.loadgen import http_round_trips, nats_round_trips
 from spark_ml.worker.settings import Settings
 from tests.gateway import SEED_BODY, SEED_SNAPSHOT, BrokenModel, start_service
+from tests.support.connections import connected
+from tests.support.lifecycle import started
 
 API_KEY = "k3y-that-must-never-be-logged-5f1c"
 
@@ -37,26 +38,18 @@ def settings_for(nats_url: str, **overrides) -> Settings:
 @pytest.fixture
 async def gw_nc(nats_url: str) -> AsyncIterator[Client]:
     """The gateway's own connection (the worker uses the ``nc`` fixture)."""
-    client = await nats.connect(nats_url, allow_reconnect=False)
-    try:
+    async with connected(nats_url, allow_reconnect=False) as client:
         yield client
-    finally:
-        await client.close()
 
 
 @pytest.fixture
 async def gateway_factory(gw_nc, nats_url):
-    started: list[HttpGateway] = []
+    async with started() as group:
 
-    async def make(nc: Client | None = None, **overrides) -> HttpGateway:
-        gateway = HttpGateway(nc or gw_nc, settings_for(nats_url, **overrides))
-        await gateway.start()
-        started.append(gateway)
-        return gateway
+        async def make(nc: Client | None = None, **overrides) -> HttpGateway:
+            return await group.start(HttpGateway(nc or gw_nc, settings_for(nats_url, **overrides)))
 
-    yield make
-    for gateway in started:
-        await gateway.stop()
+        yield make
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops._support import PROMETHEUS_CONFIG, REPO, load_dashboard, load_yaml, tool
+from tests.support.monitoring import PROMETHEUS_CONFIG, REPO, load_dashboard, load_yaml, tool
 
 COMPOSE = REPO / "compose.yaml"
 DOCKERFILE = REPO / "Dockerfile"
@@ -252,9 +252,13 @@ def test_the_docker_build_context_builds_the_wheel(tmp_path) -> None:
     (wheel,) = (tmp_path / "dist").glob("spark_ml-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-        packages = {name.split("/")[0] for name in names}
-        assert {"core", "worker", "gateway", "scripts"} <= packages
-        # Built from core/_featkernel.c by setup.py (this machine has a compiler, as the image's build stage).
-        assert any(name.startswith("core/_featkernel") and name.endswith(".so") for name in names), names
+        # One import name: the customer's folders install under spark_ml, nothing else at the top.
+        top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+        assert top == {"spark_ml"}
+        assert {"core", "worker", "gateway", "scripts"} <= {name.split("/")[1] for name in names if "/" in name}
+        # Built from core/features/_featkernel.c by setup.py (this machine has a compiler, as the image's build
+        # stage).
+        kernel = "spark_ml/core/features/_featkernel"
+        assert any(name.startswith(kernel) and name.endswith(".so") for name in names), names
         entry_points = next(name for name in names if name.endswith("entry_points.txt"))
         assert "spark-ml = spark_ml.worker.cli:main" in archive.read(entry_points).decode()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.ops._support import (
+from tests.support.monitoring import (
     RATE_INTERVAL,
     dashboard_panels,
     dashboard_queries,

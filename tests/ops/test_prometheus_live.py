@@ -22,7 +22,6 @@ import json
 import math
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -40,7 +39,8 @@ import pytest
 import yaml
 
 from spark_ml.worker.natsserver import NatsServer
-from tests.ops._support import (
+from tests.support.messages import SEED
+from tests.support.monitoring import (
     PROMETHEUS_CONFIG,
     RATE_INTERVAL,
     RULES,
@@ -48,6 +48,8 @@ from tests.ops._support import (
     metric_names,
     tool,
 )
+from tests.support.ports import free_port
+from tests.support.processes import child_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -56,7 +58,6 @@ if importlib.util.find_spec("spark_ml.worker.cli") is None:
 
 WORKER_JOB = "spark-ml-worker"
 GATEWAY_JOB = "spark-ml-gateway"
-SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
 ROUNDS = 6
 """Traffic rounds, one per second: rates need several scrapes with increments between them."""
 GOOD_PER_ROUND = 40
@@ -69,12 +70,6 @@ CUSTOMER_MS_METRICS = ("ml_predict_latency_ms", "ml_http_latency_ms")
 """Names fixed by the customer (DESIGN.md) with the ``_ms`` unit promlint dislikes; the only accepted lint."""
 ONLY_WITH_SHADOW = {"ml_shadow_agreement_ratio"}
 ONLY_WITH_DRIFT = {"ml_feature_drift_psi"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -181,12 +176,6 @@ def _spark_ml() -> list[str]:
     return [sys.executable, "-c", "from spark_ml.worker.cli import main; raise SystemExit(main())"]
 
 
-def _env(**settings: object) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_ML_")}
-    env.update({f"SPARK_ML_{k.upper()}": str(v) for k, v in settings.items()})
-    return env
-
-
 def _prometheus_config(stack: Stack) -> dict[str, Any]:
     """deploy/prometheus/prometheus.yml with loopback targets and 1 s intervals."""
     config: dict[str, Any] = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
@@ -272,12 +261,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dic
             nats_server = NatsServer(store_dir=tmp / "nats")
             nats_server.start()
             stack.nats_url = nats_server.url
-        stack.metrics_port, stack.http_port, stack.prom_port = _free_port(), _free_port(), _free_port()
+        stack.metrics_port, stack.http_port, stack.prom_port = free_port(), free_port(), free_port()
         common = {"nats_url": stack.nats_url, "bind_host": "127.0.0.1", "registry": tmp / "registry"}
         _trained_registry(tmp / "registry")
-        stack.start("worker", [*_spark_ml(), "worker"], _env(metrics_port=stack.metrics_port, **common))
+        stack.start("worker", [*_spark_ml(), "worker"], child_env(metrics_port=stack.metrics_port, **common))
         stack.start(
-            "gateway", [*_spark_ml(), "gateway"], _env(http_port=stack.http_port, metrics_port=_free_port(), **common)
+            "gateway",
+            [*_spark_ml(), "gateway"],
+            child_env(http_port=stack.http_port, metrics_port=free_port(), **common),
         )
         config = tmp / "prometheus.yml"
         config.write_text(yaml.safe_dump(_prometheus_config(stack)), encoding="utf-8")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.ops._support import (
+from tests.support.monitoring import (
     OPERATIONS,
     RULE_TESTS,
     RULES,

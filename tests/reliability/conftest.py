@@ -11,20 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from spark_ml.worker.natsserver import NatsCluster, NatsServer
-
-from ._support import SpawnWorker, WorkerProcess, worker_env
+from spark_ml.worker.natsserver import NatsServer
+from tests.support.cluster import NatsCluster
+from tests.support.processes import SpawnWorker, WorkerProcess, worker_env
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[NatsServer]:
     """A JetStream nats-server on a free loopback port, its store in the test's directory."""
-    srv = NatsServer(store_dir=tmp_path / "nats")
-    srv.start()
-    try:
+    with NatsServer(store_dir=tmp_path / "nats") as srv:
         yield srv
-    finally:
-        srv.cleanup()
 
 
 @pytest.fixture

@@ -28,8 +28,9 @@ import pytest
 
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
-
-from ._support import RawPublisher, Sink, SpawnWorker, WorkerProcess, client, snapshot
+from tests.support.connections import RawPublisher, client
+from tests.support.messages import Sink, snapshot
+from tests.support.processes import SpawnWorker, WorkerProcess
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -14,9 +14,12 @@ import time
 import pytest
 
 from spark_ml.core import subjects
-from spark_ml.worker.natsserver import NatsCluster
-
-from ._support import Sink, SpawnWorker, client, publish_until_acked, snapshot, until
+from tests.support.cluster import NatsCluster
+from tests.support.connections import client
+from tests.support.jetstream import publish_until_acked
+from tests.support.lifecycle import until
+from tests.support.messages import Sink, snapshot
+from tests.support.processes import SpawnWorker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 

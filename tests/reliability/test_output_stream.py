@@ -13,12 +13,14 @@ import asyncio
 import time
 
 import pytest
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy
 
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
-
-from ._support import Sink, SpawnWorker, client, read_stream, snapshot, ts_of
+from tests.support.connections import client
+from tests.support.jetstream import PREDICTIONS, add_file_stream, read_stream
+from tests.support.messages import Sink, snapshot, ts_of
+from tests.support.processes import SpawnWorker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
@@ -32,15 +34,7 @@ async def test_input_is_not_acked_when_the_predictions_stream_refuses_its_predic
     async with client(server.url) as nc:
         js = nc.jetstream()
         # Given a predictions stream with room for half of the predictions, refusing the rest
-        await js.add_stream(
-            StreamConfig(
-                name="PREDICTIONS",
-                subjects=[subjects.PREDICTION],
-                storage=StorageType.FILE,
-                max_msgs=ROOM,
-                discard=DiscardPolicy.NEW,
-            )
-        )
+        await add_file_stream(js, PREDICTIONS, subjects.PREDICTION, max_msgs=ROOM, discard=DiscardPolicy.NEW)
         dlq = await Sink.on(nc, subjects.DLQ)
         worker = spawn_worker(server.url, mode="jetstream", ack_wait_s=1, max_deliver=2, js_backoff_s="0.5")
         await worker.ready()
@@ -56,7 +50,7 @@ async def test_input_is_not_acked_when_the_predictions_stream_refuses_its_predic
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
-        stored = {ts_of(d) for d, _ in await read_stream(js, "PREDICTIONS", subjects.PREDICTION)}
+        stored = {ts_of(d) for d, _ in await read_stream(js, PREDICTIONS, subjects.PREDICTION)}
         reasons = dlq.reasons()
         dead = set(reasons)
         lost = set(range(N)) - stored - dead

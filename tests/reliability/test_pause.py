@@ -12,16 +12,17 @@ import collections
 import signal
 
 import pytest
-from nats.js.api import StorageType, StreamConfig
 
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
-
-from ._support import Sink, SpawnWorker, client, read_stream, snapshot, ts_of, until
+from tests.support.connections import client
+from tests.support.jetstream import PREDICTIONS, add_file_stream, read_stream
+from tests.support.lifecycle import until
+from tests.support.messages import Sink, snapshot, ts_of
+from tests.support.processes import SpawnWorker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
-PREDICTIONS = "PREDICTIONS"
 N = 3000
 ACK_WAIT_S = 1.0
 
@@ -32,11 +33,7 @@ async def test_paused_worker_resumed_past_ack_wait_doubles_no_output(
     async with client(server.url) as nc:
         js = nc.jetstream()
         # Given a predictions stream that deduplicates on Nats-Msg-Id, and two jetstream workers
-        await js.add_stream(
-            StreamConfig(
-                name=PREDICTIONS, subjects=[subjects.PREDICTION], storage=StorageType.FILE, duplicate_window=120.0
-            )
-        )
+        await add_file_stream(js, PREDICTIONS, subjects.PREDICTION, duplicate_window=120.0)
         raw, dlq = await Sink.on(nc, subjects.PREDICTION), await Sink.on(nc, subjects.DLQ)
         settings = {"mode": "jetstream", "ack_wait_s": ACK_WAIT_S, "batch_max": 32}
         frozen = await spawn_worker(server.url, **settings).ready()  # the first one creates stream and consumer

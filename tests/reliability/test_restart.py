@@ -15,18 +15,20 @@ import time
 from dataclasses import dataclass
 
 import pytest
-from nats.js.api import StorageType, StreamConfig
 
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
-
-from ._support import Sink, SpawnWorker, client, publish_until_acked, read_stream, snapshot, ts_of, until
+from tests.support.connections import client
+from tests.support.jetstream import PREDICTIONS, add_file_stream, publish_until_acked, read_stream
+from tests.support.lifecycle import until
+from tests.support.messages import Sink, snapshot, ts_of
+from tests.support.processes import SpawnWorker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 N = 3000
 SYMBOLS = 8
-PREDICTIONS, DEAD = "PREDICTIONS", "DEAD_LETTERS"
+DEAD = "DEAD_LETTERS"
 
 
 @dataclass
@@ -47,9 +49,7 @@ async def _restart_under_load(server: NatsServer, spawn_worker: SpawnWorker, res
         js = nc.jetstream()
         # Given streams keeping the output, and a jetstream worker
         for name, subject in ((PREDICTIONS, subjects.PREDICTION), (DEAD, subjects.DLQ)):
-            await js.add_stream(
-                StreamConfig(name=name, subjects=[subject], storage=StorageType.FILE, duplicate_window=120.0)
-            )
+            await add_file_stream(js, name, subject, duplicate_window=120.0)
         raw, raw_dead = await Sink.on(nc, subjects.PREDICTION), await Sink.on(nc, subjects.DLQ)
         worker = await spawn_worker(server.url, mode="jetstream", ack_wait_s=2, batch_max=64).ready()
 

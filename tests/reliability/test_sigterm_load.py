@@ -17,8 +17,10 @@ from nats.aio.client import Client
 
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
-
-from ._support import RawPublisher, Sink, SpawnWorker, client, snapshot, until
+from tests.support.connections import RawPublisher, client
+from tests.support.lifecycle import until
+from tests.support.messages import Sink, snapshot
+from tests.support.processes import SpawnWorker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 

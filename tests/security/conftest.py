@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.security._procs import SparkMl
-from tests.security._servers import Method, start_methods
+from tests.support.auth_servers import Method, start_methods
+from tests.support.processes import SparkMl
 
 
 @pytest.fixture(scope="session")
@@ -21,24 +20,6 @@ def methods(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Meth
     finally:
         for method in started.values():
             method.server.cleanup()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def service_env(directory: Path, settings: dict[str, str]) -> dict[str, str]:
-    """Settings for a ``spark-ml`` child: ``settings`` plus its own metrics port and an empty registry."""
-    directory.mkdir(parents=True, exist_ok=True)
-    return {
-        "SPARK_ML_METRICS_PORT": str(free_port()),
-        "SPARK_ML_REGISTRY": str(directory / "registry"),
-        "SPARK_ML_BIND_HOST": "127.0.0.1",
-        **settings,
-    }
 
 
 @pytest.fixture

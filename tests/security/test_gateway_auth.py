@@ -13,9 +13,10 @@ import aiohttp
 import pytest
 
 from spark_ml.core.contracts import Prediction
-from tests.security._procs import SEED, SparkMl, predict_end_to_end
-from tests.security._servers import Method
-from tests.security.conftest import free_port, service_env
+from tests.support.auth_servers import Method
+from tests.support.messages import SEED
+from tests.support.ports import free_port
+from tests.support.processes import SparkMl, predict_end_to_end, service_env
 
 API_KEY = "gw-" + secrets.token_hex(16)
 BODY = {"snapshot": {**SEED, "symbol": "GW"}}

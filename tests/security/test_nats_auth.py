@@ -18,9 +18,8 @@ from dataclasses import dataclass
 import pytest
 
 from spark_ml.core.contracts import Prediction
-from tests.security._procs import SparkMl, base_env, predict_end_to_end, spark_ml
-from tests.security._servers import METHODS, Method
-from tests.security.conftest import service_env
+from tests.support.auth_servers import METHODS, Method
+from tests.support.processes import SparkMl, base_env, predict_end_to_end, service_env, spark_ml
 
 REFUSAL_BOUND_S = 8.0
 """How long a refused worker gets to say why and exit (it takes about a second)."""

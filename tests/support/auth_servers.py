@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_ml.worker.natsserver import NatsServer
-from tests.security._material import make_jwt_chain, make_pki, new_nkey
+from tests.support.credentials import make_jwt_chain, make_pki, new_nkey
 
 __all__ = ["METHODS", "Method", "start_methods"]
 

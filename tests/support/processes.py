@@ -1,7 +1,10 @@
-"""Helpers of the fault tests: `spark-ml worker` child processes, metric scrapes, sinks, stream reads.
+"""``spark-ml`` commands as child processes, configured only through ``SPARK_ML_*`` variables.
 
-Every input snapshot carries a unique ``ts`` (its id), so reconciliation is set arithmetic over ids found
-in the predictions, in the dead letters, and in the counted drops.
+:class:`WorkerProcess` is a ``spark-ml worker`` the fault tests freeze, signal and kill (its metrics address
+read from its log); :class:`SparkMl` is any subcommand, run through
+:class:`spark_ml.scripts.harness.procs.Child` (own session, output in a file, SIGTERM then SIGKILL on stop)
+so its whole output can be searched for secrets afterwards; :func:`predict_end_to_end` proves a running
+worker predicts on both paths.
 """
 
 from __future__ import annotations
@@ -15,161 +18,44 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
 import msgpack
-import nats
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, PubAck
 from prometheus_client.parser import text_string_to_metric_families
 
 from spark_ml.core import subjects
+from spark_ml.scripts.harness.procs import Child
+from tests.support.connections import connected
+from tests.support.messages import SEED
+from tests.support.ports import free_port
 
-SPARK_ML = Path(sys.executable).parent / "spark-ml"
+__all__ = [
+    "Scrape",
+    "SparkMl",
+    "SpawnWorker",
+    "WorkerProcess",
+    "base_env",
+    "child_env",
+    "predict_end_to_end",
+    "service_env",
+    "spark_ml",
+    "worker_env",
+]
+
 _READY = re.compile(r"worker ready: .* metrics=http://([^/\s]+)/metrics")
 _STOPPED = re.compile(r"worker stopped: published=(\d+) dead_lettered=(\d+) abandoned=(\d+)")
 
-Raw = tuple[bytes, dict[str, str] | None]
+
+def spark_ml() -> str:
+    """The ``spark-ml`` script beside this interpreter (the venv's)."""
+    return str(Path(sys.executable).parent / "spark-ml")
 
 
-def snapshot(i: int, symbol: str) -> bytes:
-    """Input number ``i``: its ``ts`` is its id."""
-    return msgpack.packb({"ts": i, "mid": 100.0 + i % 7, "symbol": symbol})
-
-
-def ts_of(data: bytes) -> int:
-    value = msgpack.unpackb(data)["ts"]
-    assert isinstance(value, int)
-    return value
-
-
-async def until(predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> float:
-    """Wait for ``predicate`` (bounded); returns the seconds it took."""
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(step)
-    return time.monotonic() - start
-
-
-@contextlib.asynccontextmanager
-async def client(url: str, **options: Any) -> AsyncIterator[Client]:
-    """A test-side connection that reconnects quickly (servers are restarted and killed under it)."""
-    opts: dict[str, Any] = {
-        "servers": url.split(","),
-        "max_reconnect_attempts": -1,
-        "reconnect_time_wait": 0.1,
-        "connect_timeout": 2,
-    }
-
-    async def quiet(_: Exception) -> None:  # disconnects are the point of these tests
-        return None
-
-    opts.update(error_cb=quiet, **options)
-    nc = await nats.connect(**opts)
-    try:
-        yield nc
-    finally:
-        await nc.close()
-
-
-class Sink:
-    """Every message of one subject, kept raw, with no pending limits: the sink never drops."""
-
-    def __init__(self) -> None:
-        self.msgs: list[Raw] = []
-
-    async def _cb(self, msg: Msg) -> None:
-        self.msgs.append((msg.data, msg.headers))
-
-    @classmethod
-    async def on(cls, nc: Client, subject: str) -> Sink:
-        sink = cls()
-        await nc.subscribe(subject, cb=sink._cb, pending_msgs_limit=0, pending_bytes_limit=0)
-        await nc.flush()
-        await nc.flush()  # nats-py 2.16: one flush can overtake a SUB still in the client's buffer
-        return sink
-
-    def ids(self) -> list[int]:
-        return [ts_of(data) for data, _ in self.msgs]
-
-    def reasons(self) -> dict[int, str]:
-        """Dead letters: input id -> ``Spark-Ml-Error`` reason."""
-        return {ts_of(data): (h or {}).get(subjects.H_ERROR, "?") for data, h in self.msgs}
-
-
-async def read_stream(js: JetStreamContext, stream: str, subject: str, timeout: float = 20.0) -> list[Raw]:
-    """Every message now in ``stream``, through an ephemeral pull consumer without acks."""
-    expected = (await js.stream_info(stream)).state.messages
-    psub = await js.pull_subscribe(subject, stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE))
-    got: list[Raw] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(got) < expected:
-            assert time.monotonic() < deadline, f"read {len(got)} of {expected} messages of {stream}"
-            with contextlib.suppress(nats.errors.TimeoutError):
-                got += [(m.data, m.headers) for m in await psub.fetch(min(expected - len(got), 1000), timeout=1)]
-    finally:
-        await psub.unsubscribe()
-    return got
-
-
-async def publish_until_acked(
-    js: JetStreamContext, subject: str, payload: bytes, msg_id: str, deadline: float
-) -> PubAck:
-    """Publish with ``Nats-Msg-Id``, retrying through outages until a PubAck (retries deduplicate)."""
-    while True:
-        try:
-            return await js.publish(subject, payload, timeout=1.0, headers={"Nats-Msg-Id": msg_id})
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-
-
-class RawPublisher:
-    """A bare NATS protocol connection that writes a prebuilt block of PUBs at once: the fastest burst a
-    single client can produce (nats-py's publish loop is several times slower than the server ingests)."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    @classmethod
-    @contextlib.asynccontextmanager
-    async def connect(cls, url: str) -> AsyncIterator[RawPublisher]:
-        host, port = url.removeprefix("nats://").rsplit(":", 1)
-        reader, writer = await asyncio.open_connection(host, int(port))
-        pub = cls(reader, writer)
-        try:
-            await reader.readline()  # INFO
-            writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
-            await pub.sync()
-            yield pub
-        finally:
-            writer.close()
-            await writer.wait_closed()
-
-    async def sync(self, timeout: float = 30.0) -> None:
-        """PING and wait for the PONG: the server has processed everything written before."""
-        self._writer.write(b"PING\r\n")
-        await self._writer.drain()
-        async with asyncio.timeout(timeout):
-            while (line := await self._reader.readline()) != b"PONG\r\n":
-                assert line, "server closed the connection"
-
-    @staticmethod
-    def block(messages: list[tuple[str, bytes]]) -> bytes:
-        return b"".join(b"PUB %s %d\r\n%s\r\n" % (s.encode(), len(p), p) for s, p in messages)
-
-    async def send(self, block: bytes) -> None:
-        self._writer.write(block)
-        await self.sync()
+def base_env() -> dict[str, str]:
+    """This process's environment without any ``SPARK_ML_*`` variable or proxy: the child gets only ours."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("SPARK_ML_") and not k.lower().endswith("_proxy")}
 
 
 class Scrape:
@@ -206,7 +92,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [str(SPARK_ML), "worker"],
+            [spark_ml(), "worker"],
             env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=self._log,
@@ -278,18 +164,111 @@ class WorkerProcess:
             self._log = None
 
 
-def worker_env(nats_url: str, registry: Path, **settings: object) -> dict[str, str]:
-    """The environment of a worker child: this one's (already cleaned of SPARK_ML_*) plus its settings."""
+def child_env(**settings: object) -> dict[str, str]:
+    """This process's environment without any ``SPARK_ML_*`` variable, plus ``settings`` as ``SPARK_ML_<NAME>``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_ML_")}
-    env.update(
-        SPARK_ML_NATS_URL=nats_url,
-        SPARK_ML_METRICS_PORT="0",
-        SPARK_ML_HTTP_PORT="0",
-        SPARK_ML_REGISTRY=str(registry),
-    )
     env.update({f"SPARK_ML_{name.upper()}": str(value) for name, value in settings.items()})
     return env
 
 
+def worker_env(nats_url: str, registry: Path, **settings: object) -> dict[str, str]:
+    """The environment of a worker child: free metrics and HTTP ports, its registry, then ``settings``."""
+    return child_env(**{"nats_url": nats_url, "metrics_port": 0, "http_port": 0, "registry": registry, **settings})
+
+
 SpawnWorker = Callable[..., WorkerProcess]
 """``spawn(nats_url, **settings)`` -> a started (not yet ready) worker process, killed at teardown."""
+
+
+def service_env(directory: Path, settings: dict[str, str]) -> dict[str, str]:
+    """Settings for a ``spark-ml`` child: ``settings`` plus its own metrics port and an empty registry."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return {
+        "SPARK_ML_METRICS_PORT": str(free_port()),
+        "SPARK_ML_REGISTRY": str(directory / "registry"),
+        "SPARK_ML_BIND_HOST": "127.0.0.1",
+        **settings,
+    }
+
+
+class SparkMl:
+    """``spark-ml <args>`` running with ``env`` (added to :func:`base_env`), output to ``log``.
+
+    Args:
+        args: the subcommand and its flags.
+        env: ``SPARK_ML_*`` settings.
+        log: file receiving stdout and stderr.
+    """
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.child = Child(args[0], [spark_ml(), *args], log, env={**base_env(), **env})
+        self.log = log
+        self.returncode: int | None = None
+
+    def alive(self) -> bool:
+        return self.child.alive()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def wait_for_output(self, needles: tuple[str, ...], timeout: float) -> bool:
+        """True once any of ``needles`` is in the output; False after ``timeout`` or when the child exited."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.output()
+            if any(n in text for n in needles):
+                return True
+            if not self.alive():
+                return any(n in self.output() for n in needles)
+            time.sleep(0.05)
+        return False
+
+    def wait_exit(self, timeout: float) -> int | None:
+        """The exit code if the child ends within ``timeout``, else None (it keeps running)."""
+        try:
+            self.returncode = self.child.proc.wait(timeout)
+        except Exception:
+            return None
+        return self.returncode
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (then SIGKILL after ``timeout``); returns the exit code."""
+        self.child.stop(timeout)
+        self.returncode = self.child.proc.returncode
+        return self.returncode
+
+
+async def predict_end_to_end(url: str, client: dict[str, Any], proc: SparkMl, timeout: float = 30.0) -> dict[str, Any]:
+    """Publish the seed snapshot until a prediction comes back on ``ml.prediction`` (the worker may still be
+    starting), then ask ``ml.predict`` once; returns the streamed prediction and the reply, both decoded."""
+    async with connected(url, allow_reconnect=False, connect_timeout=5, **client) as nc:
+        streamed: list[bytes] = []
+        arrived = asyncio.Event()
+
+        async def cb(msg: Any) -> None:
+            streamed.append(msg.data)
+            arrived.set()
+
+        await nc.subscribe(subjects.PREDICTION, cb=cb)
+        await nc.flush()
+        await nc.flush()
+        deadline = time.monotonic() + timeout
+        ts = SEED["ts"]
+        while not streamed:
+            if not proc.alive():
+                raise AssertionError(f"worker exited with {proc.child.proc.returncode}: {proc.output()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no prediction within {timeout}s: {proc.output()[-2000:]}")
+            await nc.publish(subjects.snapshot_for("SEC"), msgpack.packb({**SEED, "ts": ts}))
+            ts += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(arrived.wait(), 0.3)
+        # Newer than every streamed snapshot: the service scores on the stream's feature state.
+        request = {"snapshot": {**SEED, "ts": ts + 1000, "symbol": "SEC"}}
+        reply = await nc.request(subjects.PREDICT, msgpack.packb(request), timeout=5)
+        return {
+            "streamed": msgpack.unpackb(streamed[0]),
+            "reply": msgpack.unpackb(reply.data),
+            "reply_headers": reply.headers or {},
+            "request_ts": ts + 1000,
+        }

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import msgpack
 import pytest
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
 from spark_ml.worker.app import WorkerApp
 from spark_ml.worker.run import predict_service
 from spark_ml.worker.settings import Settings
-
-SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
+from tests.support.lifecycle import started
+from tests.support.messages import Collector
 
 
 @pytest.fixture
 def settings_factory(nats_url: str, tmp_path) -> Callable[..., Settings]:
+    """``make(**overrides)``: Settings on the test's server, free ports, a registry in the test's directory."""
+
     def make(**overrides: Any) -> Settings:
         base: dict[str, Any] = {
             "nats_url": nats_url,
@@ -36,53 +35,20 @@ def settings_factory(nats_url: str, tmp_path) -> Callable[..., Settings]:
 
 @pytest.fixture
 async def worker_factory(settings_factory) -> AsyncIterator[Callable[..., Awaitable[WorkerApp]]]:
-    apps: list[WorkerApp] = []
+    """``start(**settings)``: a started in-process WorkerApp (``serve_predict=True`` adds ``ml.predict``)."""
+    async with started() as group:
 
-    async def start(**overrides: Any) -> WorkerApp:
-        serve_predict = overrides.pop("serve_predict", False)
-        services = [predict_service] if serve_predict else []
-        app = WorkerApp(settings_factory(**overrides), handle_signals=False, services=services)
-        await app.start()
-        apps.append(app)
-        return app
+        async def start(**overrides: Any) -> WorkerApp:
+            services = [predict_service] if overrides.pop("serve_predict", False) else []
+            return await group.start(WorkerApp(settings_factory(**overrides), handle_signals=False, services=services))
 
-    yield start
-    for app in apps:
-        await app.stop()
-
-
-class Collector:
-    """Collects messages of one subject; ``wait(n)`` returns once n have arrived (or fails after a timeout)."""
-
-    def __init__(self) -> None:
-        self.msgs: list[Msg] = []
-        self._changed = asyncio.Event()
-
-    async def cb(self, msg: Msg) -> None:
-        self.msgs.append(msg)
-        self._changed.set()
-
-    async def wait(self, n: int, timeout: float = 10.0) -> list[Msg]:
-        async def until() -> None:
-            while len(self.msgs) < n:
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(until(), timeout)
-        return self.msgs
-
-    def bodies(self) -> list[dict[str, Any]]:
-        return [decode_any(m.data) for m in self.msgs]
-
-
-def decode_any(data: bytes) -> Any:
-    import json
-
-    return json.loads(data) if data[:1] == b"{" else msgpack.unpackb(data, raw=False)
+        yield start
 
 
 @pytest.fixture
 def collect(nc: Client) -> Callable[[str], Awaitable[Collector]]:
+    """``await collect(subject)``: a :class:`Collector` subscribed on ``nc`` (the server knows the SUB)."""
+
     async def sub(subject: str) -> Collector:
         c = Collector()
         await nc.subscribe(subject, cb=c.cb)

@@ -16,8 +16,8 @@ from nats.aio.client import Client
 from spark_ml.core import subjects
 from spark_ml.core.trading.live_pnl import PaperPosition
 from spark_ml.worker.services.analytics import AnalyticsService
-
-from .conftest import Collector, decode_any
+from tests.support.lifecycle import started
+from tests.support.messages import Collector, decode_any
 
 T0 = 1_696_723_200_000
 
@@ -33,17 +33,12 @@ def prediction(symbol: str, signal: str, ts: int = T0) -> bytes:
 
 @pytest.fixture
 async def service(nc: Client) -> AsyncIterator[Callable[..., Awaitable[AnalyticsService]]]:
-    started: list[AnalyticsService] = []
+    async with started() as group:
 
-    async def start(**kwargs: Any) -> AnalyticsService:
-        svc = AnalyticsService(nc, **kwargs)
-        await svc.start()
-        started.append(svc)
-        return svc
+        async def start(**kwargs: Any) -> AnalyticsService:
+            return await group.start(AnalyticsService(nc, **kwargs))
 
-    yield start
-    for svc in started:
-        await svc.stop()
+        yield start
 
 
 async def _next(c: Collector, n: int) -> dict[str, Any]:

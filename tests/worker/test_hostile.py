@@ -34,8 +34,7 @@ from pydantic import ValidationError
 
 from spark_ml.core import subjects
 from spark_ml.core.contracts import MarketSnapshot, Prediction
-
-from .conftest import SEED, Collector, decode_any
+from tests.support.messages import SEED, Collector, decode_any
 
 LIMIT = 64 * 1024
 TS0 = 1_700_000_000_000

@@ -16,8 +16,7 @@ import spark_ml.worker.intake.consume
 from spark_ml.core import subjects
 from spark_ml.worker.app import WorkerApp
 from spark_ml.worker.intake.consume import JetStreamIntake
-
-from .conftest import Collector
+from tests.support.messages import Collector
 
 
 async def _consumer_settled(nc: Client, expect_acked: int, timeout: float = 10.0) -> None:

@@ -11,23 +11,19 @@ from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 import spark_ml.worker.natsio.jspub
 from spark_ml.worker.natsio.jspub import AckedPublisher, NotStored
+from tests.support.lifecycle import started
 
 SUBJECT = "preds.x"
 
 
 @pytest.fixture
 async def publisher(nc: Client) -> AsyncIterator[Callable[..., Awaitable[AckedPublisher]]]:
-    made: list[AckedPublisher] = []
+    async with started() as group:
 
-    async def make(timeout_s: float = 2.0) -> AckedPublisher:
-        pub = AckedPublisher(nc, SUBJECT, timeout_s=timeout_s)
-        await pub.start()
-        made.append(pub)
-        return pub
+        async def make(timeout_s: float = 2.0) -> AckedPublisher:
+            return await group.start(AckedPublisher(nc, SUBJECT, timeout_s=timeout_s))
 
-    yield make
-    for pub in made:
-        await pub.stop()
+        yield make
 
 
 async def _stream(nc: Client, **config: object) -> None:

@@ -8,8 +8,7 @@ from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from spark_ml.core import subjects
-
-from .conftest import SEED
+from tests.support.messages import SEED
 
 SIX = {
     "ml_predict_requests",

@@ -9,8 +9,7 @@ import nats
 
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
-
-from .conftest import Collector
+from tests.support.messages import Collector
 
 
 async def test_worker_resumes_after_nats_restart(worker_factory, nats_server: NatsServer | None) -> None:

@@ -11,8 +11,7 @@ import msgpack
 from nats.aio.client import Client
 
 from spark_ml.core import subjects
-
-from .conftest import Collector
+from tests.support.messages import Collector
 
 
 async def _wait_ready(nc: Client, preds: Collector, timeout: float = 20.0) -> None:

@@ -12,8 +12,7 @@ from nats.aio.client import Client
 
 from spark_ml.core import subjects
 from spark_ml.core.contracts import Prediction
-
-from .conftest import SEED, decode_any
+from tests.support.messages import SEED, decode_any
 
 
 async def test_seed_payload_msgpack_and_json(nc: Client, worker_factory, collect) -> None:

@@ -1,0 +1,53 @@
+"""JetStream from the test's side: a predictions stream, publishing through outages, reading a stream back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import nats
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, PubAck, StorageType, StreamConfig
+
+from tests.support.messages import Raw
+
+__all__ = ["PREDICTIONS", "add_file_stream", "publish_until_acked", "read_stream"]
+
+PREDICTIONS = "PREDICTIONS"
+"""The stream the tests create over ``ml.prediction`` (a worker finds it at start and publishes through it)."""
+
+
+async def add_file_stream(js: JetStreamContext, name: str, subject: str, **config: Any) -> None:
+    """A file-stored stream ``name`` over ``subject``, with ``config`` (limits, discard, dedup window) on top."""
+    await js.add_stream(StreamConfig(name=name, subjects=[subject], storage=StorageType.FILE, **config))
+
+
+async def read_stream(js: JetStreamContext, stream: str, subject: str, timeout: float = 20.0) -> list[Raw]:
+    """Every message now in ``stream``, through an ephemeral pull consumer without acks."""
+    expected = (await js.stream_info(stream)).state.messages
+    psub = await js.pull_subscribe(subject, stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE))
+    got: list[Raw] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(got) < expected:
+            assert time.monotonic() < deadline, f"read {len(got)} of {expected} messages of {stream}"
+            with contextlib.suppress(nats.errors.TimeoutError):
+                got += [(m.data, m.headers) for m in await psub.fetch(min(expected - len(got), 1000), timeout=1)]
+    finally:
+        await psub.unsubscribe()
+    return got
+
+
+async def publish_until_acked(
+    js: JetStreamContext, subject: str, payload: bytes, msg_id: str, deadline: float
+) -> PubAck:
+    """Publish with ``Nats-Msg-Id``, retrying through outages until a PubAck (retries deduplicate)."""
+    while True:
+        try:
+            return await js.publish(subject, payload, timeout=1.0, headers={"Nats-Msg-Id": msg_id})
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.05)
