@@ -17,14 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-from spark_ml.core.errors import SparkMlError
 from spark_ml.core.io.registry import Manifest, Registry
-from spark_ml.scripts.train import registry_path
+from spark_ml.scripts._args import REFUSED, add_registry, refuse, registry_path
 
 __all__ = ["build_parser", "main"]
 
@@ -33,8 +30,7 @@ _PROG = "spark-ml model"
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--registry", type=Path, default=None, help="registry directory (default: SPARK_ML_REGISTRY)")
-    common.add_argument("--json", action="store_true", help="print one JSON object")
+    add_registry(common, json_help="print one JSON object")
     p = argparse.ArgumentParser(prog=_PROG, description="List, inspect, promote, roll back and shadow model versions.")
     sub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     sub.add_parser("list", parents=[common], help="every version, the active and shadow marked")
@@ -104,9 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             doc, text = _info(reg, args.version)
         else:
             doc, text = _act(reg, args.action, getattr(args, "version", None))
-    except (SparkMlError, ValueError, OSError) as exc:
-        print(f"{_PROG} {args.action}: error: {exc}", file=sys.stderr)
-        return 2
+    except REFUSED as exc:
+        return refuse(f"{_PROG} {args.action}", exc)
     print(json.dumps(doc) if args.json else text)
     return 0
 

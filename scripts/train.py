@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spark_ml.core.errors import SparkMlError
 from spark_ml.core.io.registry import Registry
 from spark_ml.core.io.reports import write_train_report
 from spark_ml.core.ml.evaluate import choose_folds
 from spark_ml.core.ml.sources import BUILTIN, load
-from spark_ml.core.ml.training import train
+from spark_ml.core.ml.training import Recipe, train
 from spark_ml.core.models import MODEL_KINDS
+from spark_ml.scripts._args import REFUSED, Bar, add_registry, data_name, refuse, registry_path
 
 __all__ = ["build_parser", "main"]
 
@@ -40,26 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the model (and of the synthetic bed)")
     p.add_argument("--folds", type=int, default=None, help="walk-forward folds (default: up to 5)")
     p.add_argument("--gap", type=int, default=None, help="rows left out before each test block (default: 35)")
-    p.add_argument("--registry", type=Path, default=None, help="registry directory (default: SPARK_ML_REGISTRY)")
-    p.add_argument("--out", type=Path, default=None, help="report directory (default: reports/<version>/)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary")
+    add_registry(
+        p, out="report directory (default: reports/<version>/)", json_help="print one JSON object instead of a summary"
+    )
     return p
-
-
-def registry_path(arg: Path | None) -> Path:
-    """``--registry`` or the settings' registry (``SPARK_ML_REGISTRY``)."""
-    if arg is not None:
-        return arg
-    from spark_ml.worker.settings import Settings
-
-    return Settings().registry
-
-
-def data_name(arg: str) -> str:
-    """Built-in names as given; a file as its absolute path, so ``spark-ml eval`` finds it from anywhere."""
-    if arg == "synthetic" or arg in BUILTIN or not Path(arg).exists():
-        return arg
-    return str(Path(arg).resolve())
 
 
 def _fmt(value: float | None) -> str:
@@ -90,21 +73,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         ds = load(data_name(args.data), seed=args.seed)
         data_seconds = time.perf_counter() - t0
         folds = args.folds or choose_folds(ds.rows().size, gap=args.gap)
-        progress = _Bar(folds + 2, enabled=not args.json)
+        progress = Bar(folds + 2, desc="train", enabled=not args.json)
         try:
-            report = train(ds, args.model, seed=args.seed, folds=folds, gap=args.gap, progress=progress)
+            report = train(ds, Recipe(args.model, args.seed, folds, args.gap), progress=progress)
         finally:
             progress.close()
-        manifest = registry.register(
-            report.model,
-            data=ds.name,
-            metrics=report.evaluation.metrics,
-            reference=report.reference,
-            extra=report.manifest_extra(),
-        )
-    except (SparkMlError, ValueError, OSError) as exc:
-        print(f"{_PROG}: error: {exc}", file=sys.stderr)
-        return 2
+        manifest = report.register(registry)
+    except REFUSED as exc:
+        return refuse(_PROG, exc)
     doc = report.to_json(manifest.version)
     doc["data_seconds"] = data_seconds
     out = args.out or Path("reports") / manifest.version
@@ -113,26 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc["report_dir"] = str(out)
     print(json.dumps(doc, allow_nan=False) if args.json else _summary(doc, out))
     return 0
-
-
-class _Bar:
-    """A tqdm bar on stderr when it is a terminal; a no-op otherwise."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self._bar: Any = None
-        if enabled and sys.stderr.isatty():
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total, file=sys.stderr, desc="train", unit="step", leave=False)
-
-    def __call__(self, label: str) -> None:
-        if self._bar is not None:
-            self._bar.set_postfix_str(label)
-            self._bar.update(1)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 if __name__ == "__main__":

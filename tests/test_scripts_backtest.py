@@ -15,7 +15,7 @@ import pytest
 from spark_ml.core.io.registry import Registry
 from spark_ml.core.ml.evaluate import choose_folds, walk_forward
 from spark_ml.core.ml.sources import load_csv
-from spark_ml.core.ml.training import train
+from spark_ml.core.ml.training import Recipe, train
 from spark_ml.core.trading import backtest as bt
 from spark_ml.scripts import backtest as script
 
@@ -125,15 +125,8 @@ def registry(csv: Path, tmp_path: Path) -> tuple[Path, str]:
     """A registry holding a logistic model trained on the CSV, promoted to active."""
     root = tmp_path / "registry"
     ds = load_csv(csv)
-    report = train(ds, "logistic", seed=3)
     reg = Registry(root)
-    manifest = reg.register(
-        report.model,
-        data=ds.name,
-        metrics=report.evaluation.metrics,
-        reference=report.reference,
-        extra=report.manifest_extra(),
-    )
+    manifest = train(ds, Recipe("logistic", seed=3)).register(reg)
     reg.promote(manifest.version)
     return root, manifest.version
 

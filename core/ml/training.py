@@ -1,9 +1,9 @@
 """Fit a model kind on a dataset with walk-forward evaluation: the report behind ``spark-ml train`` and ``eval``.
 
-:func:`walk_forward_eval` refits the model kind on each fold's training rows and scores the fold's test
-rows; the baseline is scored on the same test rows. :func:`train` adds the final model (fitted on every
-row), feature importance (gain from the final model, permutation on the out-of-sample folds) and the
-reference feature distribution stored in the manifest for drift detection.
+A :class:`Recipe` says how a kind is fitted; :func:`walk_forward_eval` refits it on each fold's training
+rows and scores the fold's test rows; the baseline is scored on the same test rows. :func:`train` adds the
+final model (fitted on every row), feature importance (gain from the final model, permutation on the
+out-of-sample folds) and the reference feature distribution stored in the manifest for drift detection.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spark_ml.core.features import FEATURE_NAMES
-from spark_ml.core.io.registry import Manifest
+from spark_ml.core.io.registry import Manifest, Registry
 from spark_ml.core.ml.dataset import Dataset
 from spark_ml.core.ml.evaluate import Fold, Slo, auc, check_slo, choose_folds, metrics, summarize, walk_forward
 from spark_ml.core.models import BaselineModel, Model, TrainedModel, fit_model
@@ -27,9 +27,11 @@ __all__ = [
     "REFERENCE_BINS",
     "FoldResult",
     "Progress",
+    "Recipe",
     "TrainReport",
     "WalkForward",
     "bin_fractions",
+    "fold_importance",
     "gate",
     "jsonable",
     "permutation_importance",
@@ -41,6 +43,39 @@ __all__ = [
 Progress = Callable[[str], None]
 """Called once per finished step (a fold, the final fit, importance) with a short label."""
 REFERENCE_BINS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Recipe:
+    """How a model kind is fitted and evaluated walk-forward: what ``train`` records and ``eval`` and ``backtest``
+    refit on each fold.
+
+    Args:
+        kind: model kind (``baseline`` fits nothing).
+        seed: seed of every fit.
+        folds: walk-forward folds (None: as many as the data allows, up to five).
+        gap: rows left out before each test block (None: the default gap).
+        params: model parameters over the kind's defaults.
+    """
+
+    kind: str
+    seed: int = 0
+    folds: int | None = None
+    gap: int | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_version(cls, manifest: Manifest, data: str, *, seed: int | None = None) -> Recipe:
+        """A registered version's recipe; its folds and gap only when ``data`` is the data it was trained on."""
+        extra = manifest.extra
+        same_data = data == manifest.data
+        return cls(
+            manifest.kind,
+            int(extra.get("seed", 0)) if seed is None else seed,
+            int(extra["folds"]) if same_data and "folds" in extra else None,
+            int(extra["gap"]) if same_data and "gap" in extra else None,
+            dict(extra.get("params") or {}),
+        )
 
 
 def _columns(model: Model) -> list[int]:
@@ -98,22 +133,14 @@ def _fit(kind: str, x: NDArray[np.float64], y: NDArray[np.int64], seed: int, par
     return fit_model(kind, x, y, feature_names=FEATURE_NAMES, seed=seed, params=params)
 
 
-def walk_forward_eval(
-    ds: Dataset,
-    kind: str,
-    *,
-    seed: int = 0,
-    folds: int | None = None,
-    gap: int | None = None,
-    params: Mapping[str, Any] | None = None,
-    progress: Progress | None = None,
-) -> WalkForward:
-    """Refit ``kind`` on each fold's past and score its test block; the baseline is scored alongside.
+def walk_forward_eval(ds: Dataset, recipe: Recipe, *, progress: Progress | None = None) -> WalkForward:
+    """Refit the recipe's kind on each fold's past and score its test block; the baseline is scored alongside.
 
-    ``kind`` may also be ``baseline`` (nothing is fitted). ``folds=None`` takes as many as the data allows,
+    The kind may also be ``baseline`` (nothing is fitted). ``folds=None`` takes as many as the data allows,
     up to :data:`~spark_ml.core.ml.evaluate.MAX_FOLDS`. ValueError when the data is too short to split.
     """
-    params = dict(params or {})
+    kind, seed, gap, params = recipe.kind, recipe.seed, recipe.gap, dict(recipe.params)
+    folds = recipe.folds
     x_all, y_all = ds.xy()
     rows_all = ds.rows()
     p_up = ds.extra.get("p_up")
@@ -217,6 +244,16 @@ class TrainReport:
     reference: dict[str, dict[str, list[float]]]
     train_seconds: float
 
+    def register(self, registry: Registry) -> Manifest:
+        """Store the final model in ``registry`` with its metrics, reference distribution and recipe."""
+        return registry.register(
+            self.model,
+            data=self.dataset.name,
+            metrics=self.evaluation.metrics,
+            reference=self.reference,
+            extra=self.manifest_extra(),
+        )
+
     def manifest_extra(self) -> dict[str, Any]:
         """What the registry keeps beside the metrics, enough to re-run the evaluation (``spark-ml eval``)."""
         ev = self.evaluation
@@ -276,24 +313,15 @@ class TrainReport:
         return out
 
 
-def train(
-    ds: Dataset,
-    kind: str,
-    *,
-    seed: int = 0,
-    folds: int | None = None,
-    gap: int | None = None,
-    params: Mapping[str, Any] | None = None,
-    progress: Progress | None = None,
-) -> TrainReport:
+def train(ds: Dataset, recipe: Recipe, *, progress: Progress | None = None) -> TrainReport:
     """Walk-forward evaluation, then the final model on every row, importance and the reference distribution."""
     t0 = time.perf_counter()
-    ev = walk_forward_eval(ds, kind, seed=seed, folds=folds, gap=gap, params=params, progress=progress)
+    ev = walk_forward_eval(ds, recipe, progress=progress)
     x, y = ds.xy()
-    model = fit_model(kind, x, y, feature_names=FEATURE_NAMES, seed=seed, params=params)
+    model = fit_model(recipe.kind, x, y, feature_names=FEATURE_NAMES, seed=recipe.seed, params=recipe.params)
     if progress:
         progress("final model")
-    importance = {"gain": model.importance(), "permutation": permutation_importance(ds, ev, seed=seed)}
+    importance = {"gain": model.importance(), "permutation": permutation_importance(ds, ev, seed=recipe.seed)}
     if progress:
         progress("importance")
     reference = reference_distribution(x, FEATURE_NAMES)
@@ -307,21 +335,17 @@ def gate(
     *,
     seed: int | None = None,
     progress: Progress | None = None,
+    importance: bool = False,
 ) -> dict[str, Any]:
     """The evaluation gate of a registered version on a dataset, as the JSON document ``spark-ml eval`` writes.
 
     The version's recipe (kind, parameters, seed, number of folds) is refitted walk-forward on ``ds`` and
     checked against ``slo`` and against the baseline on the same folds: out-of-sample figures even when
-    ``ds`` is the data the stored model was trained on (the stored model itself saw all of it).
+    ``ds`` is the data the stored model was trained on (the stored model itself saw all of it). With
+    ``importance``, the document also holds the fold models' importance (:func:`fold_importance`).
     """
-    extra = manifest.extra
-    same_data = ds.name == manifest.data
-    seed = int(extra.get("seed", 0)) if seed is None else seed
-    folds = int(extra["folds"]) if same_data and "folds" in extra else None
-    gap = int(extra["gap"]) if same_data and "gap" in extra else None
-    wf = walk_forward_eval(
-        ds, manifest.kind, seed=seed, folds=folds, gap=gap, params=extra.get("params"), progress=progress
-    )
+    recipe = Recipe.of_version(manifest, ds.name, seed=seed)
+    wf = walk_forward_eval(ds, recipe, progress=progress)
     checks = check_slo(wf.metrics, wf.baseline_metrics, slo)
     doc: dict[str, Any] = {
         "passed": all(c["passed"] for c in checks),
@@ -329,7 +353,7 @@ def gate(
         "kind": manifest.kind,
         "data": ds.name,
         "trained_on": manifest.data,
-        "seed": seed,
+        "seed": recipe.seed,
         "folds": len(wf.folds),
         "gap": wf.folds[0].fold.gap,
         "method": "walk-forward refit of the version's recipe; baseline scored on the same test rows",
@@ -342,10 +366,22 @@ def gate(
     }
     if wf.bayes_auc is not None:
         doc["bayes_auc"] = wf.bayes_auc
-    if same_data and seed == extra.get("seed") and manifest.metrics:
+    if ds.name == manifest.data and recipe.seed == manifest.extra.get("seed") and manifest.metrics:
         # Same data, same recipe, same seed: the figures must be the ones recorded at training time.
         doc["reproduced"] = all(
             abs(manifest.metrics[k] - wf.metrics[k]) <= 1e-9 for k in manifest.metrics if k in wf.metrics
         )
+    if importance:
+        doc["importance"] = fold_importance(ds, wf, seed=recipe.seed)
     out: dict[str, Any] = jsonable(doc)
+    return out
+
+
+def fold_importance(ds: Dataset, wf: WalkForward, *, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Gain (mean over the fold models, when they have one) and permutation importance on the folds."""
+    out: dict[str, dict[str, float]] = {}
+    gains = [f.model.importance() for f in wf.folds if isinstance(f.model, TrainedModel)]
+    if gains:
+        out["gain"] = {name: float(np.mean([g[name] for g in gains])) for name in gains[0]}
+    out["permutation"] = permutation_importance(ds, wf, seed=seed)
     return out

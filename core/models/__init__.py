@@ -1,4 +1,4 @@
-"""Models: the contract, the built-in baseline, and (with training) logistic and gradient-boosted trees.
+"""Models: the contract, the built-in baseline, and the trained kinds (logistic, gradient-boosted trees) on one base.
 
 Trained kinds are imported lazily (:func:`model_class`) so that a process serving the baseline never pays
 for scikit-learn or LightGBM.
@@ -6,14 +6,14 @@ for scikit-learn or LightGBM.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from spark_ml.core.models.base import Model, sigmoid
 from spark_ml.core.models.baseline import BASELINE_VERSION, BaselineModel
+from spark_ml.core.models.trained import TrainedModel
 
 __all__ = [
     "BASELINE_VERSION",
@@ -31,37 +31,7 @@ MODEL_KINDS: tuple[str, ...] = ("logistic", "lgbm")
 """Kinds ``spark-ml train --model`` accepts."""
 
 
-class TrainedModel(Model, Protocol):
-    """A model that can be fitted and stored as an artifact (no pickle)."""
-
-    params: dict[str, Any]
-
-    def to_bytes(self) -> bytes:
-        """The artifact; its sha256 names the version."""
-        ...
-
-    def importance(self) -> dict[str, float]:
-        """The model's own importance of each feature (gain for trees, |standardized coef| for logistic)."""
-        ...
-
-
-class _TrainedClass(Protocol):
-    kind: str
-
-    def fit(
-        self,
-        x: NDArray[np.float64],
-        y: NDArray[np.int64],
-        *,
-        feature_names: Sequence[str],
-        seed: int = 0,
-        params: Mapping[str, Any] | None = None,
-    ) -> TrainedModel: ...
-
-    def from_bytes(self, data: bytes) -> TrainedModel: ...
-
-
-def model_class(kind: str) -> _TrainedClass:
+def model_class(kind: str) -> type[TrainedModel]:
     """The class implementing a trained kind; ValueError for an unknown kind."""
     if kind == "logistic":
         from spark_ml.core.models.logistic import LogisticModel
@@ -74,17 +44,10 @@ def model_class(kind: str) -> _TrainedClass:
     raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
 
 
-def fit_model(
-    kind: str,
-    x: NDArray[np.float64],
-    y: NDArray[np.int64],
-    *,
-    feature_names: Sequence[str],
-    seed: int = 0,
-    params: Mapping[str, Any] | None = None,
-) -> TrainedModel:
-    """Fit a model of ``kind`` on rows ``x`` (columns ``feature_names``) and 0/1 labels ``y``."""
-    return model_class(kind).fit(x, y, feature_names=feature_names, seed=seed, params=params)
+def fit_model(kind: str, x: NDArray[np.float64], y: NDArray[np.int64], **options: Any) -> TrainedModel:
+    """Fit a model of ``kind`` on rows ``x`` and 0/1 labels ``y``; ``options`` as :meth:`TrainedModel.fit` takes
+    them (``feature_names``, ``seed``, ``params``)."""
+    return model_class(kind).fit(x, y, **options)
 
 
 def model_from_bytes(kind: str, data: bytes) -> TrainedModel:

@@ -6,10 +6,9 @@ same data and seed give byte-identical artifacts and therefore the same content-
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from types import ModuleType
 from typing import Any
 
@@ -17,7 +16,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spark_ml.core.errors import ArtifactCorrupt
-from spark_ml.core.models.checks import check_fit_input, check_matrix
+from spark_ml.core.models.trained import TrainedModel
 
 __all__ = ["GbtModel"]
 
@@ -38,7 +37,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
 One thread: on a busy 2-core machine OpenMP's spinning threads made a fit 6x slower than a single one."""
 
 
-class GbtModel:
+class GbtModel(TrainedModel):
     """A LightGBM binary classifier.
 
     Args:
@@ -48,40 +47,20 @@ class GbtModel:
     """
 
     kind = "lgbm"
+    defaults = DEFAULT_PARAMS
 
     def __init__(self, booster: Any, raw: bytes, params: Mapping[str, Any] | None = None) -> None:
+        super().__init__(booster.feature_name(), raw, params)
         self._booster = booster
-        self._raw = raw
-        self._names = tuple(str(n) for n in booster.feature_name())
-        self.params: dict[str, Any] = dict(params or {})
-        self._version = f"{self.kind}-{hashlib.sha256(raw).hexdigest()[:8]}"
-
-    @property
-    def version(self) -> str:
-        return self._version
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self._names
 
     @classmethod
-    def fit(
-        cls,
-        x: NDArray[np.float64],
-        y: NDArray[np.int64],
-        *,
-        feature_names: Sequence[str],
-        seed: int = 0,
-        params: Mapping[str, Any] | None = None,
+    def _fit(
+        cls, x: NDArray[np.float64], y: NDArray[np.int64], names: tuple[str, ...], seed: int, params: dict[str, Any]
     ) -> GbtModel:
-        """Fit on rows ``x`` (columns ``feature_names``) and 0/1 labels ``y``.
-
-        ``min_data_in_leaf`` is capped at a tenth of the rows so that short series still grow trees.
-        """
+        """``min_data_in_leaf`` is capped at a tenth of the rows so that short series still grow trees."""
         import lightgbm as lgb
 
-        names = check_fit_input(x, y, feature_names)
-        p = {**DEFAULT_PARAMS, **(params or {})}
+        p = dict(params)
         rounds = int(p.pop("num_boost_round"))
         p["min_data_in_leaf"] = max(2, min(int(p["min_data_in_leaf"]), x.shape[0] // 10))
         p.update(seed=seed, deterministic=True, force_col_wise=True, verbosity=-1)
@@ -90,8 +69,7 @@ class GbtModel:
         raw = booster.model_to_string().encode()
         return cls(booster, raw, {**p, "num_boost_round": rounds})
 
-    def predict_proba(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
-        check_matrix(x, len(self._names))
+    def _score(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         out: NDArray[np.float64] = np.asarray(self._booster.predict(x, num_threads=1), dtype=np.float64)
         return out
 
@@ -100,13 +78,9 @@ class GbtModel:
         gains = self._booster.feature_importance(importance_type="gain")
         return {n: float(g) for n, g in zip(self._names, gains, strict=True)}
 
-    def to_bytes(self) -> bytes:
-        """The artifact: LightGBM's text model (``model_to_string``)."""
-        return self._raw
-
     @classmethod
     def from_bytes(cls, data: bytes) -> GbtModel:
-        """Rebuild from :meth:`to_bytes`; ArtifactCorrupt when LightGBM cannot parse the bytes."""
+        """Rebuild from LightGBM's text model (``model_to_string``); ArtifactCorrupt when it cannot parse it."""
         lgb = _lightgbm_for_serving()
 
         try:

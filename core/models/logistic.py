@@ -6,7 +6,6 @@ product in numpy; scikit-learn is only needed to fit.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,14 +15,14 @@ from numpy.typing import NDArray
 
 from spark_ml.core.errors import ArtifactCorrupt
 from spark_ml.core.models.base import sigmoid
-from spark_ml.core.models.checks import check_fit_input, check_matrix
+from spark_ml.core.models.trained import TrainedModel
 
 __all__ = ["LogisticModel"]
 
 _DEFAULTS: dict[str, float] = {"C": 1.0, "max_iter": 1000}
 
 
-class LogisticModel:
+class LogisticModel(TrainedModel):
     """A fitted logistic regression.
 
     Args:
@@ -36,6 +35,7 @@ class LogisticModel:
     """
 
     kind = "logistic"
+    defaults = _DEFAULTS
 
     def __init__(
         self,
@@ -46,75 +46,52 @@ class LogisticModel:
         intercept: float,
         params: Mapping[str, Any] | None = None,
     ) -> None:
-        self._names = tuple(feature_names)
         self._mean = np.asarray(mean, dtype=np.float64)
         self._scale = np.asarray(scale, dtype=np.float64)
         self._coef = np.asarray(coef, dtype=np.float64)
         self._intercept = float(intercept)
-        self.params: dict[str, Any] = dict(params or {})
-        n = len(self._names)
+        n = len(feature_names)
         if not (self._mean.shape == self._scale.shape == self._coef.shape == (n,)):
             raise ValueError("mean, scale and coef must have one value per feature")
-        self._raw = self._serialize()
-        self._version = f"{self.kind}-{hashlib.sha256(self._raw).hexdigest()[:8]}"
-
-    @property
-    def version(self) -> str:
-        return self._version
-
-    @property
-    def feature_names(self) -> tuple[str, ...]:
-        return self._names
+        super().__init__(feature_names, self._serialize(feature_names, dict(params or {})), params)
 
     @classmethod
-    def fit(
-        cls,
-        x: NDArray[np.float64],
-        y: NDArray[np.int64],
-        *,
-        feature_names: Sequence[str],
-        seed: int = 0,
-        params: Mapping[str, Any] | None = None,
+    def _fit(
+        cls, x: NDArray[np.float64], y: NDArray[np.int64], names: tuple[str, ...], seed: int, params: dict[str, Any]
     ) -> LogisticModel:
-        """Fit on rows ``x`` (columns ``feature_names``) and 0/1 labels ``y``; L2 strength ``C``."""
+        """L2 strength ``C``, on features standardized by the training mean and standard deviation."""
         from sklearn.linear_model import LogisticRegression
 
-        names = check_fit_input(x, y, feature_names)
-        p = {**_DEFAULTS, **(params or {})}
         mean = x.mean(axis=0)
         std = x.std(axis=0)
         scale = np.where(std > 1e-12, std, 1.0)
-        clf = LogisticRegression(C=float(p["C"]), max_iter=int(p["max_iter"]), random_state=seed)
+        clf = LogisticRegression(C=float(params["C"]), max_iter=int(params["max_iter"]), random_state=seed)
         clf.fit((x - mean) / scale, y)
-        return cls(names, mean.tolist(), scale.tolist(), clf.coef_[0].tolist(), float(clf.intercept_[0]), p)
+        return cls(names, mean.tolist(), scale.tolist(), clf.coef_[0].tolist(), float(clf.intercept_[0]), params)
 
-    def predict_proba(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
-        check_matrix(x, len(self._names))
+    def _score(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         return sigmoid(((x - self._mean) / self._scale) @ self._coef + self._intercept)
 
     def importance(self) -> dict[str, float]:
         """Absolute standardized coefficients: the change in log-odds per standard deviation of a feature."""
         return {n: abs(float(c)) for n, c in zip(self._names, self._coef, strict=True)}
 
-    def _serialize(self) -> bytes:
+    def _serialize(self, names: Sequence[str], params: dict[str, Any]) -> bytes:
+        """The artifact: canonical JSON (floats round-trip exactly through ``repr``)."""
         doc = {
             "format": "spark-ml/logistic@1",
-            "feature_names": list(self._names),
+            "feature_names": list(names),
             "mean": self._mean.tolist(),
             "scale": self._scale.tolist(),
             "coef": self._coef.tolist(),
             "intercept": self._intercept,
-            "params": self.params,
+            "params": params,
         }
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
-    def to_bytes(self) -> bytes:
-        """The artifact: canonical JSON (floats round-trip exactly through ``repr``)."""
-        return self._raw
-
     @classmethod
     def from_bytes(cls, data: bytes) -> LogisticModel:
-        """Rebuild from :meth:`to_bytes`; ArtifactCorrupt when the bytes are not such an artifact."""
+        """Rebuild from the JSON artifact; ArtifactCorrupt when the bytes are not such an artifact."""
         try:
             doc = json.loads(data)
             if doc.get("format") != "spark-ml/logistic@1":

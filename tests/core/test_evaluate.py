@@ -30,7 +30,7 @@ from spark_ml.core.ml.evaluate import (
     walk_forward,
 )
 from spark_ml.core.ml.synthetic import SyntheticConfig, generate
-from spark_ml.core.ml.training import bin_fractions, reference_distribution, train, walk_forward_eval
+from spark_ml.core.ml.training import Recipe, bin_fractions, reference_distribution, train, walk_forward_eval
 
 labelled = st.lists(
     st.tuples(st.integers(0, 1), st.sampled_from([0.1, 0.3, 0.5, 0.7]) | st.floats(0.0, 1.0)), min_size=2, max_size=60
@@ -124,7 +124,7 @@ def small_bed():
 
 
 def test_walk_forward_eval_scores_only_unseen_rows(small_bed) -> None:
-    wf = walk_forward_eval(small_bed, "logistic", folds=3, gap=10)
+    wf = walk_forward_eval(small_bed, Recipe("logistic", folds=3, gap=10))
     rows, y, scores, base = wf.oos()
     assert len(wf.folds) == 3
     # Test rows are in time order, never repeated, all after the first training block
@@ -143,7 +143,7 @@ def test_walk_forward_eval_scores_only_unseen_rows(small_bed) -> None:
 
 def test_train_report(small_bed) -> None:
     steps: list[str] = []
-    report = train(small_bed, "lgbm", seed=3, folds=3, progress=steps.append)
+    report = train(small_bed, Recipe("lgbm", seed=3, folds=3), progress=steps.append)
     doc = report.to_json()
     assert steps == ["fold 1/3", "fold 2/3", "fold 3/3", "final model", "importance"]
     assert doc["version"] == report.model.version and doc["kind"] == "lgbm"
@@ -194,7 +194,7 @@ def test_slo_file_and_checks(tmp_path) -> None:
 def test_roc_curve_matches_sklearn(rows: list[tuple[int, float]]) -> None:
     from sklearn.metrics import roc_curve as sk_roc_curve
 
-    from spark_ml.core.io.reports import roc_curve
+    from spark_ml.core.io.plots import roc_curve
 
     y = np.array([r[0] for r in rows])
     s = np.array([r[1] for r in rows])
@@ -205,7 +205,7 @@ def test_roc_curve_matches_sklearn(rows: list[tuple[int, float]]) -> None:
 
 
 def test_calibration_table_bins_by_score() -> None:
-    from spark_ml.core.io.reports import calibration_table
+    from spark_ml.core.io.plots import calibration_table
 
     table = calibration_table([0, 0, 1, 1, 1, 0], [0.1, 0.2, 0.3, 0.8, 0.9, 0.7], bins=2)
     assert table == [
