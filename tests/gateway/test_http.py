@@ -22,9 +22,9 @@ from spark_ml.core.subjects import PREDICT, QUEUE_GROUP
 from spark_ml.gateway.http import HttpGateway, run_gateway
 from spark_ml.scripts.harness.loadgen import http_round_trips, nats_round_trips
 from spark_ml.worker.settings import Settings
-from tests.gateway import SEED_BODY, SEED_SNAPSHOT, BrokenModel, start_service
 from tests.support.connections import connected
 from tests.support.lifecycle import started
+from tests.support.predict import SEED_BODY, SEED_SNAPSHOT, BrokenModel, start_service
 
 API_KEY = "k3y-that-must-never-be-logged-5f1c"
 

@@ -55,6 +55,9 @@ class NatsCluster:
         self.names = [f"n{i + 1}" for i in range(size)]
         self.nodes: list[NatsServer] = []
 
+    def __repr__(self) -> str:
+        return f"NatsCluster({self.name}, nodes={self.nodes!r})"
+
     @property
     def urls(self) -> list[str]:
         """Client URLs of every node, in node order."""
@@ -116,6 +119,3 @@ class NatsCluster:
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         # Every node's store is under base_dir, which the caller owns: stopping is the whole cleanup.
         self.stop()
-
-    def __repr__(self) -> str:
-        return f"NatsCluster({self.name}, nodes={self.nodes!r})"

@@ -13,7 +13,7 @@ from nats.errors import NoRespondersError
 from spark_ml.core.contracts import ErrorReply, Prediction
 from spark_ml.core.subjects import PREDICT, SERVICE_NAME
 from spark_ml.worker.services.predict import MODEL_INFO
-from tests.gateway import SEED_BODY, SEED_SNAPSHOT, BrokenModel, ConstantModel, SlowModel, start_service
+from tests.support.predict import SEED_BODY, SEED_SNAPSHOT, BrokenModel, ConstantModel, SlowModel, start_service
 
 ERR_CODE = "Nats-Service-Error-Code"
 
