@@ -10,7 +10,7 @@ from nats import errors
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from spark_ml.worker.natsio import batchpub
+from spark_ml.worker.natsio import batchpub, writer
 
 
 async def _collect(nc: Client, subject: str, n: int, publish: object) -> list[tuple[str, bytes, dict[str, str] | None]]:
@@ -35,7 +35,7 @@ def _payloads(n: int) -> list[bytes]:
 
 
 async def test_frames_equal_what_publish_delivers(nc: Client, uid: str) -> None:
-    assert batchpub.supported(nc)
+    assert writer.can_write_raw(nc)
     subject = f"t.{uid}"
     payloads = _payloads(300)
     ids = [None if i % 3 == 0 else f" id-{i} " for i in range(len(payloads))]
@@ -55,7 +55,7 @@ async def test_fallback_path_delivers_the_same(nc: Client, uid: str, monkeypatch
     subject = f"t.{uid}"
     payloads = _payloads(50)
     fast = await _collect(nc, subject, len(payloads), batchpub.publish_batch(nc, subject, payloads))
-    monkeypatch.setattr(batchpub, "supported", lambda nc: False)
+    monkeypatch.setattr(writer, "can_write_raw", lambda nc: False)
     slow = await _collect(nc, subject, len(payloads), batchpub.publish_batch(nc, subject, payloads))
     assert fast == slow
 

@@ -13,8 +13,9 @@ from nats.aio.msg import Msg
 from spark_ml.core.engine import Engine
 from spark_ml.core.models import BaselineModel
 from spark_ml.worker.metrics import Metrics
-from spark_ml.worker.natsio import directsub
+from spark_ml.worker.natsio import directsub, router
 from spark_ml.worker.pipeline.stream import StreamProcessor
+from tests.support.natsync import synced
 
 Seen = list[tuple[str, bytes, str | None]]
 
@@ -38,7 +39,7 @@ async def _wait(seen: Seen, n: int) -> None:
 
 async def test_installed_nats_py_is_supported(nc: Client) -> None:
     # A nats-py upgrade that changes the internal this relies on fails here, not silently in production.
-    assert directsub.supported(nc)
+    assert router.supported(nc)
 
 
 async def test_direct_route_sees_what_a_callback_sees(nc: Client, nats_url: str, uid: str) -> None:
@@ -65,7 +66,7 @@ async def test_direct_route_sees_what_a_callback_sees(nc: Client, nats_url: str,
             also.append(msg)
 
         await nc.subscribe(f"{base}.>", cb=keep)
-        await nc.flush()
+        await synced(nc)  # both subscriptions of nc are known to the server before `other` publishes
         n = await _send_mix(other, base)
         await _wait(direct_seen, n)
         await _wait(regular_seen, n)
@@ -90,7 +91,7 @@ async def _until(cond: object) -> None:
 async def test_unsupported_client_falls_back_to_a_callback(
     nc: Client, uid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(directsub, "supported", lambda nc: False)
+    monkeypatch.setattr(router, "supported", lambda nc: False)
     seen: Seen = []
 
     async def handler(subject: str, data: bytes, content_type: str | None) -> None:
@@ -149,9 +150,10 @@ async def test_fast_route_takes_header_less_messages_synchronously(nc: Client, n
     async def slow(subject: str, data: bytes, content_type: str | None) -> None:
         slow_seen.append((subject, data, content_type))
 
-    before = nc.stats["in_msgs"]
     sub, routed = await directsub.subscribe_direct(nc, f"{base}.>", queue="", handler=slow, fast=fast)
     assert routed
+    await synced(nc)
+    before = nc.stats["in_msgs"]  # after the sync's own reply
     other = await nats.connect(nats_url)
     try:
         n = await _send_mix(other, base)

@@ -14,6 +14,7 @@ from nats.errors import ProtocolError
 from nats.protocol.parser import Parser
 
 from spark_ml.worker.natsio.fastparser import FastParser, install
+from tests.support.natsync import synced
 
 
 class Recorder:
@@ -106,7 +107,7 @@ async def test_installed_in_a_live_client(nc: Client, nats_url: str, uid: str) -
         got.append(msg.data)
 
     await nc.subscribe(f"p.{uid}", cb=cb)
-    await nc.flush()
+    await synced(nc)
     other = await nats.connect(nats_url)
     try:
         for i in range(2000):

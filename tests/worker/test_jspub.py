@@ -9,7 +9,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
-import spark_ml.worker.natsio.jspub
+from spark_ml.worker.natsio import writer
 from spark_ml.worker.natsio.jspub import AckedPublisher, NotStored
 from tests.support.lifecycle import started
 
@@ -41,7 +41,7 @@ async def test_a_stored_batch_returns_and_a_republished_one_is_deduplicated(
     nc: Client, publisher, monkeypatch: pytest.MonkeyPatch, raw: bool
 ) -> None:
     if not raw:
-        monkeypatch.setattr(spark_ml.worker.natsio.jspub, "can_write_raw", lambda _: False)
+        monkeypatch.setattr(writer, "can_write_raw", lambda _: False)
     await _stream(nc)
     pub = await publisher()
     payloads, ids = _batch(300)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -14,8 +15,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-import spark_ml.worker.natsio.jsroute
-import spark_ml.worker.natsio.jswire
+from spark_ml.worker.natsio import router, writer
 from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
 from spark_ml.worker.natsserver import NatsServer
 
@@ -86,15 +86,33 @@ async def pull_factory(nc: Client) -> AsyncIterator[Callable[..., Awaitable[tupl
         await consumer.stop()
 
 
-async def _acker(consumer: PullConsumer, sink: Sink, stop: asyncio.Event) -> None:
-    """Acks whatever arrived, a batch per turn, as the worker's pool does."""
-    done = 0
-    while not stop.is_set():
-        if len(sink.msgs) > done:
-            batch = sink.msgs[done:]
-            done += len(batch)
-            await consumer.settle(batch)
-        await asyncio.sleep(0.001)
+@contextlib.asynccontextmanager
+async def _acking(consumer: PullConsumer, sink: Sink) -> AsyncIterator[None]:
+    """While the block runs, acks whatever arrived, a batch per turn, as the worker's pool does."""
+    stop = asyncio.Event()
+
+    async def acker() -> None:
+        done = 0
+        while not stop.is_set():
+            if len(sink.msgs) > done:
+                batch = sink.msgs[done:]
+                done += len(batch)
+                await consumer.settle(batch)
+            await asyncio.sleep(0.001)
+
+    task = asyncio.create_task(acker())
+    try:
+        yield
+    finally:
+        stop.set()
+        await task
+
+
+async def _take_all(consumer: PullConsumer, sink: Sink, n: int, timeout: float) -> None:
+    """Ack as the pool does until ``n`` messages arrived, and a moment more for the last acks to leave."""
+    async with _acking(consumer, sink):
+        await _until(lambda: len(sink.msgs) >= n, timeout, f"{n} delivered")
+        await asyncio.sleep(0.2)
 
 
 async def test_everything_delivered_in_order_and_acked_with_in_flight_bounded(nc: Client, pull_factory) -> None:
@@ -103,14 +121,7 @@ async def test_everything_delivered_in_order_and_acked_with_in_flight_bounded(nc
     await _publish(nc, 2000)
     # When our pull consumer (at most 64 in flight, requests of 16) takes them and acks batch by batch
     consumer, sink = await pull_factory()
-    stop = asyncio.Event()
-    acker = asyncio.create_task(_acker(consumer, sink, stop))
-    try:
-        await _until(lambda: len(sink.msgs) >= 2000, 20, "2000 delivered")
-        await asyncio.sleep(0.2)
-    finally:
-        stop.set()
-        await acker
+    await _take_all(consumer, sink, 2000, 20)
     # Then each is delivered once, in stream order, and the bound held throughout
     assert sink.values() == list(range(2000))
     assert [m.seq for m in sink.msgs] == list(range(1, 2001))
@@ -168,14 +179,9 @@ async def test_a_refused_batch_size_is_lowered_to_the_consumer_limit(nc: Client,
     await _until(lambda: consumer.statuses.get(409, 0) >= 1, 5, "a 409")
     # Then the consumer asks for 8 at a time from then on, and messages flow
     assert consumer.batch == 8
-    stop = asyncio.Event()
-    acker = asyncio.create_task(_acker(consumer, sink, stop))
-    try:
+    async with _acking(consumer, sink):
         await _publish(nc, 100)
         await _until(lambda: len(sink.msgs) >= 100, 10, "100 delivered")
-    finally:
-        stop.set()
-        await acker
     assert sink.values() == list(range(100))
 
 
@@ -185,15 +191,10 @@ async def test_delivery_goes_on_when_the_server_keeps_fewer_requests(nc: Client,
     await _setup(nc, max_waiting=1)
     consumer, sink = await pull_factory()
     await asyncio.sleep(0.2)
-    stop = asyncio.Event()
-    acker = asyncio.create_task(_acker(consumer, sink, stop))
-    try:
+    async with _acking(consumer, sink):
         # When messages arrive, they are delivered through the one request the server kept, and the next
         await _publish(nc, 300)
         await _until(lambda: len(sink.msgs) >= 300, 10, "300 delivered")
-    finally:
-        stop.set()
-        await acker
     assert sink.values() == list(range(300))
 
 
@@ -224,9 +225,7 @@ async def test_a_server_restart_is_survived(nats_server: NatsServer, pull_factor
     try:
         await _setup(client)
         consumer, sink = await pull_factory(client)
-        stop = asyncio.Event()
-        acker = asyncio.create_task(_acker(consumer, sink, stop))
-        try:
+        async with _acking(consumer, sink):
             await _publish(client, 100)
             await _until(lambda: len(sink.msgs) >= 100, 10, "first 100")
             await asyncio.sleep(0.2)  # acks reach the server
@@ -237,9 +236,6 @@ async def test_a_server_restart_is_survived(nats_server: NatsServer, pull_factor
             await _publish(client, 100, start=100, attempts=10)
             # Then the consumer asks again by itself and the next 100 arrive
             await _until(lambda: len(set(sink.values())) >= 200, 15, "200 delivered")
-        finally:
-            stop.set()
-            await acker
         assert set(sink.values()) == set(range(200))
     finally:
         await client.close()
@@ -250,16 +246,13 @@ async def test_stop_is_fast_and_loses_nothing_the_server_sent(nc: Client, pull_f
     await _setup(nc)
     await _publish(nc, 3000)
     consumer, sink = await pull_factory(max_in_flight=512, batch=128)
-    stop = asyncio.Event()
-    acker = asyncio.create_task(_acker(consumer, sink, stop))
-    await _until(lambda: len(sink.msgs) >= 500, 10, "flowing")
-    # When it stops mid-stream
-    t0 = time.monotonic()
-    await consumer.stop()
-    took = time.monotonic() - t0
-    await asyncio.sleep(0.1)
-    stop.set()
-    await acker
+    async with _acking(consumer, sink):
+        await _until(lambda: len(sink.msgs) >= 500, 10, "flowing")
+        # When it stops mid-stream
+        t0 = time.monotonic()
+        await consumer.stop()
+        took = time.monotonic() - t0
+        await asyncio.sleep(0.1)
     handed = len(sink.msgs)
     # Then it stopped quickly, nothing arrives any more, and every message the server sent was handed on
     # (so acked here): none is left waiting for the ack wait
@@ -280,19 +273,12 @@ async def test_plain_callback_path_when_nats_py_internals_are_missing(
     nc: Client, pull_factory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a client whose internals are not the expected ones: routed through callbacks, acked one by one
-    monkeypatch.setattr(spark_ml.worker.natsio.jsroute, "supported", lambda _: False)
-    monkeypatch.setattr(spark_ml.worker.natsio.jswire, "supported", lambda _: False)
+    monkeypatch.setattr(router, "supported", lambda _: False)
+    monkeypatch.setattr(writer, "can_write_raw", lambda _: False)
     await _setup(nc)
     await _publish(nc, 300)
     consumer, sink = await pull_factory()
-    stop = asyncio.Event()
-    acker = asyncio.create_task(_acker(consumer, sink, stop))
-    try:
-        await _until(lambda: len(sink.msgs) >= 300, 10, "300 delivered")
-        await asyncio.sleep(0.2)
-    finally:
-        stop.set()
-        await acker
+    await _take_all(consumer, sink, 300, 10)
     assert sink.values() == list(range(300))
     info = await nc.jetstream().consumer_info(STREAM, CONSUMER)
     assert info.ack_floor.stream_seq == 300 and info.num_ack_pending == 0

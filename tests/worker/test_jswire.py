@@ -11,7 +11,8 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from spark_ml.worker.natsio.jspull import _Requests
-from spark_ml.worker.natsio.jswire import ack_frames, nak_body, next_request, parse_ack, status_of, stream_seq
+from spark_ml.worker.natsio.jswire import ACK, nak_body, next_request, parse_ack, status_of, stream_seq
+from spark_ml.worker.natsio.writer import ack_frames
 
 _token = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghij0123456789-_", min_size=1, max_size=12)
 _num = st.integers(min_value=0, max_value=2**63 - 1)
@@ -95,8 +96,8 @@ def test_request_body_durations_are_nanoseconds() -> None:
 def test_nak_with_delay_and_ack_frames() -> None:
     assert nak_body(0) == b"-NAK"
     assert nak_body(1.5) == b'-NAK {"delay":1500000000}'
-    assert ack_frames([b"$JS.ACK.a", b"$JS.ACK.b"]) == b"PUB $JS.ACK.a 4\r\n+ACK\r\nPUB $JS.ACK.b 4\r\n+ACK\r\n"
-    assert ack_frames([]) == b""
+    assert ack_frames([b"$JS.ACK.a", b"$JS.ACK.b"], ACK) == b"PUB $JS.ACK.a 4\r\n+ACK\r\nPUB $JS.ACK.b 4\r\n+ACK\r\n"
+    assert ack_frames([], ACK) == b""
 
 
 def test_request_accounting_is_clamped_by_open_requests() -> None:

@@ -19,17 +19,17 @@ protocol streams. :func:`install` swaps it into a connected client when the clie
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.errors import ProtocolError
 from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, Parser
 
-__all__ = ["FastParser", "install"]
+__all__ = ["PARSER_STATE", "FastParser", "SyncHandler", "install"]
 
-log = logging.getLogger(__name__)
 _CRLF = b"\r\n"
+PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
+"""nats-py's parser state that :class:`FastParser` shares and :func:`install` takes over mid-stream."""
 
 SyncHandler = Callable[[bytes, bytes], "Awaitable[None] | None"]
 """``handler(subject, payload)``: None when the message is taken, else an awaitable that takes it."""
@@ -139,8 +139,12 @@ class FastParser(Parser):
 def install(nc: Client) -> bool:
     """Use :class:`FastParser` in a connected client; False (nothing changed) when its parser is not nats-py's."""
     current = getattr(nc, "_ps", None)
-    if type(current) is not Parser or not isinstance(getattr(current, "buf", None), bytearray):
-        return isinstance(current, FastParser)
+    if isinstance(current, FastParser):
+        return True
+    if type(current) is not Parser or not all(hasattr(current, name) for name in PARSER_STATE):
+        return False
+    if not isinstance(current.buf, bytearray) or not isinstance(current.msg_arg, dict):
+        return False
     fast = FastParser(nc)
     # Take over the state mid-stream (the read loop may be between two reads of a split frame).
     fast.buf, fast.state, fast.needed = current.buf, current.state, current.needed

@@ -23,15 +23,13 @@ from nats import errors
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
+from spark_ml.worker.natsio import writer
 from spark_ml.worker.natsio.jsroute import subscribe_raw, unroute
-from spark_ml.worker.natsio.jswire import can_write_raw, status_of, write_raw
+from spark_ml.worker.natsio.jswire import status_of
 
 __all__ = ["AckedPublisher", "NotStored"]
 
 log = logging.getLogger(__name__)
-_CRLF = b"\r\n"
-_HDR_ID = b"NATS/1.0\r\nNats-Msg-Id: "
-_HDR_END = b"\r\n\r\n"
 
 
 class NotStored(Exception):
@@ -82,7 +80,7 @@ class AckedPublisher:
         self._next = 0
         self._inbox = b""
         self._sub: Subscription | None = None
-        self._raw = can_write_raw(nc)
+        self._raw = writer.can_write_raw(nc)
         self.stored = 0
         self.refused = 0
 
@@ -135,15 +133,9 @@ class AckedPublisher:
             for i, (p, mid) in enumerate(zip(payloads, msg_ids, strict=True)):
                 await nc.publish(self.subject, p, reply=f"{rs}{i}", headers={"Nats-Msg-Id": mid} if mid else None)
             return
-        if nc.is_draining_pubs:
-            raise errors.ConnectionDrainingError
-        limit = nc._max_payload
-        total = 0
-        for p in payloads:
-            if len(p) > limit:
-                raise errors.MaxPayloadError
-            total += len(p)
-        await write_raw(nc, _frames(self.subject.encode(), reply, payloads, msg_ids), len(payloads), total)
+        total = writer.checked_size(nc, self.subject, payloads)
+        data = writer.pub_frames(self.subject.encode(), payloads, msg_ids, reply)
+        await writer.write_raw(nc, data, len(payloads), total)
 
     async def _on_reply(self, subject: bytes, _: bytes, data: bytes, headers: dict[str, str] | None) -> None:
         try:
@@ -163,21 +155,6 @@ class AckedPublisher:
         batch.remaining -= 1
         if batch.remaining <= 0 and not batch.done.done():
             batch.done.set_result(None)
-
-
-def _frames(subject: bytes, reply: bytes, payloads: Sequence[bytes], msg_ids: Sequence[str | None]) -> bytes:
-    # ``reply`` ends with "."; each message's index completes it.
-    pub = b"PUB " + subject + b" " + reply
-    hpub = b"HPUB " + subject + b" " + reply
-    parts: list[bytes] = []
-    add = parts.extend
-    for i, (p, mid) in enumerate(zip(payloads, msg_ids, strict=True)):
-        if mid is None:
-            add((pub, b"%d %d\r\n" % (i, len(p)), p, _CRLF))
-            continue
-        hdr = _HDR_ID + mid.strip().replace("\r", "").replace("\n", "").encode() + _HDR_END
-        add((hpub, b"%d %d %d\r\n" % (i, len(hdr), len(hdr) + len(p)), hdr, p, _CRLF))
-    return b"".join(parts)
 
 
 def _reason(data: bytes, headers: dict[str, str] | None) -> str:

@@ -5,7 +5,7 @@ to fill its batch (measured: about 17k msgs/s and 50 us of CPU per message throu
 :class:`PullConsumer` publishes ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`` requests itself, to
 one wildcard inbox whose frames go straight from the protocol parser to the processor
 (:mod:`spark_ml.worker.natsio.jsroute`), and settles a batch of messages with one socket write
-(:mod:`spark_ml.worker.natsio.jswire`).
+(:mod:`spark_ml.worker.natsio.writer`).
 
 Flow control: ``requested`` (asked for, not yet delivered) plus ``unsettled`` (delivered, not yet
 acked, nak'ed or terminated) stays under ``max_in_flight``, so the pool always has the next batch on its
@@ -33,17 +33,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from spark_ml.worker.natsio import writer
 from spark_ml.worker.natsio.jsroute import subscribe_raw
-from spark_ml.worker.natsio.jswire import (
-    ACK,
-    Status,
-    ack_frames,
-    can_write_raw,
-    next_request,
-    status_of,
-    stream_seq,
-    write_raw,
-)
+from spark_ml.worker.natsio.jswire import ACK, NAK, Status, next_request, status_of, stream_seq
 
 __all__ = ["JsMsg", "PullConsumer"]
 
@@ -181,7 +173,7 @@ class PullConsumer:
         self._pause_until = 0.0
         self._last_recover = 0.0
         self._reconnects = 0
-        self._raw = can_write_raw(nc)
+        self._raw = writer.can_write_raw(nc)
         self.delivered = 0
         self.given_up = 0
         """Messages that stayed unsettled past the ack wait (left to the server's redelivery)."""
@@ -251,7 +243,7 @@ class PullConsumer:
         if not replies:
             return
         if self._raw:
-            await write_raw(self.nc, ack_frames(replies, body), len(replies), len(body) * len(replies))
+            await writer.write_raw(self.nc, writer.ack_frames(replies, body), len(replies), len(body) * len(replies))
         else:
             for r in replies:
                 await self.nc.publish(r.decode(), body)
@@ -280,7 +272,7 @@ class PullConsumer:
             await self._on_msg(msg)
         except Exception as exc:  # closing pool: give it straight back for another worker
             log.debug("delivery refused (%s); nak", exc)
-            await self.settle((msg,), b"-NAK")
+            await self.settle((msg,), NAK)
 
     def _on_status(self, subject: bytes, status: Status) -> None:
         code = status.code

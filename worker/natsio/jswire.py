@@ -1,4 +1,4 @@
-"""JetStream's wire vocabulary for our own pull consumer: ack subjects, status messages, raw frame writes.
+"""JetStream's wire vocabulary for our own pull consumer: ack subjects and bodies, status messages, pull requests.
 
 A message delivered to a pull request carries its ack subject as the reply, in one of two layouts::
 
@@ -11,23 +11,18 @@ request expired, ``409`` the request was refused or cut short (max waiting, lead
 deleted, ...). ``408`` and ``409`` say how much of the request was left unfilled in
 ``Nats-Pending-Messages``.
 
-:func:`write_raw` hands ready-made protocol frames (a batch of acks, a batch of publishes with reply
-subjects) to the client's outgoing buffer in one call, through the internals :mod:`spark_ml.worker.natsio.batchpub`
-checks; callers publish one message at a time when :func:`can_write_raw` is false, so a nats-py change
-costs speed only.
+Batches of acks and of publishes with reply subjects reach the client in one write through
+:mod:`spark_ml.worker.natsio.writer` (``ack_frames``, ``can_write_raw`` and ``write_raw`` are re-exported here).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import NamedTuple
 
-from nats import errors
-from nats.aio.client import Client
 from nats.js.api import Header
 
-from spark_ml.worker.natsio.batchpub import supported
+from spark_ml.worker.natsio.writer import ack_frames, can_write_raw, write_raw
 
 __all__ = [
     "ACK",
@@ -50,7 +45,6 @@ NAK = b"-NAK"
 TERM = b"+TERM"
 
 _V1_TOKENS = 9
-_CRLF = b"\r\n"
 STATUS = "Status"
 DESCRIPTION = "Description"
 PENDING_MSGS = "Nats-Pending-Messages"
@@ -140,33 +134,3 @@ def nak_body(delay_s: float) -> bytes:
     if delay_s <= 0:
         return NAK
     return NAK + b' {"delay":%d}' % int(delay_s * 1e9)
-
-
-def ack_frames(replies: Sequence[bytes], body: bytes = ACK) -> bytes:
-    """``PUB <reply> <n>`` frames sending ``body`` to every ack subject in ``replies``."""
-    tail = b" %d\r\n" % len(body) + body + _CRLF
-    return b"".join([b"PUB " + r + tail for r in replies])
-
-
-async def write_raw(nc: Client, data: bytes, count: int, payload_bytes: int) -> None:
-    """Hand ``data`` (``count`` ready-made PUB/HPUB frames) to the client in one call; raises what ``publish`` would.
-
-    Only for clients where :func:`can_write_raw` holds; callers publish one message at a time otherwise.
-    """
-    if nc.is_closed:
-        raise errors.ConnectionClosedError
-    if not nc.is_connected:
-        max_pending = nc._max_pending_size
-        if max_pending <= 0 or len(data) + nc._pending_data_size > max_pending:
-            raise errors.OutboundBufferLimitError
-    nc.stats["out_msgs"] += count
-    nc.stats["out_bytes"] += payload_bytes
-    await nc._send_command(data)
-    if nc._flush_queue is not None and nc._flush_queue.empty():
-        await nc._flush_pending()
-
-
-def can_write_raw(nc: Client) -> bool:
-    """Whether :func:`write_raw` may be used with ``nc`` (the internals :mod:`spark_ml.worker.natsio.batchpub`
-    relies on)."""
-    return supported(nc)
