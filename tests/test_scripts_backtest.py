@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,17 +105,6 @@ def test_errors_exit_2(tmp_path: Path, capsys) -> None:
     assert code == 2 and "no such file" in capsys.readouterr().err
     code = script.main(["--data", "eurusd", "--cost-bp", "-1", "--out", str(tmp_path / "y")])
     assert code == 2
-
-
-def test_runs_as_a_script() -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "backtest.py"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
-    assert proc.returncode == 0 and "--long-short" in proc.stdout
 
 
 @pytest.fixture

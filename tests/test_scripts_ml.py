@@ -165,20 +165,15 @@ def test_user_csv_and_env_registry(tmp_path: Path, monkeypatch, capsys) -> None:
     assert (tmp_path / "reports" / versions[0].version / "roc.png").exists()
 
 
+def _run_file(script: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    path = ROOT / "scripts" / script
+    return subprocess.run([sys.executable, str(path), *argv], capture_output=True, text=True, timeout=60, check=False)
+
+
 def test_scripts_run_as_files(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "eval.py"), "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _run_file("eval.py", "--help")
     assert proc.returncode == 0 and "usage: spark-ml eval" in proc.stdout
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "model.py"), "list", "--json", "--registry", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    proc = _run_file("model.py", "list", "--json", "--registry", str(tmp_path))
     assert proc.returncode == 0 and json.loads(proc.stdout)["active"] == "baseline"
+    proc = _run_file("backtest.py", "--help")
+    assert proc.returncode == 0 and "--long-short" in proc.stdout

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from spark_ml.scripts.soak import Sample, _rss_growth, _verdict
+from spark_ml.scripts.harness.soak import Sample, _rss_growth, _verdict
 
 SPARK_ML = str(Path(sys.executable).parent / "spark-ml")
 SHORT = ["--minutes", "0.2", "--rate", "500", "--sample-s", "3", "--warmup-minutes", "0.05", "--symbols", "50"]

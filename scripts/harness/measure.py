@@ -186,7 +186,7 @@ class Bed:
         sink = Child(
             "sink",
             [py, "-m", "spark_ml.scripts.harness.sink", *common, "--subject", self.target.sink_subject]
-            + ["--expect", str(count), "--out", prefix]
+            + ["--count", str(count), "--out", prefix]
             + ["--idle", str(idle), "--grace", str(grace), "--timeout", str(pub_timeout + grace + 30)],
             Path(prefix + ".sink.log"),
             pipe=True,
@@ -208,12 +208,7 @@ class Bed:
             pub_argv += ["--symbols", str(self.sequencer.symbols), "--timeout", str(timeout)]
             if rate:
                 pub_argv += ["--rate", str(rate), "--times", prefix + ".send"]
-            pub = Child("publisher", pub_argv, Path(prefix + ".pub.log"), pipe=True)
-            try:
-                pub_out = json.loads(pub.readline(timeout + 30.0))
-                pub.wait(10.0)
-            finally:
-                pub.stop()
+            pub_out = _report(Child("publisher", pub_argv, Path(prefix + ".pub.log"), pipe=True), timeout + 30.0)
             sink.tell("stop")
             sink_out = json.loads(sink.readline(wait + 30.0))
             return pub_out, sink_out, cpu_seconds(self.child.pid) - cpu0
@@ -236,7 +231,17 @@ class Bed:
         pub_timeout = count / rate + 60.0
         sink = Child(
             "pnl-sink",
-            [py, "-m", "spark_ml.scripts.harness.pnl_sink", *common, "--count", str(count), "--symbols", str(symbols)]
+            [
+                py,
+                "-m",
+                "spark_ml.scripts.harness.sink",
+                "--pnl",
+                *common,
+                "--count",
+                str(count),
+                "--symbols",
+                str(symbols),
+            ]
             + ["--out", prefix, "--idle", str(idle), "--grace", str(grace), "--timeout", str(pub_timeout + grace + 30)],
             Path(prefix + ".sink.log"),
             pipe=True,
@@ -269,17 +274,22 @@ class Bed:
         argv += ["--seq0", str(seq0), "--count", str(count), "--symbols", str(self.sequencer.symbols)]
         argv += ["--inflight", str(inflight), "--out", prefix, "--timeout", str(timeout)]
         cpu0 = cpu_seconds(self.child.pid)
-        caller = Child("caller", argv, Path(prefix + ".caller.log"), pipe=True)
-        try:
-            out = json.loads(caller.readline(timeout + 30.0))
-            caller.wait(10.0)
-        finally:
-            caller.stop()
+        out = _report(Child("caller", argv, Path(prefix + ".caller.log"), pipe=True), timeout + 30.0)
         cpu1 = cpu_seconds(self.child.pid)
         r = _result(prefix, seq0, None, out, {"duplicates": 0, "foreign": 0, "stop": ""}, cpu1 - cpu0, latency=True)
         r.throughput = out.get("rate")
         r.errors = int(out.get("errors", 0))
         return r
+
+
+def _report(child: Child, timeout: float) -> dict[str, Any]:
+    """The one JSON line a publisher or caller prints when it is done; the process is stopped either way."""
+    try:
+        out: dict[str, Any] = json.loads(child.readline(timeout))
+        child.wait(10.0)
+    finally:
+        child.stop()
+    return out
 
 
 def _result(

@@ -42,15 +42,21 @@ class BenchConfig:
     """Knobs of one benchmark run (``spark-ml bench`` fills it from its flags)."""
 
     scenarios: tuple[str, ...]
+    """Names of the subjects under test (``scenarios.SCENARIOS``), in the order they start."""
     quick: bool = False
+    """The short preset (:meth:`preset`); recorded as the run's mode."""
     runs: int = 3
+    """Throughput phases per target; the report gives their median, min and max."""
     max_count: int = 200_000
     """Upper bound on snapshots per throughput phase."""
     min_count: int = 2_000
+    """Lower bound on snapshots per throughput phase."""
     phase_seconds: float = 2.5
     """Target length of a throughput phase; its count comes from the warm-up's rate."""
     warmup_count: int = 5_000
+    """Snapshots of each target's warm-up burst (not reported; it sizes the throughput phases)."""
     rates: tuple[float, ...] = (1_000.0, 10_000.0)
+    """Offered rates of the paced latency phases, snapshots per second."""
     rate_seconds: tuple[float, ...] = (10.0, 5.0)
     """How long each latency phase lasts (samples = rate x seconds)."""
     analytics_phases: tuple[tuple[float, float], ...] = ((8.0, 4.0), (1_000.0, 6.0), (10_000.0, 4.0))
@@ -58,13 +64,17 @@ class BenchConfig:
     symbols a snapshot every 2 s, longer than the 1 s heartbeat: its max gap tests "at least once per second
     while data flows"; at the fast ones it is the coalescing gap (about 50 ms)."""
     symbols: int = 16
+    """Symbols the snapshots are spread over."""
     rr_sequential: int = 3_000
     """Requests per one-caller phase (its latency percentiles come from these)."""
     rr_inflight: int = 64
+    """Requests outstanding in the in-flight request-reply phases."""
     ready_timeout: float = 60.0
+    """Bound on a bed's start-up probe, seconds."""
     sink_idle_s: float = 2.0
     """A phase ends this long after the last prediction when some are missing (loss)."""
     sink_grace_s: float = 30.0
+    """Longest a sink waits after the publisher is done, seconds."""
     model_costs: bool = False
     """Also time one model call per row in-process (baseline, logistic, LightGBM at batch 1 and 256)."""
     keep: bool = False

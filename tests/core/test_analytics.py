@@ -138,13 +138,22 @@ def test_no_trades() -> None:
     assert an.win_rate([0.3, -0.1, -0.05, 0.0]) == pytest.approx(0.25)
 
 
-@given(
-    pos=arrays(np.int64, st.integers(1, 60), elements=st.integers(-1, 1)),
-    seed=st.integers(0, 2**32 - 1),
-    cost=st.floats(0.0, 0.01),
-)
+SEEDS = st.integers(0, 2**32 - 1)
+COSTS = st.floats(0.0, 0.01)
+
+
+def _positions(most: int) -> st.SearchStrategy[np.ndarray]:
+    """Up to ``most`` positions, each short, flat or long."""
+    return arrays(np.int64, st.integers(1, most), elements=st.integers(-1, 1))
+
+
+def _returns(seed: int, n: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 0.02, n)
+
+
+@given(pos=_positions(60), seed=SEEDS, cost=COSTS)
 def test_realized_plus_unrealized_is_the_equity_change(pos: np.ndarray, seed: int, cost: float) -> None:
-    ar = np.random.default_rng(seed).normal(0, 0.02, pos.size)
+    ar = _returns(seed, pos.size)
     t = an.trades(pos, ar, cost_rate=cost, start=100.0)
     eq = an.equity_curve(an.strategy_returns(pos, ar, cost), start=100.0)
     assert t.realized + t.unrealized == pytest.approx(eq[-1] - 100.0, abs=1e-9)
@@ -177,13 +186,9 @@ def _loop_trades(pos: list[int], ar: list[float], cost: float) -> tuple[list[flo
     return out, [pnl / b for pnl, b in zip(out, began, strict=True)], eq
 
 
-@given(
-    pos=arrays(np.int64, st.integers(1, 40), elements=st.integers(-1, 1)),
-    seed=st.integers(0, 2**32 - 1),
-    cost=st.floats(0.0, 0.01),
-)
+@given(pos=_positions(40), seed=SEEDS, cost=COSTS)
 def test_trades_match_a_plain_loop(pos: np.ndarray, seed: int, cost: float) -> None:
-    ar = np.random.default_rng(seed).normal(0, 0.02, pos.size)
+    ar = _returns(seed, pos.size)
     pnl, rets, eq = _loop_trades(pos.tolist(), ar.tolist(), cost)
     t = an.trades(pos, ar, cost)
     np.testing.assert_allclose(t.pnl, pnl, atol=1e-12)

@@ -20,7 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from spark_ml.core.contracts import ErrorReply, Prediction
 from spark_ml.core.subjects import PREDICT, QUEUE_GROUP
 from spark_ml.gateway.http import HttpGateway, run_gateway
-from spark_ml.scripts.harness.loadgen import http_round_trips, nats_round_trips
 from spark_ml.worker.settings import Settings
 from tests.support.connections import connected
 from tests.support.lifecycle import started
@@ -352,19 +351,3 @@ async def test_run_gateway_without_nats_answers_503_at_once(http):
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
-
-
-# --- loadgen (the benchmark's timers) --------------------------------------------------------------------
-
-
-async def test_round_trip_timers_time_every_request_and_refuse_failures(nc, gw_nc, gateway_factory, http):
-    await start_service(nc)
-    gateway = await gateway_factory()
-    times = await nats_round_trips(gw_nc, SEED_BODY, n=20, in_flight=4)
-    assert len(times) == 20 and all(t > 0 for t in times)
-    times = await http_round_trips(http, url(gateway), msgpack.packb({"snapshot": SEED_SNAPSHOT}), n=10, in_flight=3)
-    assert len(times) == 10 and all(t > 0 for t in times)
-    with pytest.raises(RuntimeError, match="error reply 400"):
-        await nats_round_trips(gw_nc, b"{bad", n=1)
-    with pytest.raises(RuntimeError, match="HTTP 400"):
-        await http_round_trips(http, url(gateway), b"{bad", n=1)
