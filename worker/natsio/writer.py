@@ -71,26 +71,30 @@ def pub_frames(
 ) -> bytes:
     """Frames publishing ``payloads`` to ``subject``: ``HPUB`` with ``Nats-Msg-Id`` where an id is given.
 
-    With ``reply`` (ending in ``.``), message ``i`` asks for its answer on ``reply + b"<i>"``.
+    With ``reply`` (ending in ``.``), message ``i`` asks for its answer on ``reply + b"<i>"``. Ids are written
+    as ``Client.publish`` writes header values: stripped, with no line breaks inside.
     """
     pub = b"PUB " + subject + b" " + reply
+    hpub = b"HPUB " + subject + b" " + reply
     parts: list[bytes] = []
     add = parts.extend
-    if msg_ids is None and not reply:  # the core stream's predictions: nothing per message but the size
+    if reply:  # each message's index completes the reply subject
+        for i, (p, mid) in enumerate(zip(payloads, msg_ids or [None] * len(payloads), strict=True)):
+            if mid is None:
+                add((pub, b"%d %d\r\n" % (i, len(p)), p, _CRLF))
+            else:
+                hdr = _HDR_ID + mid.strip().replace("\r", "").replace("\n", "").encode() + _HDR_END
+                add((hpub, b"%d %d %d\r\n" % (i, len(hdr), len(hdr) + len(p)), hdr, p, _CRLF))
+    elif msg_ids is None:  # the core stream's predictions: nothing per message but the size
         for p in payloads:
             add((pub, b"%d\r\n" % len(p), p, _CRLF))
-        return b"".join(parts)
-    hpub = b"HPUB " + subject + b" " + reply
-    indexed = bool(reply)
-    for i, (p, mid) in enumerate(zip(payloads, msg_ids or [None] * len(payloads), strict=True)):
-        n = len(p)
-        if mid is None:
-            add((pub, b"%d %d\r\n" % (i, n) if indexed else b"%d\r\n" % n, p, _CRLF))
-            continue
-        # As Client.publish does: strip, and no line breaks inside a header value.
-        hdr = _HDR_ID + mid.strip().replace("\r", "").replace("\n", "").encode() + _HDR_END
-        h = len(hdr)
-        add((hpub, b"%d %d %d\r\n" % (i, h, h + n) if indexed else b"%d %d\r\n" % (h, h + n), hdr, p, _CRLF))
+    else:
+        for p, mid in zip(payloads, msg_ids, strict=True):
+            if mid is None:
+                add((pub, b"%d\r\n" % len(p), p, _CRLF))
+            else:
+                hdr = _HDR_ID + mid.strip().replace("\r", "").replace("\n", "").encode() + _HDR_END
+                add((hpub, b"%d %d\r\n" % (len(hdr), len(hdr) + len(p)), hdr, p, _CRLF))
     return b"".join(parts)
 
 
