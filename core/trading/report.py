@@ -22,9 +22,8 @@ from spark_ml.core.ml.training import WalkForward
 from spark_ml.core.trading import analytics as an
 from spark_ml.core.trading import backtest as bt
 
-__all__ = ["STRATEGIES", "Comparison", "compare", "describe", "table"]
+__all__ = ["Comparison", "compare", "describe", "table"]
 
-STRATEGIES = ("ml", "baseline", "buy_and_hold")
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("total_return", "total return", "pct"),
     ("sharpe", "Sharpe", "num"),
