@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,33 +25,36 @@ def _series(n: int, *, start: int = 0) -> list[Snapshot]:
     return [Snapshot(1000 + start + i, 100.0 + math.sin((start + i) / 3.0), "S", 1.0, 1e6, None) for i in range(n)]
 
 
+def _warm_pair(kind: str, n: int) -> tuple[Any, Any]:
+    """Two states of one kind that saw the same ``n`` snapshots."""
+    state, twin = STATES[kind](), STATES[kind]()
+    for snap in _series(n):
+        state.update(snap)  # type: ignore[attr-defined]
+        twin.update(snap)  # type: ignore[attr-defined]
+    return state, twin
+
+
 @pytest.mark.parametrize("kind", sorted(STATES))
 def test_a_refused_snapshot_leaves_the_state_as_it_was(kind: str) -> None:
     # Given a warm state, and a twin that never sees the extreme price
-    state, twin = STATES[kind](), STATES[kind]()
-    for snap in _series(60):
-        state.update(snap)  # type: ignore[attr-defined]
-        twin.update(snap)  # type: ignore[attr-defined]
+    state, twin = _warm_pair(kind, 60)
     # When a price of 1e300 arrives (its squares overflow the Bollinger window)
     with pytest.raises(FloatingPointError, match="features are not finite"):
-        state.update(Snapshot(1060, 1e300, "S", 1.0, 1e6, None))  # type: ignore[attr-defined]
+        state.update(Snapshot(1060, 1e300, "S", 1.0, 1e6, None))
     # Then the state is untouched: the next snapshots give the twin's rows exactly
-    assert (state.n, state.last_ts) == (twin.n, twin.last_ts)  # type: ignore[attr-defined]
+    assert (state.n, state.last_ts) == (twin.n, twin.last_ts)
     for snap in _series(40, start=61):
-        assert state.update(snap) == twin.update(snap)  # type: ignore[attr-defined]
+        assert state.update(snap) == twin.update(snap)
 
 
 @pytest.mark.parametrize("kind", sorted(STATES))
 def test_an_error_half_way_leaves_the_state_as_it_was(kind: str) -> None:
-    state, twin = STATES[kind](), STATES[kind]()
-    for snap in _series(30):
-        state.update(snap)  # type: ignore[attr-defined]
-        twin.update(snap)  # type: ignore[attr-defined]
+    state, twin = _warm_pair(kind, 30)
     # vol1m <= -1 fails in log1p after every indicator was advanced
     with pytest.raises(ValueError):
-        state.update(Snapshot(1030, 101.0, "S", 1.0, -2.0, None))  # type: ignore[attr-defined]
+        state.update(Snapshot(1030, 101.0, "S", 1.0, -2.0, None))
     for snap in _series(10, start=31):
-        assert state.update(snap) == twin.update(snap)  # type: ignore[attr-defined]
+        assert state.update(snap) == twin.update(snap)
 
 
 def test_the_engine_refuses_one_snapshot_and_predicts_the_next() -> None:
