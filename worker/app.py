@@ -25,7 +25,7 @@ from spark_ml.core import features
 from spark_ml.core.engine import Engine, SignalPolicy
 from spark_ml.core.features import FeatureStore
 from spark_ml.worker.connect import connect, safe_url
-from spark_ml.worker.intake.consume import Intake, make_intake
+from spark_ml.worker.intake import Intake, make_intake
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.pipeline.models import ModelSource
 from spark_ml.worker.pipeline.shadow import DriftTracker, ShadowScorer
@@ -107,24 +107,25 @@ class WorkerApp:
             )
             await self.sidecar.start()
         self.nc = await connect(s, name=f"spark-ml-worker-{os.getpid()}", metrics=self.metrics)
+        self.shadow = ShadowScorer(self.nc, self.metrics, self.engine.policy)
+        self.drift = DriftTracker(self.metrics)
+        self.intake = make_intake(self.nc, s, self.metrics)
         self.processor = StreamProcessor(
-            self.nc,
             self.engine,
             self.metrics,
+            self.intake.output,
+            settlement=self.intake.settlement,
+            observers=[self.shadow.submit, self.drift.update],
             shards=s.pool_size,
             queue_max=s.queue_max,
             batch_max=s.batch_max,
             batch_wait_s=s.batch_wait_ms / 1000.0,
             max_payload=s.max_payload,
         )
-        self.shadow = ShadowScorer(self.nc, self.metrics, self.engine.policy)
-        self.drift = DriftTracker(self.metrics)
         self._models_changed()
         self._count_load_errors()
-        self.processor.observers += [self.shadow.submit, self.drift.update]
         self.processor.start()
-        self.intake = make_intake(self.nc, self.processor, s, self.metrics)
-        await self.intake.start()
+        await self.intake.start(self.processor)
         for factory in self.service_factories:
             self._services.append(await factory(self))
         # Twice: nats-py 2.16 can write flush's PING ahead of SUBs still in its buffer, so one

@@ -71,8 +71,12 @@ class Settings(BaseSettings):
     batch_wait_ms: float = Field(0.0, ge=0, le=1000)
     """Extra time a shard waits to fill a batch; 0 means: take what is queued, never wait."""
     queue_max: int = Field(16_384, ge=1)
-    """Bound of each shard's queue. Core mode drops (and counts) what arrives while it is full; JetStream
-    mode fetches only as it has room."""
+    """Bound of each shard's queue. When a shard is full, intake waits for room: the pool drops nothing.
+    Core mode stops reading the connection (the client's reader pauses), so the backlog stays in the socket
+    and the server's buffer for this client, and a server that gives up on a slow client disconnects it; on
+    nats-py's plain callback route the client reads on up to its pending limits, then drops and counts
+    (slow consumer). JetStream mode waits the same way, with at most ``js_in_flight`` messages requested or
+    un-acked. Only what arrives once shutdown has closed the pool is dropped (and counted)."""
     max_payload: int = Field(64 * 1024, ge=256)
     max_symbols: int = Field(10_000, ge=1)
     signal_margin: float = Field(0.05, ge=0, lt=0.5)

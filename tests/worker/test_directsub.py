@@ -14,6 +14,7 @@ from spark_ml.core.engine import Engine
 from spark_ml.core.models import BaselineModel
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio import directsub, router
+from spark_ml.worker.pipeline.publish import NatsOutput
 from spark_ml.worker.pipeline.stream import StreamProcessor
 from tests.support.natsync import synced
 
@@ -106,7 +107,7 @@ async def test_unsupported_client_falls_back_to_a_callback(
 
 async def test_full_shard_applies_backpressure_and_closing_drops_are_counted(nc: Client) -> None:
     metrics = Metrics()
-    processor = StreamProcessor(nc, Engine(BaselineModel()), metrics, shards=1, queue_max=2)
+    processor = StreamProcessor(Engine(BaselineModel()), metrics, NatsOutput(nc), shards=1, queue_max=2)
 
     def snap(i: int) -> bytes:
         return msgpack.packb({"ts": i, "mid": 1.0, "symbol": "S"})
@@ -171,7 +172,7 @@ async def test_fast_route_takes_header_less_messages_synchronously(nc: Client, n
 
 async def test_sync_intake_queues_refuses_and_waits_for_room(nc: Client) -> None:
     metrics = Metrics()
-    processor = StreamProcessor(nc, Engine(BaselineModel()), metrics, shards=1, queue_max=2)
+    processor = StreamProcessor(Engine(BaselineModel()), metrics, NatsOutput(nc), shards=1, queue_max=2)
 
     def snap(i: int) -> bytes:
         return msgpack.packb({"ts": i, "mid": 1.0, "symbol": "S"})

@@ -12,10 +12,10 @@ import msgpack
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
-import spark_ml.worker.intake.consume
+import spark_ml.worker.intake.jetstream
 from spark_ml.core import subjects
 from spark_ml.worker.app import WorkerApp
-from spark_ml.worker.intake.consume import JetStreamIntake
+from spark_ml.worker.intake import JetStreamIntake
 from tests.support.messages import Collector
 
 
@@ -185,7 +185,7 @@ async def test_a_refused_prediction_naks_its_input_and_a_stored_one_acks_it(nc: 
 
 async def test_a_predictions_stream_created_later_is_found(nc: Client, worker_factory, monkeypatch) -> None:
     # Given a worker started with no predictions stream (core publish), checking often
-    monkeypatch.setattr(spark_ml.worker.intake.consume, "_OUTPUT_CHECK_S", 0.1)
+    monkeypatch.setattr(spark_ml.worker.intake.jetstream, "_OUTPUT_CHECK_S", 0.1)
     app = await worker_factory(mode="jetstream")
     intake = app.intake
     assert isinstance(intake, JetStreamIntake) and intake.acked is None
@@ -231,6 +231,7 @@ async def test_un_acked_messages_stay_within_the_in_flight_bound(nc: Client, wor
     intake = app.intake
     assert isinstance(intake, JetStreamIntake)
     pull = intake.pull
+    assert pull is not None
     # Then while the backlog drains, the worker never holds more than 64 requested or un-acked, and the
     # server sees no more un-acked than that plus the acks it has not applied yet (it applies them
     # asynchronously; one batch of 32 at most is on its way)

@@ -2,9 +2,11 @@
 
 A symbol always hashes to the same shard and each shard handles one batch at a time, so a symbol's
 snapshots are predicted in arrival order. Each shard's queue is bounded: when it is full, ``submit``
-waits, which stops the NATS callback, which fills the client's pending buffer, which ends in the
-client's slow-consumer accounting: backpressure instead of unbounded memory. A fixed set of shard
-tasks does all the work; no task is created per message.
+waits (and ``offer`` says no, so its caller waits in ``submit``); nothing is dropped until the pool closes.
+The wait is the intake's backpressure: on the direct route it pauses the NATS client's reader, so the
+backlog stays in the socket and the server; on a plain callback it stops the subscription's task, which
+fills the client's pending buffer up to its limits, beyond which the client drops and counts a slow
+consumer. A fixed set of shard tasks does all the work; no task is created per message.
 
 Batching is adaptive: a shard takes whatever is queued (up to ``batch_max``) as soon as it runs, so a
 lone message is not held back, and batches grow by themselves when load makes the queue longer.

@@ -1,12 +1,20 @@
-"""Outgoing messages: predictions and dead letters (the raw payload, unchanged, with the reason in headers)."""
+"""Outgoing messages on core NATS: predictions, and dead letters (the raw payload unchanged, the reason in headers).
+
+:class:`NatsOutput` is the stream processor's output in core mode, and the JetStream intake's when no stream
+stores the predictions (see :class:`spark_ml.worker.intake.base.Output`).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 from nats.aio.client import Client
 
 from spark_ml.core import subjects
+from spark_ml.core.codec import Snapshot
+from spark_ml.worker.natsio.batchpub import publish_batch
 
-__all__ = ["dead_letter", "header_safe"]
+__all__ = ["NatsOutput", "dead_letter_headers", "header_safe"]
 
 
 def header_safe(text: str, limit: int = 512) -> str:
@@ -15,16 +23,8 @@ def header_safe(text: str, limit: int = 512) -> str:
     return clean[:limit]
 
 
-async def dead_letter(
-    nc: Client,
-    raw: bytes,
-    *,
-    reason: str,
-    message: str,
-    subject: str,
-    stream_seq: int | None = None,
-) -> None:
-    """Re-publish a refused payload unchanged on ``ml.dlq.snapshot``; the reason travels in headers."""
+def dead_letter_headers(*, reason: str, message: str, subject: str, stream_seq: int | None = None) -> dict[str, str]:
+    """The headers of a dead letter: why it was refused, and where it came from."""
     headers = {
         subjects.H_ERROR: header_safe(reason, 64),
         subjects.H_ERROR_MESSAGE: header_safe(message),
@@ -32,4 +32,33 @@ async def dead_letter(
     }
     if stream_seq is not None:
         headers[subjects.H_STREAM_SEQ] = str(stream_seq)
-    await nc.publish(subjects.DLQ, raw, headers=headers)
+    return headers
+
+
+class NatsOutput:
+    """Predictions and dead letters as core NATS publishes on one connection.
+
+    Args:
+        nc: the connection.
+        message_id: the ``Nats-Msg-Id`` of each prediction (JetStream mode: from its input's stream sequence,
+            so a predictions stream deduplicates a redelivery); None publishes without headers.
+    """
+
+    def __init__(self, nc: Client, *, message_id: Callable[[Snapshot], str | None] | None = None) -> None:
+        self.nc = nc
+        self._message_id = message_id
+
+    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
+        """Hand the batch to the connection in one write."""
+        message_id = self._message_id
+        if message_id is None:
+            await publish_batch(self.nc, subjects.PREDICTION, payloads)
+        else:
+            await publish_batch(self.nc, subjects.PREDICTION, payloads, [message_id(s) for s in snaps])
+
+    async def dead_letter(
+        self, raw: bytes, *, reason: str, message: str, subject: str, stream_seq: int | None = None
+    ) -> None:
+        """Re-publish a refused payload unchanged on ``ml.dlq.snapshot``; the reason travels in headers."""
+        headers = dead_letter_headers(reason=reason, message=message, subject=subject, stream_seq=stream_seq)
+        await self.nc.publish(subjects.DLQ, raw, headers=headers)

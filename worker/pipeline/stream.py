@@ -2,6 +2,8 @@
 
 Intake (the NATS callback) only decodes and validates, so refused payloads are dead-lettered at once and
 good ones reach their shard quickly; everything else happens a batch at a time in :meth:`handle_batch`.
+Where the output goes and how the input is settled are the intake's (:mod:`spark_ml.worker.intake.base`),
+given to the processor when it is built.
 """
 
 from __future__ import annotations
@@ -10,17 +12,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-
-from spark_ml.core import subjects
 from spark_ml.core.codec import Snapshot, SnapshotParser
 from spark_ml.core.engine import BatchResult, Engine
 from spark_ml.core.errors import InvalidInput, SparkMlError
+from spark_ml.worker.intake.base import AtMostOnce, Delivery, Output, Settlement
 from spark_ml.worker.metrics import Metrics, Status
-from spark_ml.worker.natsio.batchpub import publish_batch
 from spark_ml.worker.pipeline.pool import Pool
-from spark_ml.worker.pipeline.publish import dead_letter
 
 __all__ = ["StreamProcessor"]
 
@@ -32,42 +29,39 @@ class StreamProcessor:
     """Turns snapshot messages into predictions through a :class:`Pool`.
 
     Args:
-        nc: connected NATS client used for publishing.
         engine: the live engine (model + per-symbol features).
         metrics: the process's metric set.
+        output: where a batch's encoded predictions and each dead letter go (the intake's ``output``).
+        settlement: what the source is told after each outcome (the intake's ``settlement``); the default
+            settles nothing (core NATS, at-most-once).
+        observers: called with every published batch (shadow scoring, drift); they must not block.
         shards, queue_max, batch_max, batch_wait_s: see :class:`Pool`.
         max_payload: larger payloads are dead-lettered as ``payload_too_large``.
 
-    The intake adapter may set these hooks (JetStream does; core mode needs none): ``settle`` after a
-    batch is published, ``on_dead`` after a message is dead-lettered, ``on_publish_failed`` when output
-    could not be published, ``message_id`` for the ``Nats-Msg-Id`` of each prediction, and ``publish``
-    to replace how a batch's encoded predictions are sent (it raises when they could not be).
+    When a shard's queue is full, intake waits for room; it does not drop (see :meth:`on_raw`).
     """
 
     def __init__(
         self,
-        nc: Client,
         engine: Engine,
         metrics: Metrics,
+        output: Output,
         *,
+        settlement: Settlement | None = None,
+        observers: Sequence[Callable[[BatchResult], None]] = (),
         shards: int = 4,
         queue_max: int = 4096,
         batch_max: int = 256,
         batch_wait_s: float = 0.0,
         max_payload: int = 64 * 1024,
     ) -> None:
-        self.nc = nc
         self.engine = engine
         self.metrics = metrics
         self.max_payload = max_payload
         self._parser = SnapshotParser(max_payload)
-        self.settle: Callable[[Sequence[Snapshot], Sequence[Snapshot]], Awaitable[None]] | None = None
-        self.on_dead: Callable[[object], Awaitable[None]] | None = None
-        self.on_publish_failed: Callable[[Sequence[Snapshot]], Awaitable[None]] | None = None
-        self.message_id: Callable[[Snapshot], str | None] | None = None
-        self.publish: Callable[[Sequence[Snapshot], list[bytes]], Awaitable[None]] = self._publish_core
-        self.observers: list[Callable[[BatchResult], None]] = []
-        """Called with every published batch (shadow scoring, drift); must not block."""
+        self._output = output
+        self._settlement: Settlement = settlement if settlement is not None else AtMostOnce()
+        self._observers = tuple(observers)
         self.pool: Pool[Snapshot] = Pool(
             self.handle_batch,
             shards=shards,
@@ -90,8 +84,9 @@ class StreamProcessor:
     def _on_pool_error(self, exc: BaseException) -> None:
         self.metrics.model_errors.labels("batch_failure").inc()
 
-    async def on_msg(self, msg: Msg) -> None:
-        """JetStream (and plain callback) intake: validate, then queue on the symbol's shard, waiting for room."""
+    async def on_msg(self, msg: Delivery) -> None:
+        """Intake of messages to settle (JetStream, in-memory): validate, then queue on the symbol's shard,
+        waiting for room; raises RuntimeError once the pool is closing (the intake gives the message back)."""
         recv = _perf()
         raw = msg.data
         subject = msg.subject
@@ -106,11 +101,15 @@ class StreamProcessor:
 
     async def on_raw(self, subject: str, raw: bytes, content_type: str | None) -> None:
         """Core intake (see :mod:`spark_ml.worker.natsio.directsub`): validate and queue, waiting while the shard is
-        full.
+        full; nothing is dropped here.
 
-        Waiting here pauses the client's reader, so a burst backs up into the socket and the server's
-        per-client buffer instead of being dropped (measured: 10x bursts of 200k absorbed, 0 lost). A
-        backlog beyond the server's buffer makes it cut the connection: ``ml_nats_reconnects_total``.
+        On the direct route the protocol parser awaits this, so waiting pauses the client's reader: a burst
+        backs up into the socket and the server's per-client buffer instead of being dropped (measured: 10x
+        bursts of 200k absorbed, 0 lost). A backlog beyond the server's buffer makes it cut the connection
+        (``ml_nats_reconnects_total``). On nats-py's plain callback route (its internals changed) the
+        subscription's task waits instead, and the client reads on into the subscription's pending buffer up
+        to its limits; beyond them nats-py drops and reports a slow consumer (``ml_slow_consumer_drops_total``).
+        Only once shutdown has closed the pool is a snapshot dropped, and counted (:attr:`dropped`).
         """
         wait = self._take(subject, raw, content_type)
         if wait is not None:
@@ -157,13 +156,12 @@ class StreamProcessor:
         self.dead_lettered += 1
         seq = _stream_seq(ctx)
         try:
-            await dead_letter(self.nc, raw, reason=exc.code, message=exc.message, subject=subject, stream_seq=seq)
+            await self._output.dead_letter(raw, reason=exc.code, message=exc.message, subject=subject, stream_seq=seq)
         except Exception:
             self.metrics.model_errors.labels("publish_error").inc()
             log.exception("could not dead-letter a message from %s", subject)
             raise
-        if self.on_dead is not None:
-            await self.on_dead(ctx)
+        await self._settlement.on_dead(ctx)
 
     async def handle_batch(self, shard: int, batch: list[Snapshot]) -> None:
         """Score one batch with one model version and publish every outcome."""
@@ -179,18 +177,17 @@ class StreamProcessor:
         if n_ok:
             payloads = result.encode(_perf())
             try:
-                await self.publish(result.snaps, payloads)
+                await self._output.publish(result.snaps, payloads)
             except Exception:
                 metrics.model_errors.labels("publish_error").inc()
                 log.exception("publishing %d predictions failed", n_ok)
-                if self.on_publish_failed is not None:
-                    await self.on_publish_failed(result.snaps)
+                await self._settlement.on_publish_failed(result.snaps)
                 # The batch's refused rows are still dead-lettered (and, in JetStream mode, terminated):
                 # left alone they would wait out the ack wait and come back to fail the same way.
                 await self._reject_all(rejected)
                 return
             self.published += n_ok
-            for observe in self.observers:
+            for observe in self._observers:
                 try:
                     observe(result)
                 except Exception:
@@ -200,27 +197,17 @@ class StreamProcessor:
             latency.observe_many(result.latencies_ms)
             metrics.prediction_score.observe_many(result.scores)
         await self._reject_all(rejected)
-        if self.settle is not None:
-            await self.settle(result.snaps, [s for s, _ in rejected])
+        await self._settlement.settle(result.snaps)
 
     async def _reject_all(self, rejected: Sequence[tuple[Snapshot, SparkMlError]]) -> None:
         for snap, exc in rejected:
             await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx)
-
-    async def _publish_core(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
-        """Hand the batch to the connection (one write); ``message_id`` adds a ``Nats-Msg-Id`` per prediction."""
-        if self.message_id is None:
-            await publish_batch(self.nc, subjects.PREDICTION, payloads)
-        else:
-            ids = [self.message_id(snap) for snap in snaps]
-            await publish_batch(self.nc, subjects.PREDICTION, payloads, ids)
 
     def model_changed(self) -> None:
         self.metrics.set_model_version(self.engine.model.version)
 
 
 def _stream_seq(ctx: object) -> int | None:
-    """The JetStream stream sequence of a message, or None for core NATS messages."""
-    if isinstance(ctx, Msg) and ctx.reply and ctx.reply.startswith("$JS.ACK."):
-        return int(ctx.metadata.sequence.stream)
-    return None
+    """The stream sequence of a :class:`Delivery` (JetStream's, or the in-memory intake's); None for core NATS."""
+    seq = getattr(ctx, "seq", None)
+    return seq if isinstance(seq, int) else None
