@@ -7,6 +7,7 @@ import asyncio
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +68,30 @@ def test_a_url_the_settings_refuse_is_reported_without_its_password(
 ) -> None:
     password, done = refused_url
     assert password not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "ready"),
+    [
+        (["up", "--no-gateway", "--no-analytics", "--metrics-port", "0"], "spark-ml up"),
+        (["tail", "--count", "0"], "tailing ml.prediction"),
+    ],
+    ids=["up", "tail"],
+)
+def test_user_facing_commands_print_the_url_without_its_password(
+    methods: dict[str, Method], tmp_path: Path, args: list[str], ready: str
+) -> None:
+    # Given a NATS URL that carries the only credential
+    method = methods["userpass"]
+    user, password = method.client["user"], method.client["password"]
+    url = method.url.replace("nats://", f"nats://{user}:{password}@")
+    # When a command that prints where it connects starts on it
+    proc = SparkMl(args, service_env(tmp_path, {"SPARK_ML_NATS_URL": url}), tmp_path / "out.log")
+    try:
+        assert proc.wait_for_output((ready,), timeout=30), proc.output()
+    finally:
+        proc.stop()
+    # Then the output names the server and never the password
+    out = proc.output()
+    assert method.url.split("://", 1)[1] in out
+    assert password not in out
