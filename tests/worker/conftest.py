@@ -1,14 +1,21 @@
-"""Fixtures for worker tests: an in-process WorkerApp on the test's event loop, and a collector."""
+"""Fixtures for worker tests: an in-process WorkerApp on the test's event loop, a collector, and a stream
+processor fed by the in-memory intake (no server)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
 
+from spark_ml.core.engine import Engine
+from spark_ml.core.models import BaselineModel
 from spark_ml.worker.app import WorkerApp
+from spark_ml.worker.intake import MemoryIntake, MemoryOutput
+from spark_ml.worker.metrics import Metrics
+from spark_ml.worker.pipeline.stream import StreamProcessor
 from spark_ml.worker.run import predict_service
 from spark_ml.worker.settings import Settings
 from tests.support.lifecycle import started
@@ -57,3 +64,38 @@ def collect(nc: Client) -> Callable[[str], Awaitable[Collector]]:
         return c
 
     return sub
+
+
+@dataclass
+class MemoryPipeline:
+    """A real stream processor (baseline model) fed by the in-memory intake."""
+
+    intake: MemoryIntake
+    processor: StreamProcessor
+    metrics: Metrics
+
+    @property
+    def output(self) -> MemoryOutput:
+        return self.intake.output
+
+
+@pytest.fixture
+async def memory_pipeline() -> AsyncIterator[Callable[..., Awaitable[MemoryPipeline]]]:
+    """``await memory_pipeline(at_least_once=False, **pool)``: a started processor and its intake, closed after."""
+    made: list[MemoryPipeline] = []
+
+    async def make(*, at_least_once: bool = False, **pool: Any) -> MemoryPipeline:
+        intake = MemoryIntake(at_least_once=at_least_once)
+        metrics = Metrics()
+        processor = StreamProcessor(
+            Engine(BaselineModel()), metrics, intake.output, settlement=intake.settlement, **pool
+        )
+        processor.start()
+        await intake.start(processor)
+        made.append(MemoryPipeline(intake, processor, metrics))
+        return made[-1]
+
+    yield make
+    for p in made:
+        await p.intake.stop()
+        await p.processor.close(5)
