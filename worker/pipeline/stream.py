@@ -203,9 +203,6 @@ class StreamProcessor:
         for snap, exc in rejected:
             await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx)
 
-    def model_changed(self) -> None:
-        self.metrics.set_model_version(self.engine.model.version)
-
 
 def _stream_seq(ctx: object) -> int | None:
     """The stream sequence of a :class:`Delivery` (JetStream's, or the in-memory intake's); None for core NATS."""
