@@ -1,9 +1,11 @@
 """Bytes <-> snapshots and predictions (msgpack by default, JSON when the request is JSON).
 
-The stream's hot path calls :func:`decode` and :func:`snapshot_from_mapping`: plain-Python checks that
-mirror :class:`spark_ml.core.contracts.MarketSnapshot` rule for rule (``tests/core/test_codec.py`` holds them to
-the pydantic model with hypothesis). Any failure raises :class:`~spark_ml.core.errors.InvalidInput` carrying the
-raw bytes, so the transport can dead-letter the message unchanged.
+Snapshots have one decode path, :class:`SnapshotParser`: the stream's intake and the ``ml.predict`` service
+both use it. :func:`decode` and :func:`snapshot_from_mapping` are its readable reference, plain-Python checks
+that mirror :class:`spark_ml.core.contracts.MarketSnapshot` rule for rule (``tests/core/test_codec.py`` holds
+them to the pydantic model, and the parser to them, with hypothesis). Any failure raises
+:class:`~spark_ml.core.errors.InvalidInput` carrying the raw bytes, so the transport can dead-letter the
+message unchanged.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import msgpack
@@ -39,8 +42,11 @@ _INF = math.inf
 _OPTIONAL_NON_NEGATIVE = (("spreadBp", "spread_bp"), ("vol1m", "vol1m"), ("bid", "bid"), ("ask", "ask"))
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Snapshot:
     """A validated snapshot on its way through the pipeline (the hot path's light twin of MarketSnapshot).
+
+    Compared by identity (``eq=False``): two arrivals of equal data are two messages to settle.
 
     Args:
         ts: epoch milliseconds.
@@ -56,33 +62,17 @@ class Snapshot:
         ctx: opaque transport context (the JetStream message to acknowledge), never read by core.
     """
 
-    __slots__ = ("ctx", "encoding", "mid", "raw", "recv", "rsi14", "spread_bp", "subject", "symbol", "ts", "vol1m")
-
-    def __init__(
-        self,
-        ts: int,
-        mid: float,
-        symbol: str,
-        spread_bp: float | None = None,
-        vol1m: float | None = None,
-        rsi14: float | None = None,
-        encoding: Encoding = "msgpack",
-        recv: float = 0.0,
-        raw: bytes = b"",
-        subject: str = "",
-        ctx: object = None,
-    ) -> None:
-        self.ts = ts
-        self.mid = mid
-        self.symbol = symbol
-        self.spread_bp = spread_bp
-        self.vol1m = vol1m
-        self.rsi14 = rsi14
-        self.encoding: Encoding = encoding
-        self.recv = recv
-        self.raw = raw
-        self.subject = subject
-        self.ctx = ctx
+    ts: int
+    mid: float
+    symbol: str
+    spread_bp: float | None = None
+    vol1m: float | None = None
+    rsi14: float | None = None
+    encoding: Encoding = "msgpack"
+    recv: float = 0.0
+    raw: bytes = b""
+    subject: str = ""
+    ctx: object = None
 
     def __repr__(self) -> str:
         return f"Snapshot(ts={self.ts}, mid={self.mid}, symbol={self.symbol!r})"
@@ -212,11 +202,16 @@ def prediction_wire(
 
 
 class SnapshotParser:
-    """:func:`decode` then :func:`snapshot_from_mapping` in one call, for the stream's intake.
+    """The one decode path of snapshots: the stream's intake and the ``ml.predict`` service both use it.
 
-    Same outcome for every input (``tests/core/test_codec.py`` holds it to the two-step reference with
-    hypothesis), less work: msgpack is decoded without the dispatch, and the symbol checks are
-    remembered per symbol and per subject (bounded, so hostile churn cannot grow them).
+    :meth:`parse` is :func:`decode` then :func:`snapshot_from_mapping` in one call; :meth:`decode` and
+    :meth:`validate` are its two steps, for a snapshot carried inside a request. Same outcome for every
+    input (``tests/core/test_codec.py`` holds it to the two-step reference with hypothesis), less work:
+    msgpack is decoded without the dispatch, and the symbol checks are remembered per symbol and per
+    subject (bounded, so hostile churn cannot grow them).
+
+    Args:
+        max_bytes: larger payloads are refused with :class:`~spark_ml.core.errors.PayloadTooLarge`.
     """
 
     __slots__ = ("_subjects", "_symbols", "max_bytes")
@@ -228,7 +223,17 @@ class SnapshotParser:
 
     def parse(self, raw: bytes, subject: str, content_type: str | None, recv: float, ctx: object = None) -> Snapshot:
         """Validate one payload; raises :class:`InvalidInput` (with the raw bytes) like the reference."""
-        data, encoding = self._decode(raw, content_type)
+        data, encoding = self.decode(raw, content_type)
+        return self.validate(data, raw, subject, encoding, recv, ctx)
+
+    def validate(
+        self, data: Any, raw: bytes, subject: str, encoding: Encoding, recv: float, ctx: object = None
+    ) -> Snapshot:
+        """Check decoded data against the MarketSnapshot rules (:func:`snapshot_from_mapping`'s outcome).
+
+        ``raw`` is what a refusal carries (the whole message, for a snapshot inside a request); the symbol
+        falls back to the subject's token, then ``"_"``.
+        """
         if type(data) is not dict:
             raise _bad("snapshot", "must be a map/object", raw)
         get = data.get
@@ -263,7 +268,8 @@ class SnapshotParser:
             self._symbols[symbol] = symbol
         return Snapshot(ts, mid, symbol, spread_bp, vol1m, rsi, encoding, recv, raw, subject, ctx)
 
-    def _decode(self, raw: bytes, content_type: str | None) -> tuple[Any, Encoding]:
+    def decode(self, raw: bytes, content_type: str | None) -> tuple[Any, Encoding]:
+        """:func:`decode` with this parser's size limit, msgpack taking a shorter way."""
         if content_type is not None or len(raw) > self.max_bytes or not raw or raw[0] == 0x7B:  # 0x7b: "{"
             return decode(raw, content_type=content_type, max_bytes=self.max_bytes)
         try:

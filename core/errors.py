@@ -3,22 +3,42 @@
 Grouped by who handles them::
 
     SparkMlError
-     ├── InvalidInput            bad bytes or a bad snapshot: HTTP 400, Nats-Service-Error-Code 400, DLQ
-     │    └── PayloadTooLarge    over the size limit: HTTP 413
-     ├── ModelError              the model failed or produced an out-of-range score: 500
-     └── RegistryError           a registry operation was refused (unknown version, corrupt artifact)
-          └── ArtifactCorrupt    checksum mismatch or unreadable artifact
+     ├── InvalidInput            the sender's fault: 400 in replies, status=invalid, dead-lettered unchanged
+     │    └── PayloadTooLarge    over the size limit: 413
+     ├── ModelError              the model failed or produced an out-of-range score: 500, status=error
+     ├── RegistryError           a registry operation was refused (unknown version, nothing to roll back to)
+     │    └── ArtifactCorrupt    checksum mismatch or unreadable artifact
+     └── TransportError          NATS refused or lost something; the worker runtime handles it, no reply carries it
+          ├── NatsRefused        credentials or certificate refused: the process exits with the reason
+          └── NotStored          JetStream did not confirm storing some predictions: their inputs are nak'ed
 
-`InvalidInput.code` is the short machine-readable reason that travels in headers and error bodies.
+`SparkMlError.code` is the short machine-readable reason that travels in headers and error bodies. How each
+error is answered and counted (reply code, metric status, ``error_type``, dead-letter reason) is decided in
+one place: :func:`spark_ml.core.outcomes.outcome_of`.
 """
 
 from __future__ import annotations
 
-__all__ = ["ArtifactCorrupt", "InvalidInput", "ModelError", "PayloadTooLarge", "RegistryError", "SparkMlError"]
+__all__ = [
+    "ArtifactCorrupt",
+    "InvalidInput",
+    "ModelError",
+    "NatsRefused",
+    "NotStored",
+    "PayloadTooLarge",
+    "RegistryError",
+    "SparkMlError",
+    "TransportError",
+]
 
 
 class SparkMlError(Exception):
-    """Root of every error spark-ml raises on purpose."""
+    """Root of every error spark-ml raises on purpose.
+
+    Args:
+        message: human-readable reason.
+        code: short reason code, overriding the class's default.
+    """
 
     status: int = 500
     code: str = "error"
@@ -72,3 +92,37 @@ class ArtifactCorrupt(RegistryError):
     """A model artifact does not match its manifest's checksum, or cannot be loaded."""
 
     code = "artifact_corrupt"
+
+
+class TransportError(SparkMlError):
+    """NATS refused this process or did not confirm what it was given; handled by the worker runtime."""
+
+    code = "transport"
+
+
+class NatsRefused(TransportError):
+    """The server refused this client's credentials or certificate: retrying cannot help."""
+
+    code = "nats_refused"
+
+
+class NotStored(TransportError):
+    """Some predictions of a batch were not confirmed stored by the stream.
+
+    Args:
+        stored: per message of the batch, whether the stream confirmed storing it.
+        reason: the first refusal's description, or that the PubAcks did not come in time.
+
+    Attributes:
+        failed: how many were refused or not confirmed in time.
+        total: size of the batch.
+    """
+
+    code = "not_stored"
+
+    def __init__(self, stored: list[bool], reason: str) -> None:
+        self.stored = stored
+        self.total = len(stored)
+        self.failed = self.total - sum(stored)
+        self.reason = reason
+        super().__init__(f"{self.failed} of {self.total} predictions not stored: {reason}")

@@ -29,7 +29,6 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from types import TracebackType
 from typing import Any
 
 from aiohttp import web
@@ -38,22 +37,20 @@ from nats.errors import ConnectionClosedError, ConnectionDrainingError, NoRespon
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.micro.request import ERROR_CODE_HEADER
 from nats.micro.service import ServiceVerb, control_subject
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from spark_ml.core.contracts import ErrorReply
 from spark_ml.core.subjects import PREDICT, SERVICE_NAME
 from spark_ml.gateway.ratelimit import ClientRateLimiter
 from spark_ml.worker.connect import connect_options, safe_url
-from spark_ml.worker.metrics import LATENCY_BUCKETS_MS
+from spark_ml.worker.lifecycle import Lifecycle
+from spark_ml.worker.metrics import HttpMetrics
 from spark_ml.worker.services.predict import CONTENT_TYPES, MODEL_INFO
 from spark_ml.worker.settings import Settings
 
-__all__ = ["HTTP_LATENCY_BUCKETS_MS", "HttpGateway", "run_gateway"]
+__all__ = ["HttpGateway", "run_gateway"]
 
 log = logging.getLogger(__name__)
-
-HTTP_LATENCY_BUCKETS_MS = (*LATENCY_BUCKETS_MS, 2500.0, 5000.0, 10000.0)
-"""The worker's millisecond buckets, extended past the default request timeout so 504s land in a bucket."""
 
 _R_PREDICT, _R_HEALTH, _R_INFO, _R_METRICS = "/ml/predict", "/ml/health", "/ml/model/info", "/ml/metrics"
 _OPEN = frozenset({_R_HEALTH})
@@ -83,24 +80,7 @@ def _reply_status(code: str) -> int:
     return status if 400 <= status <= 599 else 502
 
 
-class _HttpMetrics:
-    """The bridge's own metrics: requests by route and status code, latency by route (milliseconds)."""
-
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        self.requests = Counter(
-            "ml_http_requests", "HTTP requests answered by the gateway", ["route", "code"], registry=registry
-        )
-        self.latency = Histogram(
-            "ml_http_latency_ms",
-            "HTTP request latency in milliseconds, arrival to response",
-            ["route"],
-            buckets=HTTP_LATENCY_BUCKETS_MS,
-            registry=registry,
-        )
-
-
-class HttpGateway:
+class HttpGateway(Lifecycle):
     """The HTTP bridge; ``start()``/``stop()`` or ``async with``.
 
     Args:
@@ -117,7 +97,7 @@ class HttpGateway:
         self._nc = nc
         self._settings = settings
         self._limiter = ClientRateLimiter(settings.rate_limit)
-        self._metrics = _HttpMetrics(registry if registry is not None else CollectorRegistry())
+        self._metrics = HttpMetrics(registry)
         self._key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
         self._runner: web.AppRunner | None = None
         self.port: int = settings.http_port
@@ -155,15 +135,6 @@ class HttpGateway:
         if runner is not None:
             await runner.cleanup()
 
-    async def __aenter__(self) -> HttpGateway:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
-
     # --- middlewares ----------------------------------------------------------------------------------
 
     @web.middleware
@@ -180,8 +151,7 @@ class HttpGateway:
             status = exc.status
             raise
         finally:
-            self._metrics.requests.labels(route, str(status)).inc()
-            self._metrics.latency.labels(route).observe((time.perf_counter() - start) * 1000.0)
+            self._metrics.observe(route, status, (time.perf_counter() - start) * 1000.0)
 
     @web.middleware
     async def _guard(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -238,7 +208,7 @@ class HttpGateway:
         return web.json_response(body, status=200 if connected and worker else 503)
 
     async def _render_metrics(self, request: web.Request) -> web.Response:
-        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _forward(self, subject: str, body: bytes, headers: dict[str, str] | None) -> web.Response:
         nc = self._nc
@@ -281,12 +251,12 @@ async def run_gateway(settings: Settings, *, stop: asyncio.Event) -> None:
 
 
 async def _connect(nc: Client, settings: Settings) -> None:
-    await nc.connect(**_nats_options(settings))
+    await nc.connect(**connect_options(settings, name="spark-ml-gateway", **_log_callbacks()))
     log.info("gateway: nats: connected to %s", safe_url(nc.connected_url.geturl()) if nc.connected_url else "?")
 
 
-def _nats_options(settings: Settings) -> dict[str, Any]:
-    """Connect options: reconnect forever, and log each distinct connection problem once, not every retry."""
+def _log_callbacks() -> dict[str, Any]:
+    """Connection callbacks that log each distinct connection problem once, not at every retry."""
     last: list[str] = []
 
     async def error_cb(exc: Exception) -> None:
@@ -302,15 +272,4 @@ def _nats_options(settings: Settings) -> dict[str, Any]:
         last.clear()
         log.info("gateway: nats: connected")
 
-    opts = connect_options(settings)
-    opts.update(
-        name="spark-ml-gateway",
-        error_cb=error_cb,
-        disconnected_cb=disconnected_cb,
-        reconnected_cb=reconnected_cb,
-        allow_reconnect=True,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=2,
-    )
-    return opts
+    return {"error_cb": error_cb, "disconnected_cb": disconnected_cb, "reconnected_cb": reconnected_cb}

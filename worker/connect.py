@@ -1,4 +1,4 @@
-"""NATS connection from settings: servers, authentication, TLS, and callbacks that log and count."""
+"""NATS connection from settings: servers, authentication, TLS, reconnect policy, and callbacks that log and count."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import AuthorizationError, SlowConsumerError
 
+from spark_ml.core.errors import NatsRefused
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio import fastparser
 from spark_ml.worker.settings import Settings
@@ -20,10 +21,6 @@ from spark_ml.worker.settings import Settings
 __all__ = ["NatsRefused", "connect", "connect_options", "safe_url"]
 
 log = logging.getLogger(__name__)
-
-
-class NatsRefused(Exception):
-    """The server refused this client's credentials or certificate: retrying cannot help."""
 
 
 def safe_url(url: str) -> str:
@@ -44,9 +41,18 @@ def _refusal(exc: BaseException) -> bool:
     return "authorization violation" in text or "authentication" in text
 
 
-def connect_options(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for ``nats.connect``; secrets come from settings and are never logged."""
-    opts: dict[str, Any] = {"servers": settings.servers}
+def connect_options(settings: Settings, **overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for ``nats.connect`` (or ``Client.connect``), then ``overrides`` (name, callbacks).
+
+    Every spark-ml connection reconnects forever, every 0.5 s, giving each attempt 2 s: a worker or gateway
+    outlives a NATS restart. Secrets come from settings and are never logged.
+    """
+    opts: dict[str, Any] = {
+        "servers": settings.servers,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 2,
+    }
     if settings.nats_user:
         opts["user"] = settings.nats_user
         if settings.nats_password is not None:
@@ -64,6 +70,7 @@ def connect_options(settings: Settings) -> dict[str, Any]:
                 str(settings.nats_tls_cert), str(settings.nats_tls_key) if settings.nats_tls_key else None
             )
         opts["tls"] = ctx
+    opts.update(overrides)
     return opts
 
 
@@ -93,16 +100,13 @@ async def connect(settings: Settings, *, name: str, metrics: Metrics | None = No
     async def closed_cb() -> None:
         log.info("nats: connection closed")
 
-    opts = connect_options(settings)
-    opts.update(
+    opts = connect_options(
+        settings,
         name=name,
         error_cb=error_cb,
         disconnected_cb=disconnected_cb,
         reconnected_cb=reconnected_cb,
         closed_cb=closed_cb,
-        max_reconnect_attempts=-1,
-        reconnect_time_wait=0.5,
-        connect_timeout=2,
         drain_timeout=settings.drain_timeout_s,
     )
     opts.update(extra)

@@ -1,33 +1,27 @@
-"""All spark-ml metrics in one container, built against an injected registry (a fresh one per test).
+"""All spark-ml metrics in one module, built against an injected registry (a fresh one per test).
 
-The six names of DESIGN.md are kept exactly (the customer's alerts and dashboards use them); the rest
-are operator extras. Latency is in milliseconds with explicit buckets that include the alert
-thresholds (80 ms and 200 ms), so ``histogram_quantile`` is exact at those points.
+:class:`Metrics` is the worker's set, :class:`HttpMetrics` the HTTP gateway's (``spark-ml up`` builds
+both on one registry). The six names of DESIGN.md are kept exactly (the customer's alerts and dashboards
+use them); the rest are operator extras. Latency is in milliseconds with explicit buckets that include the
+alert thresholds (80 ms and 200 ms), so ``histogram_quantile`` is exact at those points.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from spark_ml.core.outcomes import Outcome, Status
 from spark_ml.worker.histogram import BatchHistogram, HistogramChild
 
-__all__ = ["LATENCY_BUCKETS_MS", "SCORE_BUCKETS", "Metrics", "Status"]
+__all__ = ["HTTP_LATENCY_BUCKETS_MS", "LATENCY_BUCKETS_MS", "SCORE_BUCKETS", "HttpMetrics", "Metrics", "Status"]
 
 LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 80.0, 100.0, 200.0, 250.0, 500.0, 1000.0)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 ERROR_TYPES = ("invalid_input", "model_error", "model_output", "publish_error", "model_load", "shadow_error")
 """Values of ``error_type`` in ml_model_errors_total (created at zero so rates exist before the first error)."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
-
-
-class Status(StrEnum):
-    """The ``status`` label of ml_predict_requests_total."""
-
-    OK = "ok"
-    INVALID = "invalid"
-    ERROR = "error"
+HTTP_LATENCY_BUCKETS_MS = (*LATENCY_BUCKETS_MS, 2500.0, 5000.0, 10000.0)
+"""The worker's millisecond buckets, extended past the default request timeout so 504s land in a bucket."""
 
 
 class Metrics:
@@ -119,10 +113,40 @@ class Metrics:
             self._per_version[version] = pair
         return pair
 
-    def invalid(self, error_type: str, model_version: str) -> None:
-        """Count one refused input: ``invalid`` in requests, its type in model errors."""
-        self.predict_requests.labels(model_version, Status.INVALID).inc()
-        self.model_errors.labels(error_type).inc()
+    def refused(self, outcome: Outcome, model_version: str) -> None:
+        """Count one refused input or request: its status in requests, its type in model errors."""
+        self.predict_requests.labels(model_version, outcome.status).inc()
+        self.model_errors.labels(outcome.error_type).inc()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class HttpMetrics:
+    """The HTTP gateway's metrics: requests by route and status code, latency by route (milliseconds).
+
+    Args:
+        registry: where the collectors live; a new private registry when None.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "ml_http_requests", "HTTP requests answered by the gateway", ["route", "code"], registry=r
+        )
+        self.latency = Histogram(
+            "ml_http_latency_ms",
+            "HTTP request latency in milliseconds, arrival to response",
+            ["route"],
+            buckets=HTTP_LATENCY_BUCKETS_MS,
+            registry=r,
+        )
+
+    def observe(self, route: str, code: int, latency_ms: float) -> None:
+        """Count one answered request and its latency."""
+        self.requests.labels(route, str(code)).inc()
+        self.latency.labels(route).observe(latency_ms)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

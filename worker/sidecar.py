@@ -7,12 +7,13 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from spark_ml.worker.lifecycle import Lifecycle
 from spark_ml.worker.metrics import Metrics
 
 __all__ = ["MetricsServer"]
 
 
-class MetricsServer:
+class MetricsServer(Lifecycle):
     """A small aiohttp server on the event loop of the worker.
 
     Args:

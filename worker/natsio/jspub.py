@@ -23,6 +23,7 @@ from nats import errors
 from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
+from spark_ml.core.errors import NotStored
 from spark_ml.worker.natsio import writer
 from spark_ml.worker.natsio.jsroute import subscribe_raw, unroute
 from spark_ml.worker.natsio.jswire import status_of
@@ -30,24 +31,6 @@ from spark_ml.worker.natsio.jswire import status_of
 __all__ = ["AckedPublisher", "NotStored"]
 
 log = logging.getLogger(__name__)
-
-
-class NotStored(Exception):
-    """Some predictions of a batch were not confirmed stored by the stream.
-
-    Attributes:
-        stored: per message of the batch, whether the stream confirmed storing it.
-        failed: how many were refused or not confirmed in time.
-        total: size of the batch.
-        reason: the first refusal's description, or that the PubAcks did not come in time.
-    """
-
-    def __init__(self, stored: list[bool], reason: str) -> None:
-        self.stored = stored
-        self.total = len(stored)
-        self.failed = self.total - sum(stored)
-        self.reason = reason
-        super().__init__(f"{self.failed} of {self.total} predictions not stored: {reason}")
 
 
 _PENDING, _STORED, _REFUSED = 0, 1, 2

@@ -15,8 +15,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from spark_ml.core.codec import Snapshot, SnapshotParser
 from spark_ml.core.engine import BatchResult, Engine
 from spark_ml.core.errors import InvalidInput, SparkMlError
+from spark_ml.core.outcomes import outcome_of
 from spark_ml.worker.intake.base import AtMostOnce, Delivery, Output, Settlement
-from spark_ml.worker.metrics import Metrics, Status
+from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.pipeline.pool import Pool
 
 __all__ = ["StreamProcessor"]
@@ -146,17 +147,15 @@ class StreamProcessor:
 
     async def reject(self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None) -> None:
         """Count a refused message and dead-letter it unchanged."""
-        version = self.engine.model.version
-        if isinstance(exc, InvalidInput):
-            self.metrics.invalid("invalid_input", version)
-        else:
-            self.metrics.predict_requests.labels(version, Status.ERROR).inc()
-            self.metrics.model_errors.labels(exc.code).inc()
-        self.metrics.dead_letters.labels(exc.code).inc()
+        outcome = outcome_of(exc)
+        self.metrics.refused(outcome, self.engine.model.version)
+        self.metrics.dead_letters.labels(outcome.code).inc()
         self.dead_lettered += 1
         seq = _stream_seq(ctx)
         try:
-            await self._output.dead_letter(raw, reason=exc.code, message=exc.message, subject=subject, stream_seq=seq)
+            await self._output.dead_letter(
+                raw, reason=outcome.code, message=outcome.message, subject=subject, stream_seq=seq
+            )
         except Exception:
             self.metrics.model_errors.labels("publish_error").inc()
             log.exception("could not dead-letter a message from %s", subject)

@@ -33,7 +33,6 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from types import TracebackType
 from typing import Any
 
 from nats.aio.client import Client
@@ -44,6 +43,7 @@ from spark_ml.core.codec import SnapshotParser, decode, encode
 from spark_ml.core.contracts import valid_symbol
 from spark_ml.core.errors import InvalidInput
 from spark_ml.core.trading.live_pnl import PaperPosition
+from spark_ml.worker.lifecycle import Lifecycle
 from spark_ml.worker.natsio.directsub import subscribe_direct, unroute
 
 __all__ = ["AnalyticsService"]
@@ -65,7 +65,7 @@ class _Symbol:
         self.last_seen = 0.0
 
 
-class AnalyticsService:
+class AnalyticsService(Lifecycle):
     """The live PnL consumer; an async context manager.
 
     Args:
@@ -119,15 +119,6 @@ class AnalyticsService:
         self.published = 0
         self.failures = 0
         """Messages whose handling raised unexpectedly (a bug or a closed connection), counted in ``skipped`` too."""
-
-    async def __aenter__(self) -> AnalyticsService:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def start(self) -> None:
         """Subscribe to snapshots and predictions and start the timers."""

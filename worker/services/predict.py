@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NotRequired, TypedDict, Unpack, cast
 
 from nats.aio.client import Client
 from nats.micro import add_service
@@ -30,11 +30,12 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service, ServiceConfig
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import Encoding, decode, detect_encoding, encode, snapshot_from_mapping
+from spark_ml.core.codec import DEFAULT_MAX_PAYLOAD, Encoding, SnapshotParser, detect_encoding, encode
 from spark_ml.core.contracts import ErrorReply
 from spark_ml.core.engine import Engine
-from spark_ml.core.errors import ArtifactCorrupt, InvalidInput, ModelError, RegistryError, SparkMlError
+from spark_ml.core.errors import InvalidInput, SparkMlError
 from spark_ml.core.models.base import Model
+from spark_ml.core.outcomes import Outcome, internal_failure, outcome_of
 from spark_ml.core.subjects import PREDICT, QUEUE_GROUP, SERVICE_NAME
 from spark_ml.worker.metrics import Metrics, Status
 
@@ -85,32 +86,14 @@ class _Tally:
         self.by_status[key] = self.by_status.get(key, 0) + 1
 
 
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    """How one refused request is answered and counted."""
+class _Options(TypedDict):
+    """The collaborators of a :class:`PredictService` (see its docstring)."""
 
-    status: int
-    code: str
-    message: str
-    invalid: bool
-    """True: the caller's fault (``status=invalid``); False: ours (``status=error`` plus a model error)."""
-    error_type: str
-
-
-def _classify(exc: Exception) -> _Failure:
-    if isinstance(exc, InvalidInput):
-        return _Failure(exc.status, exc.code, exc.message, True, "invalid_input")
-    if isinstance(exc, ArtifactCorrupt):
-        return _Failure(500, exc.code, exc.message, False, "model_error")
-    if isinstance(exc, RegistryError):
-        return _Failure(400, "unknown_model", exc.message, True, "invalid_input")
-    if isinstance(exc, ModelError):
-        kind = exc.code if exc.code in ("model_error", "model_output") else "model_error"
-        return _Failure(500, exc.code, exc.message, False, kind)
-    if isinstance(exc, SparkMlError):
-        return _Failure(exc.status, exc.code, exc.message, exc.status < 500, "internal")
-    log.exception("ml.predict: unexpected failure")
-    return _Failure(500, "internal", f"{type(exc).__name__}: {exc}", False, "internal")
+    engine: Engine
+    metrics: Metrics
+    resolve_model: Callable[[str], Model]
+    model_info: Callable[[], dict[str, Any]]
+    max_payload: NotRequired[int]
 
 
 def _unpack(data: Any) -> tuple[Any, str | None]:
@@ -157,39 +140,24 @@ class PredictService:
         metrics: Metrics,
         resolve_model: Callable[[str], Model],
         model_info: Callable[[], dict[str, Any]],
-        max_payload: int,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self._nc = nc
         self._engine = engine
         self._metrics = metrics
+        self._parser = SnapshotParser(max_payload)
         self._resolve_model = resolve_model
         self._model_info = model_info
-        self._max_payload = max_payload
         self._engines: dict[str, Engine] = {}
         self._tallies: dict[str, _Tally] = {"predict": _Tally(), "model-info": _Tally()}
         self._service: Service | None = None
         self._stopped = False
 
     @classmethod
-    async def start(
-        cls,
-        nc: Client,
-        *,
-        engine: Engine,
-        metrics: Metrics,
-        resolve_model: Callable[[str], Model],
-        model_info: Callable[[], dict[str, Any]],
-        max_payload: int = 64 * 1024,
-    ) -> PredictService:
-        """Register the service and its endpoints; requests are answered once this returns."""
-        self = cls(
-            nc,
-            engine=engine,
-            metrics=metrics,
-            resolve_model=resolve_model,
-            model_info=model_info,
-            max_payload=max_payload,
-        )
+    async def start(cls, nc: Client, **options: Unpack[_Options]) -> PredictService:
+        """Build the service (same arguments as the constructor) and register its endpoints; requests are
+        answered once this returns."""
+        self = cls(nc, **options)
         config = ServiceConfig(
             name=SERVICE_NAME,
             version=_service_version(),
@@ -237,10 +205,11 @@ class PredictService:
         encoding: Encoding = detect_encoding(raw, content_type)
         live = self._engine
         model_version = live.model.version
+        parser = self._parser
         try:
-            data, encoding = decode(raw, content_type=content_type, max_bytes=self._max_payload)
+            data, encoding = parser.decode(raw, content_type)
             snap_data, wanted = _unpack(data)
-            snap = snapshot_from_mapping(snap_data, raw=raw, encoding=encoding, recv=recv, subject=request.subject)
+            snap = parser.validate(snap_data, raw, request.subject, encoding, recv)
             engine = live if wanted is None or wanted == model_version else await self._engine_for(wanted)
             model_version = engine.model.version
             result = engine.run_batch([snap], commit=False)
@@ -249,7 +218,9 @@ class PredictService:
             prediction = result.wire(time.perf_counter())[0]
             body = encode(prediction, encoding)
         except Exception as exc:
-            await self._refuse(request, "predict", _classify(exc), encoding, model_version)
+            if not isinstance(exc, SparkMlError):
+                log.exception("ml.predict: unexpected failure")
+            await self._refuse(request, "predict", outcome_of(exc), encoding, model_version)
             return
         await self._reply(request, body, encoding)
         m = self._metrics
@@ -262,8 +233,7 @@ class PredictService:
             body = json.dumps(self._model_info(), default=str).encode()
         except Exception as exc:
             log.exception("ml.model.info: model_info() failed")
-            failure = _Failure(500, "internal", f"{type(exc).__name__}: {exc}", False, "internal")
-            await self._refuse(request, "model-info", failure, "json", None)
+            await self._refuse(request, "model-info", internal_failure(exc), "json", None)
             return
         await self._reply(request, body, "json")
 
@@ -281,22 +251,19 @@ class PredictService:
         return engine
 
     async def _refuse(
-        self, request: Request, endpoint: str, failure: _Failure, encoding: Encoding, model_version: str | None
+        self, request: Request, endpoint: str, outcome: Outcome, encoding: Encoding, model_version: str | None
     ) -> None:
-        body = encode(ErrorReply.of(failure.code, failure.message).wire(), encoding)
-        self._tallies[endpoint].add(failure.status, failure.code, failure.message)
+        """Reply with the error body and the micro error headers, and count the refusal."""
+        status, code, message = outcome.service_code, outcome.code, outcome.message
+        body = encode(ErrorReply.of(code, message).wire(), encoding)
+        self._tallies[endpoint].add(status, code, message)
         if model_version is not None:
-            m = self._metrics
-            if failure.invalid:
-                m.invalid(failure.error_type, model_version)
-            else:
-                m.predict_requests.labels(model_version, Status.ERROR).inc()
-                m.model_errors.labels(failure.error_type).inc()
-        log.debug("%s refused: %s %s: %s", endpoint, failure.status, failure.code, failure.message)
+            self._metrics.refused(outcome, model_version)
+        log.debug("%s refused: %s %s: %s", endpoint, status, code, message)
         await self._send(
             request.respond_error(
-                str(failure.status),
-                _header_safe(f"{failure.code}: {failure.message}"),
+                str(status),
+                _header_safe(f"{code}: {message}"),
                 data=body,
                 headers={"Content-Type": CONTENT_TYPES[encoding]},
             )

@@ -1,0 +1,77 @@
+"""How a refused message or request is answered and counted: the one mapping from an exception to its outcome.
+
+The stream (dead letter plus counters) and the ``ml.predict`` service (error reply plus counters) both ask
+:func:`outcome_of`, so a given error gets the same reason code, metric status and ``error_type`` on every
+path:
+
+==================  =============================  =============  ==========================  ============
+error               code (reply body, DLQ reason)  status         error_type                  service code
+==================  =============================  =============  ==========================  ============
+InvalidInput        its code                       invalid        invalid_input               400 (413)
+ArtifactCorrupt     artifact_corrupt               error          model_error                 500
+RegistryError       unknown_model                  invalid        invalid_input               400
+ModelError          its code                       error          model_error | model_output  500
+other SparkMlError  its code                       by its status  internal                    its status
+anything else       internal                       error          internal                    500
+==================  =============================  =============  ==========================  ============
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from spark_ml.core.errors import ArtifactCorrupt, InvalidInput, ModelError, RegistryError, SparkMlError
+
+__all__ = ["Outcome", "Status", "internal_failure", "outcome_of"]
+
+_MODEL_ERROR_TYPES = frozenset({"model_error", "model_output"})
+
+
+class Status(StrEnum):
+    """The ``status`` label of ml_predict_requests_total."""
+
+    OK = "ok"
+    INVALID = "invalid"
+    ERROR = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How one refused input is answered and counted.
+
+    Attributes:
+        code: the reason code: ``error.code`` of a reply body, the dead-letter reason and its metric label.
+        message: human-readable reason (a reply's ``error.message``, the dead letter's error header).
+        status: ``invalid`` (the sender's fault) or ``error`` (ours), for ml_predict_requests_total.
+        error_type: the ``error_type`` label of ml_model_errors_total.
+        service_code: the ``Nats-Service-Error-Code`` of a request's reply (an HTTP status).
+    """
+
+    code: str
+    message: str
+    status: Status
+    error_type: str
+    service_code: int
+
+
+def outcome_of(exc: BaseException) -> Outcome:
+    """The outcome of a refusal (see the module docstring); pure, so both transports agree."""
+    if isinstance(exc, InvalidInput):
+        return Outcome(exc.code, exc.message, Status.INVALID, "invalid_input", exc.status)
+    if isinstance(exc, ArtifactCorrupt):
+        return Outcome(exc.code, exc.message, Status.ERROR, "model_error", 500)
+    if isinstance(exc, RegistryError):  # a registry refusal that reaches a request: the version asked for
+        return Outcome("unknown_model", exc.message, Status.INVALID, "invalid_input", 400)
+    if isinstance(exc, ModelError):
+        error_type = exc.code if exc.code in _MODEL_ERROR_TYPES else "model_error"
+        return Outcome(exc.code, exc.message, Status.ERROR, error_type, 500)
+    if isinstance(exc, SparkMlError):
+        status = Status.INVALID if exc.status < 500 else Status.ERROR
+        return Outcome(exc.code, exc.message, status, "internal", exc.status)
+    return internal_failure(exc)
+
+
+def internal_failure(exc: BaseException) -> Outcome:
+    """The outcome of an unexpected failure (a bug, not a refusal): 500 ``internal``, quoting the exception."""
+    return Outcome("internal", f"{type(exc).__name__}: {exc}", Status.ERROR, "internal", 500)
