@@ -24,8 +24,8 @@ HTTP_LATENCY_BUCKETS_MS = (*LATENCY_BUCKETS_MS, 2500.0, 5000.0, 10000.0)
 """The worker's millisecond buckets, extended past the default request timeout so 504s land in a bucket."""
 
 
-class Metrics:
-    """The metric set of one process.
+class _Container:
+    """Collectors on one registry, rendered together in the Prometheus text format.
 
     Args:
         registry: where the collectors live; a new private registry when None.
@@ -33,6 +33,20 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class Metrics(_Container):
+    """The metric set of one worker process.
+
+    Args:
+        registry: where the collectors live; a new private registry when None.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        super().__init__(registry)
         r = self.registry
         # --- the six of DESIGN.md ---
         self.predict_requests = Counter(
@@ -118,11 +132,8 @@ class Metrics:
         self.predict_requests.labels(model_version, outcome.status).inc()
         self.model_errors.labels(outcome.error_type).inc()
 
-    def render(self) -> bytes:
-        return generate_latest(self.registry)
 
-
-class HttpMetrics:
+class HttpMetrics(_Container):
     """The HTTP gateway's metrics: requests by route and status code, latency by route (milliseconds).
 
     Args:
@@ -130,7 +141,7 @@ class HttpMetrics:
     """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry if registry is not None else CollectorRegistry()
+        super().__init__(registry)
         r = self.registry
         self.requests = Counter(
             "ml_http_requests", "HTTP requests answered by the gateway", ["route", "code"], registry=r
@@ -147,6 +158,3 @@ class HttpMetrics:
         """Count one answered request and its latency."""
         self.requests.labels(route, str(code)).inc()
         self.latency.labels(route).observe(latency_ms)
-
-    def render(self) -> bytes:
-        return generate_latest(self.registry)

@@ -33,6 +33,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from nats.aio.client import Client
@@ -279,11 +280,7 @@ class AnalyticsService(Lifecycle):
             await self._wake.wait()
             self._wake.clear()
             while True:
-                try:
-                    nxt = await self._publish_due(_now())
-                except Exception:
-                    log.exception("analytics: publishing failed")
-                    nxt = None
+                nxt = await _next_deadline(self._publish_due, "publishing")
                 if nxt is None:
                     break
                 await asyncio.sleep(max(nxt - _now(), 0.0))
@@ -291,11 +288,7 @@ class AnalyticsService(Lifecycle):
     async def _heartbeat(self) -> None:
         """Publish each recently active symbol when its heartbeat deadline passes (see the module docstring)."""
         while True:
-            try:
-                nxt = await self._beat_due(_now())
-            except Exception:
-                log.exception("analytics: heartbeat failed")
-                nxt = None
+            nxt = await _next_deadline(self._beat_due, "heartbeat")
             # With nothing pending, any symbol published from now on falls due at least a period later.
             await asyncio.sleep(max(nxt - _now(), 0.0) if nxt is not None else self._beat_s)
 
@@ -311,4 +304,13 @@ class AnalyticsService(Lifecycle):
                 del by_pub[symbol]  # idle: no more heartbeats until it has data again (its next publish)
                 continue
             await self._publish(symbol, st, now)  # moves it to the end
+        return None
+
+
+async def _next_deadline(step: Callable[[float], Awaitable[float | None]], what: str) -> float | None:
+    """Run one timer step at the current time; a failure is logged and leaves nothing pending (timers live on)."""
+    try:
+        return await step(_now())
+    except Exception:
+        log.exception("analytics: %s failed", what)
         return None
