@@ -13,7 +13,7 @@ from typing import Any
 from spark_ml.core.errors import SparkMlError
 from spark_ml.core.ml.sources import BUILTIN
 
-__all__ = ["REFUSED", "Bar", "add_registry", "data_name", "refuse", "registry_path"]
+__all__ = ["REFUSED", "Bar", "add_registry", "data_name", "refuse", "registry_path", "warn"]
 
 REFUSED = (SparkMlError, ValueError, OSError)
 """What a command reports as bad input (exit code 2) instead of a traceback."""
@@ -45,9 +45,14 @@ def data_name(arg: str) -> str:
 
 
 def refuse(prog: str, exc: BaseException) -> int:
-    """Say why on stderr; exit code 2."""
-    print(f"{prog}: error: {exc}", file=sys.stderr)
+    """Say why on stderr, on one line whatever the exception's text; exit code 2."""
+    print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
     return 2
+
+
+def warn(prog: str, message: str) -> None:
+    """One warning line on stderr (stdout stays the command's output, JSON included)."""
+    print(f"{prog}: warning: {' '.join(message.split())}", file=sys.stderr)
 
 
 class Bar:

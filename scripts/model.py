@@ -10,7 +10,14 @@ Usage::
 
 Every subcommand takes ``--registry PATH`` (default ``SPARK_ML_REGISTRY``). A running worker picks up a
 promotion, rollback or shadow change within its poll interval. Exit codes: 0 done, 2 refused (unknown
-version, corrupt artifact, nothing to roll back to).
+version, corrupt manifest or artifact, nothing to roll back to) with one line on stderr; promote, rollback
+and shadow verify the artifact's sha256 first and leave the pointers unchanged when they refuse; when
+``pointers.json`` is unreadable they start from its last-good copy (what the workers follow) and so repair it.
+
+``list`` shows what it can: a version whose manifest is unreadable is listed as ``CORRUPT: <reason>``
+(``"corrupt": "<reason>"`` in JSON) and the others as usual; an unreadable ``pointers.json`` is reported
+and the pointers shown are those the workers follow (its last-good copy). Both are warned about on stderr
+and the exit code stays 0: the listing itself succeeded.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from spark_ml.core.io.registry import Manifest, Registry
-from spark_ml.scripts._args import REFUSED, add_registry, refuse, registry_path
+from spark_ml.scripts._args import REFUSED, add_registry, refuse, registry_path, warn
 
 __all__ = ["build_parser", "main"]
 
@@ -54,30 +61,44 @@ def _row(m: Manifest, active: str, shadow: str | None) -> dict[str, Any]:
 
 
 def _list(reg: Registry) -> tuple[dict[str, Any], str]:
-    active, shadow = reg.pointers()
-    rows = [_row(m, active, shadow) for m in [reg.manifest("baseline"), *reg.list()]]
+    state = reg.pointer_state()
+    active, shadow = state.active, state.shadow
+    manifests, corrupt = reg.scan()
+    rows = [_row(m, active, shadow) for m in [reg.manifest("baseline"), *manifests]]
+    rows += [{"version": v, "corrupt": why, "active": v == active, "shadow": v == shadow} for v, why in corrupt.items()]
     lines = [f"  {'version':<24}{'kind':<10}{'auc':>7}  {'created':<22}data"]
     for r in rows:
         mark = "*" if r["active"] else "s" if r["shadow"] else " "
+        if "corrupt" in r:
+            lines.append(f"{mark} {r['version']:<24}CORRUPT: {r['corrupt']}")
+            continue
         auc = r["metrics"].get("auc")
         lines.append(
             f"{mark} {r['version']:<24}{r['kind']:<10}{'' if auc is None else format(auc, '.4f'):>7}  "
             f"{r['created']:<22}{r['data']}"
         )
     lines.append("(* active, s shadow)")
-    return {"active": active, "shadow": shadow, "versions": rows}, "\n".join(lines)
+    doc: dict[str, Any] = {"active": active, "shadow": shadow, "versions": rows}
+    if corrupt:
+        warn(f"{_PROG} list", f"{len(corrupt)} corrupt manifest(s): {', '.join(corrupt)}")
+    if state.problem is not None:
+        doc["pointers_problem"] = state.problem
+        warn(f"{_PROG} list", f"{state.problem} (showing {state.source} pointers)")
+    return doc, "\n".join(lines)
 
 
 def _info(reg: Registry, version: str) -> tuple[dict[str, Any], str]:
     m = reg.manifest(version)
-    active, shadow = reg.pointers()
+    state = reg.pointer_state()
+    active, shadow = state.active, state.shadow
     doc = {**m.model_dump(mode="json"), "active": version == active, "shadow": version == shadow}
     brief = {k: v for k, v in doc.items() if k != "reference"}
     return doc, json.dumps(brief, indent=2)
 
 
 def _act(reg: Registry, action: str, version: str | None) -> tuple[dict[str, Any], str]:
-    before = reg.pointers()
+    state = reg.pointer_state()
+    before = state.active, state.shadow
     if action == "promote":
         assert version is not None
         reg.promote(version)

@@ -177,3 +177,58 @@ def test_scripts_run_as_files(tmp_path: Path) -> None:
     assert proc.returncode == 0 and json.loads(proc.stdout)["active"] == "baseline"
     proc = _run_file("backtest.py", "--help")
     assert proc.returncode == 0 and "--long-short" in proc.stdout
+
+
+def _register_constant(reg: Registry, intercept: float) -> str:
+    from spark_ml.core.models.logistic import LogisticModel
+
+    model = LogisticModel(("ret_1", "rsi_14"), [0.0, 0.0], [1.0, 1.0], [0.0, 0.0], intercept)
+    return reg.register(model, data="test", metrics={"auc": 0.5}, reference={}).version
+
+
+def test_model_list_shows_every_version_and_marks_the_corrupt_one(tmp_path: Path, capsys) -> None:
+    # Given three versions, b's manifest damaged and pointers.json unreadable
+    reg = Registry(tmp_path / "reg")
+    a, b, c = (_register_constant(reg, x) for x in (1.0, 2.0, 3.0))
+    reg.promote(a)
+    (tmp_path / "reg" / "manifests" / f"{b}.json").write_text('{"version": "')
+    argv = ["--registry", str(tmp_path / "reg")]
+    # Then list shows the others, marks b CORRUPT with the reason, warns on stderr, and exits 0
+    code, out, err = _run(model_script.main, ["list", *argv], capsys)
+    assert code == 0
+    rows = {line.split()[1 if line.startswith("*") else 0]: line for line in out.splitlines()[1:-1]}
+    assert set(rows) == {"baseline", a, b, c} and rows[a].startswith("* ")
+    assert "CORRUPT: manifest" in rows[b] and "unreadable" in rows[b]
+    assert err.count("\n") == 1 and f"1 corrupt manifest(s): {b}" in err
+    code, out, _ = _run(model_script.main, ["list", "--json", *argv], capsys)
+    doc = json.loads(out)
+    assert code == 0 and {r["version"]: "corrupt" in r for r in doc["versions"]} == {
+        "baseline": False,
+        a: False,
+        b: True,
+        c: False,
+    }
+    # info on b: one line, exit 2; on the others as before
+    code, out, err = _run(model_script.main, ["info", b, *argv], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "unreadable" in err
+    assert _run(model_script.main, ["info", c, *argv], capsys)[0] == 0
+    # An unreadable pointers.json: list says so and shows the pointers workers follow (the last-good copy)
+    (tmp_path / "reg" / "pointers.json").write_text("{")
+    code, out, err = _run(model_script.main, ["list", "--json", *argv], capsys)
+    doc = json.loads(out)
+    assert code == 0 and doc["active"] == a and "pointers.json is unreadable" in doc["pointers_problem"]
+    assert "last-good" in err
+
+
+def test_model_rollback_to_a_corrupt_artifact_is_refused(tmp_path: Path, capsys) -> None:
+    reg = Registry(tmp_path / "reg")
+    a, b = _register_constant(reg, 1.0), _register_constant(reg, 2.0)
+    reg.promote(a)
+    reg.promote(b)
+    artifact = tmp_path / "reg" / "artifacts" / reg.manifest(a).artifact
+    artifact.write_bytes(artifact.read_bytes()[:-3])
+    pointers = (tmp_path / "reg" / "pointers.json").read_bytes()
+    code, out, err = _run(model_script.main, ["rollback", "--json", "--registry", str(tmp_path / "reg")], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert f"cannot roll back to {a}, {b} stays active: artifact of {a} is corrupt" in err
+    assert (tmp_path / "reg" / "pointers.json").read_bytes() == pointers

@@ -5,6 +5,7 @@ Layout under ``root``::
     artifacts/<sha256>.json|.txt   model bytes (logistic: JSON coefficients; lgbm: LightGBM text), never pickle
     manifests/<version>.json       one Manifest per version
     pointers.json                  {"active": ..., "shadow": ..., "history": [...previous actives...]}
+    pointers.last-good.json        a copy of pointers.json as last written, read when pointers.json is unreadable
     .lock                          serializes writers (promote, rollback, shadow, register)
 
 Every file is written to a temporary name and moved into place with ``os.replace``, so a worker polling
@@ -12,6 +13,11 @@ Every file is written to a temporary name and moved into place with ``os.replace
 is what is active until something is promoted. A version is ``<kind>-<first 8 hex of the artifact's
 sha256>`` (a valid NATS subject token and Prometheus label value); registering the same bytes twice is a
 no-op that returns the first manifest.
+
+Damaged files are refused, never served: every write that makes a version active or shadow (promote,
+rollback, shadow) verifies its artifact's sha256 first and leaves the pointers unchanged when it fails. What
+a worker serves is decided by :meth:`Registry.pointer_state` and :func:`serving_order` from the files alone,
+so a worker that starts and one that is running agree on the same registry state.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import uuid
 from builtins import list as _list  # Registry.list shadows the builtin in annotations inside the class
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,13 +42,57 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from spark_ml.core.errors import ArtifactCorrupt, RegistryError
 from spark_ml.core.models import BASELINE_VERSION, BaselineModel, Model, TrainedModel, model_from_bytes
 
-__all__ = ["HISTORY_MAX", "Manifest", "Registry", "VERSION_RE"]
+__all__ = ["HISTORY_MAX", "Manifest", "PointerState", "Registry", "VERSION_RE", "serving_order"]
 
 VERSION_RE = re.compile(r"[a-z][a-z0-9]*-[0-9a-f]{8,64}")
 """Registered versions: ``kind-hexdigest``; safe as a NATS subject token and a Prometheus label value."""
 HISTORY_MAX = 100
 """Previous active versions kept for rollback."""
 _EXTENSIONS = {"logistic": "json", "lgbm": "txt"}
+Stamp = tuple[int, int, int] | None
+"""A file's (inode, mtime ns, size), None when absent: what changes when a file is replaced or damaged."""
+
+
+def _stamp(path: Path) -> Stamp:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+@dataclass(frozen=True)
+class PointerState:
+    """The pointers as a worker should follow them.
+
+    Attributes:
+        active: the version to serve first.
+        shadow: the version to shadow, or None.
+        history: previously active versions, most recent last.
+        source: where they come from: ``pointers`` (``pointers.json``, or nothing yet: the baseline),
+            ``last-good`` (``pointers.json`` is unreadable; its copy as last written) or ``none`` (both are
+            unreadable; the baseline is named).
+        problem: why ``pointers.json`` was not used, or None.
+        stamp: the stamp of ``pointers.json`` when it was read, so that a damage is reported once.
+    """
+
+    active: str
+    shadow: str | None
+    history: tuple[str, ...]
+    source: str = "pointers"
+    problem: str | None = None
+    stamp: Stamp = None
+
+
+def serving_order(state: PointerState) -> list[str]:
+    """The versions to try, in order, for the live model: the active one, then the history from the most
+    recent, then the baseline. A worker serves the first whose artifact verifies (the version a rollback
+    would return to, and so on), so the choice depends on the registry's files only."""
+    out: list[str] = []
+    for v in (state.active, *reversed(state.history), BASELINE_VERSION):
+        if v not in out:
+            out.append(v)
+    return out
 
 
 class Manifest(BaseModel):
@@ -104,6 +155,19 @@ def _json_bytes(doc: Any) -> bytes:
     return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False).encode() + b"\n"
 
 
+def _parse_pointers(path: Path) -> dict[str, Any]:
+    """A pointers file as ``{"active", "shadow", "history"}``; RegistryError when it is not one."""
+    try:
+        doc = json.loads(path.read_bytes())
+        active, shadow, history = doc["active"], doc.get("shadow"), doc["history"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RegistryError(f"{path} is unreadable: {type(exc).__name__}: {exc}") from exc
+    names = [active, *history] + ([] if shadow is None else [shadow])
+    if not isinstance(history, _list) or not all(isinstance(v, str) for v in names):
+        raise RegistryError(f"{path} is unreadable: versions must be strings and history a list")
+    return {"active": active, "shadow": shadow, "history": _list(history)}
+
+
 class Registry:
     """A model registry in a directory (created on first write).
 
@@ -116,6 +180,8 @@ class Registry:
         self._artifacts = self.root / "artifacts"
         self._manifests = self.root / "manifests"
         self._pointers_path = self.root / "pointers.json"
+        self._last_good_path = self.root / "pointers.last-good.json"
+        self._manifest_cache: dict[str, tuple[Stamp, Manifest]] = {}
         self._cache_key: tuple[int, int, int] | None = None
         self._cache: dict[str, Any] = {}
 
@@ -204,14 +270,63 @@ class Registry:
         if not VERSION_RE.fullmatch(version):
             raise RegistryError(f"unknown version {version!r}")
         path = self._manifests / f"{version}.json"
+        st = _stamp(path)
+        cached = self._manifest_cache.get(version)
+        if cached is not None and st is not None and cached[0] == st:
+            return cached[1]
         try:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise RegistryError(f"unknown version {version!r}") from None
+        except OSError as exc:
+            raise ArtifactCorrupt(f"manifest {path} is unreadable: {exc.strerror or exc}") from exc
         try:
-            return Manifest.model_validate_json(raw)
+            manifest = Manifest.model_validate_json(raw)
         except ValidationError as exc:
-            raise ArtifactCorrupt(f"manifest {path} is unreadable: {exc.error_count()} error(s)") from exc
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "document"
+            reason = f"{exc.error_count()} error(s), first at {where}: {first['msg']}"
+            raise ArtifactCorrupt(f"manifest {path} is unreadable: {reason}") from exc
+        if manifest.version != version or manifest.artifact != f"{manifest.sha256}.{_EXTENSIONS.get(manifest.kind)}":
+            raise ArtifactCorrupt(
+                f"manifest {path} is unreadable: it describes {manifest.version} ({manifest.artifact})"
+            )
+        if st is not None:
+            self._manifest_cache[version] = (st, manifest)
+        return manifest
+
+    def scan(self) -> tuple[_list[Manifest], dict[str, str]]:
+        """Every registered version, oldest first, and the unreadable ones with why (``version -> reason``).
+
+        One damaged manifest never hides the others (what ``spark-ml model list`` shows).
+        """
+        if not self._manifests.is_dir():
+            return [], {}
+        good: list[Manifest] = []
+        corrupt: dict[str, str] = {}
+        for p in self._manifests.glob("*.json"):
+            if not VERSION_RE.fullmatch(p.stem):
+                corrupt[p.stem] = f"{p.name} is not a manifest: its name is not <kind>-<sha256 prefix>.json"
+                continue
+            try:
+                good.append(self.manifest(p.stem))
+            except RegistryError as exc:
+                corrupt[p.stem] = str(exc)
+        return sorted(good, key=lambda m: (m.created, m.version)), dict(sorted(corrupt.items()))
+
+    def stamp(self, version: str) -> tuple[Stamp, Stamp]:
+        """Stamps of a version's manifest and artifact: two ``stat`` calls that say whether either changed."""
+        if version == BASELINE_VERSION or not VERSION_RE.fullmatch(version):
+            return None, None
+        path = self._manifests / f"{version}.json"
+        st = _stamp(path)
+        artifact = None
+        if st is not None:
+            try:
+                artifact = _stamp(self._artifacts / self.manifest(version).artifact)
+            except RegistryError:
+                pass
+        return st, artifact
 
     def load(self, version: str) -> Model:
         """The model of a version, after checking its artifact against the manifest's sha256."""
@@ -228,7 +343,12 @@ class Registry:
             raise ArtifactCorrupt(
                 f"artifact of {version} is corrupt: sha256 {digest[:16]}... != manifest {manifest.sha256[:16]}..."
             )
-        model = model_from_bytes(manifest.kind, raw)
+        try:
+            model = model_from_bytes(manifest.kind, raw)
+        except ArtifactCorrupt:
+            raise
+        except Exception as exc:  # the bytes match the manifest, yet the library refuses them
+            raise ArtifactCorrupt(f"artifact of {version} cannot be loaded: {type(exc).__name__}: {exc}") from exc
         if tuple(model.feature_names) != manifest.feature_names:
             raise ArtifactCorrupt(f"artifact of {version} has features {model.feature_names}, manifest disagrees")
         return model
@@ -243,16 +363,44 @@ class Registry:
             return {"active": BASELINE_VERSION, "shadow": None, "history": []}
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key != self._cache_key:
-            try:
-                doc = json.loads(self._pointers_path.read_bytes())
-                doc = {"active": str(doc["active"]), "shadow": doc.get("shadow"), "history": list(doc["history"])}
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise RegistryError(f"{self._pointers_path} is unreadable: {exc}") from exc
+            doc = _parse_pointers(self._pointers_path)
             self._cache_key, self._cache = key, doc
         return dict(self._cache, history=list(self._cache["history"]))
 
     def _write_pointers(self, doc: dict[str, Any]) -> None:
-        _atomic_write(self._pointers_path, _json_bytes(doc))
+        body = _json_bytes(doc)
+        _atomic_write(self._pointers_path, body)
+        # Second, so that it never names what pointers.json does not: a starting worker reads it only
+        # when pointers.json is damaged, and then agrees with the running workers that read it last.
+        _atomic_write(self._last_good_path, body)
+
+    def _pointers_to_change(self) -> dict[str, Any]:
+        """What a write starts from: the pointers the workers follow, so a write also repairs a damaged
+        ``pointers.json`` from its last-good copy; RegistryError when both are unreadable."""
+        try:
+            return self._read_pointers()
+        except RegistryError as exc:
+            try:
+                return _parse_pointers(self._last_good_path)
+            except RegistryError:
+                raise exc from None
+
+    def pointer_state(self) -> PointerState:
+        """The pointers to serve from; never raises.
+
+        ``pointers.json`` when it is readable (or absent: the baseline); otherwise its last-good copy; when
+        that is unreadable too, the baseline with ``source="none"`` (a running worker then keeps what it has).
+        """
+        try:
+            doc = self._read_pointers()
+            return PointerState(doc["active"], doc["shadow"], tuple(doc["history"]))
+        except RegistryError as exc:
+            problem, stamp = str(exc), _stamp(self._pointers_path)
+        try:
+            doc = _parse_pointers(self._last_good_path)
+        except RegistryError as exc:
+            return PointerState(BASELINE_VERSION, None, (), "none", f"{problem}; {exc}", stamp)
+        return PointerState(doc["active"], doc["shadow"], tuple(doc["history"]), "last-good", problem, stamp)
 
     def pointers(self) -> tuple[str, str | None]:
         """``(active, shadow)``; cheap enough to call every second."""
@@ -276,7 +424,7 @@ class Registry:
         """
         self.load(version)
         with self._locked():
-            doc = self._read_pointers()
+            doc = self._pointers_to_change()
             if doc["active"] == version:
                 return
             doc["history"] = [*doc["history"], doc["active"]][-HISTORY_MAX:]
@@ -286,11 +434,18 @@ class Registry:
             self._write_pointers(doc)
 
     def rollback(self) -> str:
-        """Re-activate the previously active version and return it; RegistryError when there is none."""
+        """Re-activate the previously active version and return it, after verifying its artifact as
+        :meth:`promote` does; RegistryError when there is none, ArtifactCorrupt (pointers unchanged) when
+        its artifact fails."""
         with self._locked():
-            doc = self._read_pointers()
+            doc = self._pointers_to_change()
             if not doc["history"]:
                 raise RegistryError(f"nothing to roll back to: no version was active before {doc['active']}")
+            target = str(doc["history"][-1])
+            try:
+                self.load(target)
+            except ArtifactCorrupt as exc:
+                raise ArtifactCorrupt(f"cannot roll back to {target}, {doc['active']} stays active: {exc}") from exc
             doc["active"] = doc["history"].pop()
             self._write_pointers(doc)
             return str(doc["active"])
@@ -300,6 +455,6 @@ class Registry:
         if version is not None:
             self.load(version)
         with self._locked():
-            doc = self._read_pointers()
+            doc = self._pointers_to_change()
             doc["shadow"] = version
             self._write_pointers(doc)

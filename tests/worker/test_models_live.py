@@ -130,3 +130,25 @@ async def test_corrupt_artifact_is_refused_and_baseline_keeps_serving(
     await _publish(nc, 0, 5, "COR")
     await preds.wait(5)
     assert {b["modelVersion"] for b in preds.bodies()} == {"baseline"}
+
+
+async def test_running_and_restarted_workers_agree_on_a_damaged_registry(worker_factory, tmp_path) -> None:
+    # Given a running worker on b (history: baseline, a)
+    reg = Registry(tmp_path / "reg")
+    a, b = _register(reg, _constant(1.0)), _register(reg, _constant(2.0))
+    reg.promote(a)
+    reg.promote(b)
+    running = await worker_factory(registry=tmp_path / "reg")
+    assert running.engine.model.version == b
+    # When b's artifact is damaged and pointers.json becomes unreadable
+    artifact = tmp_path / "reg" / "artifacts" / reg.manifest(b).artifact
+    artifact.write_bytes(artifact.read_bytes()[:-4])
+    (tmp_path / "reg" / "pointers.json").write_text("{")
+    # Then the running worker switches to a, and a worker started now starts on a too
+    await _until(lambda: running.engine.model.version == a)
+    restarted = await worker_factory(registry=tmp_path / "reg")
+    assert restarted.engine.model.version == a
+    # Each counted the refused artifact and the damaged pointers once, however often it polled since
+    await asyncio.sleep(0.5)
+    for app in (running, restarted):
+        assert app.metrics.model_errors.labels("model_load")._value.get() == 2
