@@ -6,6 +6,7 @@ import math
 
 from spark_ml.core.codec import Snapshot
 from spark_ml.core.features.spec import BP as _BP
+from spark_ml.core.features.spec import AllOrNothing
 from spark_ml.core.features.spec import out_of_order as _out_of_order
 
 __all__ = ["SymbolState"]
@@ -20,7 +21,7 @@ _SLOW = 26
 _BB_K = 2.0
 
 
-class SymbolState:
+class SymbolState(AllOrNothing):
     """Streaming indicator state of one symbol, flattened into slots (the stream's hot path).
 
     Same numbers as :class:`ReferenceState` (the indicator classes composed), with every indicator
@@ -65,26 +66,8 @@ class SymbolState:
         self.last_ts = -1
         self.n = 0
 
-    def update(self, snap: Snapshot) -> list[float]:
-        """Fold the next snapshot into the state and return its feature vector (in FEATURE_NAMES order).
-
-        A refused snapshot (an error, or a feature that is not finite: ``FloatingPointError``) leaves the state
-        as it was, so one extreme price cannot poison the symbol's next snapshots.
-        """
-        saved = self.clone()
-        try:
-            row = self._fold(snap)
-        except BaseException:
-            self._restore(saved)
-            raise
-        if not all(map(math.isfinite, row)):
-            self._restore(saved)
-            raise FloatingPointError("features are not finite")
-        return row
-
-    def _restore(self, saved: SymbolState) -> None:
-        for name in SymbolState.__slots__:
-            setattr(self, name, getattr(saved, name))
+    def _copy(self) -> SymbolState:
+        return self.clone()
 
     def _fold(self, snap: Snapshot) -> list[float]:  # noqa: C901 - one flat function is the point
         if snap.ts < self.last_ts:

@@ -8,12 +8,13 @@ import math
 from spark_ml.core.codec import Snapshot
 from spark_ml.core.features.indicators import Bollinger, Macd, RollingWindow, WilderRsi
 from spark_ml.core.features.spec import BP as _BP
+from spark_ml.core.features.spec import AllOrNothing
 from spark_ml.core.features.spec import out_of_order as _out_of_order
 
 __all__ = ["ReferenceState"]
 
 
-class ReferenceState:
+class ReferenceState(AllOrNothing):
     """The feature vector composed from the indicator classes: the readable definition.
 
     :class:`SymbolState` computes the same numbers, bit for bit, with the indicators inlined (the stream
@@ -31,26 +32,8 @@ class ReferenceState:
         self.last_ts = -1
         self.n = 0
 
-    def update(self, snap: Snapshot) -> list[float]:
-        """Fold the next snapshot into the state and return its feature vector (in FEATURE_NAMES order).
-
-        A refused snapshot (an error, or a feature that is not finite: ``FloatingPointError``) leaves the state
-        as it was.
-        """
-        saved = copy.deepcopy(self)
-        try:
-            row = self._fold(snap)
-        except BaseException:
-            self._restore(saved)
-            raise
-        if not all(map(math.isfinite, row)):
-            self._restore(saved)
-            raise FloatingPointError("features are not finite")
-        return row
-
-    def _restore(self, saved: ReferenceState) -> None:
-        for name in ReferenceState.__slots__:
-            setattr(self, name, getattr(saved, name))
+    def _copy(self) -> ReferenceState:
+        return copy.deepcopy(self)
 
     def _fold(self, snap: Snapshot) -> list[float]:
         if snap.ts < self.last_ts:
