@@ -140,11 +140,19 @@ def _rsi(rsi: Any, raw: bytes | None) -> float | None:
     return float(rsi)
 
 
+_SYMBOL_RULE = f"must be 1..{SYMBOL_MAX_LEN} printable characters without spaces"
+
+
 def _symbol(symbol: Any, subject_symbol: str | None, raw: bytes | None) -> str:
     if symbol is None:
-        return subject_symbol or "_"
+        if subject_symbol is None:
+            return "_"
+        # The subject's token is as much the sender's input as the payload: same rule, same refusal.
+        if not valid_symbol(subject_symbol):
+            raise _bad("symbol", f"the subject's last token {_SYMBOL_RULE}", raw)
+        return subject_symbol
     if type(symbol) is not str or not valid_symbol(symbol):
-        raise _bad("symbol", f"must be 1..{SYMBOL_MAX_LEN} printable characters without spaces", raw)
+        raise _bad("symbol", _SYMBOL_RULE, raw)
     return symbol
 
 
@@ -219,7 +227,7 @@ class SnapshotParser:
     def __init__(self, max_bytes: int = DEFAULT_MAX_PAYLOAD) -> None:
         self.max_bytes = max_bytes
         self._symbols: dict[str, str] = {}
-        self._subjects: dict[str, str | None] = {}
+        self._subjects: dict[str, str] = {}
 
     def parse(self, raw: bytes, subject: str, content_type: str | None, recv: float, ctx: object = None) -> Snapshot:
         """Validate one payload; raises :class:`InvalidInput` (with the raw bytes) like the reference."""
@@ -260,7 +268,7 @@ class SnapshotParser:
             if vol1m is None:
                 vol1m = _number(data, "volume", raw)
         if symbol is None:
-            symbol = self._subject_symbol(subject)
+            symbol = self._subjects.get(subject) or self._subject_symbol(subject, raw)
         elif type(symbol) is not str or self._symbols.get(symbol) is None:
             symbol = _symbol(symbol, None, raw)
             if len(self._symbols) >= _CACHE_MAX:
@@ -277,13 +285,13 @@ class SnapshotParser:
         except Exception as exc:
             raise InvalidInput(f"not valid msgpack: {type(exc).__name__}: {exc}", code="decode", raw=raw) from exc
 
-    def _subject_symbol(self, subject: str) -> str:
-        cached = self._subjects.get(subject)
-        if cached is None:
-            if len(self._subjects) >= _CACHE_MAX:
-                self._subjects.clear()
-            cached = self._subjects[subject] = _symbol(None, symbol_from_subject(subject), None)
-        return cached
+    def _subject_symbol(self, subject: str, raw: bytes) -> str:
+        """The symbol a subject resolves to; only valid ones are remembered, so a refusal is never cached."""
+        symbol = _symbol(None, symbol_from_subject(subject), raw)
+        if len(self._subjects) >= _CACHE_MAX:
+            self._subjects.clear()
+        self._subjects[subject] = symbol
+        return symbol
 
 
 _CACHE_MAX = 16_384

@@ -166,7 +166,15 @@ def _outcome(fn: Any) -> tuple[Any, ...]:
 @given(
     fields,
     st.sampled_from(["msgpack", "json", "garbage"]),
-    st.sampled_from(["market.snapshot", "market.snapshot.EURUSD", "market.snapshot.x.BTC"]),
+    st.sampled_from(
+        [
+            "market.snapshot",
+            "market.snapshot.EURUSD",
+            "market.snapshot.x.BTC",
+            "market.snapshot.\x01",
+            "market.snapshot.x.",
+        ]
+    ),
     st.sampled_from([None, "application/json", "application/msgpack"]),
 )
 def test_one_step_parser_matches_decode_then_validate(
@@ -198,3 +206,34 @@ def test_one_step_parser_refuses_what_decode_refuses() -> None:
         with pytest.raises(InvalidInput) as exc:
             parser.parse(raw, "market.snapshot", None, 0.0)
         assert exc.value.raw == raw
+
+
+@given(st.text(st.characters(exclude_categories=["Cs"]), max_size=80).filter(lambda t: "." not in t))
+def test_a_subject_token_passes_the_payload_symbol_rule(token: str) -> None:
+    # Given a snapshot without a symbol, on market.snapshot.<token>
+    raw = msgpack.packb({"ts": 1, "mid": 1.0})
+    subject = f"market.snapshot.x.{token}"
+    # When the contract judges the token as a payload symbol
+    try:
+        MarketSnapshot.model_validate({"ts": 1, "mid": 1.0, "symbol": token})
+        accepted = True
+    except ValidationError:
+        accepted = False
+    # Then the parser and the reference take it as the symbol exactly when the contract would, else refuse it
+    parser = SnapshotParser()
+    for _ in range(2):  # the second time through the subject cache
+        outcome = _outcome(lambda: parser.parse(raw, subject, None, 0.0))
+        assert outcome[:4] == ("ok", 1, 1.0, token) if accepted else outcome[:2] == ("error", "schema"), outcome
+    ref = _outcome(lambda: snapshot_from_mapping({"ts": 1, "mid": 1.0}, subject_symbol=token, raw=raw))
+    assert ref[0] == ("ok" if accepted else "error")
+
+
+@pytest.mark.parametrize("token", ["CTRL\x07", "A" * 300, "x.", "A\u2028B"])
+def test_hostile_subject_tokens_are_schema_refusals_with_the_raw_payload(token: str) -> None:
+    raw = msgpack.packb({"ts": 1, "mid": 1.0})
+    parser = SnapshotParser()
+    for _ in range(2):  # a refusal is never cached as a symbol
+        with pytest.raises(InvalidInput) as exc:
+            parser.parse(raw, f"market.snapshot.{token}", None, 0.0)
+        assert exc.value.code == "schema" and exc.value.raw == raw and "subject" in exc.value.message
+    assert parser.parse(raw, "market.snapshot.OK", None, 0.0).symbol == "OK"

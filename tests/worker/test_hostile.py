@@ -442,3 +442,28 @@ async def test_predict_answers_every_hostile_request(nc: Client, worker_factory)
     assert app.ready()
     reply = await nc.request(subjects.PREDICT, msgpack.packb({"snapshot": SEED}), timeout=5)
     assert_finite_prediction(msgpack.unpackb(reply.data))
+
+
+# --- symbols from the subject ------------------------------------------------------------------------------
+
+
+async def test_a_hostile_subject_token_is_a_schema_dead_letter_not_a_symbol(
+    nc: Client, worker_factory, collect
+) -> None:
+    # Given a worker, and snapshots without a symbol on subjects whose last token breaks the symbol rule
+    app = await worker_factory()
+    preds, dlq = await collect(subjects.PREDICTION), await collect(subjects.DLQ)
+    hostile = [subjects.snapshot_for("CTRL\x07BEL"), subjects.snapshot_for("L" * 300)]
+    raw = msgpack.packb({"ts": TS0, "mid": 100.0})
+    # When they are published, then a good one
+    for subject in hostile:
+        await nc.publish(subject, raw)
+    await nc.publish(subjects.snapshot_for("GOOD"), raw)
+    # Then each hostile one is dead-lettered (schema, raw payload unchanged, counted) and only the good one predicted
+    await dlq.wait(2)
+    await preds.wait(1)
+    await asyncio.sleep(0.2)
+    assert len(dlq.msgs) == 2  # (Spark-Ml-Subject carries the subject made safe for a header, so not compared)
+    assert all(m.headers[subjects.H_ERROR] == "schema" and m.data == raw for m in dlq.msgs)
+    assert [b["symbol"] for b in preds.bodies()] == ["GOOD"]
+    assert app.metrics.model_errors.labels("invalid_input")._value.get() == 2
