@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from spark_ml.core.codec import Snapshot, SnapshotParser, decode, encode, prediction_wire, snapshot_from_mapping
 from spark_ml.core.contracts import ErrorReply, MarketSnapshot, Prediction, PredictRequest
 from spark_ml.core.errors import InvalidInput, PayloadTooLarge
-from spark_ml.core.subjects import symbol_from_subject
+from spark_ml.core.subjects import symbol_from_subject, symbol_from_token
 
 SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
 
@@ -208,14 +208,20 @@ def test_one_step_parser_refuses_what_decode_refuses() -> None:
         assert exc.value.raw == raw
 
 
-@given(st.text(st.characters(exclude_categories=["Cs"]), max_size=80).filter(lambda t: "." not in t))
+@given(
+    st.one_of(
+        st.text(st.characters(exclude_categories=["Cs"]), max_size=80),
+        st.text(st.sampled_from("A%2E7F0C"), max_size=12),  # escapes, canonical or not
+    ).filter(lambda t: "." not in t)
+)
 def test_a_subject_token_passes_the_payload_symbol_rule(token: str) -> None:
     # Given a snapshot without a symbol, on market.snapshot.<token>
     raw = msgpack.packb({"ts": 1, "mid": 1.0})
     subject = f"market.snapshot.x.{token}"
-    # When the contract judges the token as a payload symbol
+    # When the contract judges the symbol the token stands for (%XX-unescaped) as a payload symbol
+    symbol = symbol_from_token(token)
     try:
-        MarketSnapshot.model_validate({"ts": 1, "mid": 1.0, "symbol": token})
+        MarketSnapshot.model_validate({"ts": 1, "mid": 1.0, "symbol": symbol})
         accepted = True
     except ValidationError:
         accepted = False
@@ -223,12 +229,12 @@ def test_a_subject_token_passes_the_payload_symbol_rule(token: str) -> None:
     parser = SnapshotParser()
     for _ in range(2):  # the second time through the subject cache
         outcome = _outcome(lambda: parser.parse(raw, subject, None, 0.0))
-        assert outcome[:4] == ("ok", 1, 1.0, token) if accepted else outcome[:2] == ("error", "schema"), outcome
-    ref = _outcome(lambda: snapshot_from_mapping({"ts": 1, "mid": 1.0}, subject_symbol=token, raw=raw))
+        assert outcome[:4] == ("ok", 1, 1.0, symbol) if accepted else outcome[:2] == ("error", "schema"), outcome
+    ref = _outcome(lambda: snapshot_from_mapping({"ts": 1, "mid": 1.0}, subject_symbol=symbol, raw=raw))
     assert ref[0] == ("ok" if accepted else "error")
 
 
-@pytest.mark.parametrize("token", ["CTRL\x07", "A" * 300, "x.", "A\u2028B"])
+@pytest.mark.parametrize("token", ["CTRL\x07", "A" * 300, "x.", "A\u2028B", "%07", "A%20B"])
 def test_hostile_subject_tokens_are_schema_refusals_with_the_raw_payload(token: str) -> None:
     raw = msgpack.packb({"ts": 1, "mid": 1.0})
     parser = SnapshotParser()
@@ -237,3 +243,15 @@ def test_hostile_subject_tokens_are_schema_refusals_with_the_raw_payload(token: 
             parser.parse(raw, f"market.snapshot.{token}", None, 0.0)
         assert exc.value.code == "schema" and exc.value.raw == raw and "subject" in exc.value.message
     assert parser.parse(raw, "market.snapshot.OK", None, 0.0).symbol == "OK"
+
+
+def test_an_escaped_subject_token_is_read_as_the_symbol_it_stands_for() -> None:
+    parser = SnapshotParser()
+    raw = msgpack.packb({"ts": 1, "mid": 1.0})
+    assert parser.parse(raw, "market.snapshot.BRK%2EB", None, 0.0).symbol == "BRK.B"
+    assert (
+        snapshot_from_mapping(
+            {"ts": 1, "mid": 1.0}, subject_symbol=symbol_from_subject("market.snapshot.BRK%2EB")
+        ).symbol
+        == "BRK.B"
+    )

@@ -96,6 +96,26 @@ async def test_bad_input_is_skipped_and_the_service_keeps_going(nc: Client, serv
     assert svc.skipped == 8 and svc.snapshots == 2 and svc.predictions == 0
 
 
+async def test_symbols_with_dots_and_wildcards_get_one_literal_escaped_subject(
+    nc: Client, service, collect, uid: str
+) -> None:
+    # Given the service and a listener on every analytics subject
+    await service(min_gap_s=0.0, interval_s=60)
+    out = await collect(f"{subjects.ANALYTICS_PNL_PREFIX}.>")
+    hostile = [f"BRK.B{uid}", f"*{uid}", f">{uid}", f"a.*.>{uid}", f"{uid}.", f"%2E{uid}"]
+    # When each of them gets a snapshot (the symbol in the payload, on the bare subject)
+    for i, sym in enumerate(hostile):
+        await nc.publish(subjects.SNAPSHOT, snap(sym, 1.0 + i, T0))
+    # Then each is published once, on a three-token subject whose last token is the escaped symbol
+    await out.wait(len(hostile))
+    await asyncio.sleep(0.1)
+    got = {m.subject: decode_any(m.data)["symbol"] for m in out.msgs}
+    assert len(out.msgs) == len(hostile)
+    assert got == {subjects.analytics_pnl(sym): sym for sym in hostile}
+    assert all(s.count(".") == 2 and not {"*", ">"} & set(s) for s in got)
+    assert subjects.analytics_pnl(f"BRK.B{uid}") == f"analytics.pnl.BRK%2EB{uid}"
+
+
 async def test_a_failing_handler_is_counted_and_the_connection_survives(
     nc: Client, service, collect, uid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -146,7 +166,7 @@ async def test_no_gap_longer_than_the_interval_while_data_flows_slowly(nc: Clien
     async def on_pnl(msg: Any) -> None:
         arrivals[msgpack.unpackb(msg.data)["symbol"]].append(time.perf_counter())
 
-    await nc.subscribe(subjects.analytics_pnl("*"), cb=on_pnl)
+    await nc.subscribe(f"{subjects.ANALYTICS_PNL_PREFIX}.*", cb=on_pnl)
     await nc.flush()
     # When four snapshots of each arrive over 2.1 s
     first: dict[str, float] = {}
@@ -178,7 +198,7 @@ async def test_every_snapshot_is_reflected_within_100_ms(nc: Client, service, co
         seen[body["symbol"]].append((time.perf_counter(), body["ts"]))
         lags.append(body["lagMs"])
 
-    await nc.subscribe(subjects.analytics_pnl("*"), cb=on_pnl)
+    await nc.subscribe(f"{subjects.ANALYTICS_PNL_PREFIX}.*", cb=on_pnl)
     await nc.flush()
     # When each symbol gets a snapshot every 4 ms for 1.2 s (500 snapshots a second in all)
     sent: list[tuple[str, int, float]] = []

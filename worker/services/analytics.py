@@ -3,7 +3,8 @@
 For every symbol the service keeps a :class:`spark_ml.core.trading.live_pnl.PaperPosition`: snapshots move its price,
 predictions' signals move its position (at the last known price). After either it publishes the symbol's
 figures (msgpack, camelCase keys, the fields of :class:`spark_ml.core.trading.live_pnl.PnlSnapshot` plus ``symbol``,
-``publishedAt`` and ``lagMs``) on ``analytics.pnl.<SYMBOL>``:
+``publishedAt`` and ``lagMs``) on ``analytics.pnl.<SYMBOL>``, the symbol written as one literal subject token by
+:func:`spark_ml.core.subjects.symbol_token` (``BRK.B`` -> ``analytics.pnl.BRK%2EB``; ``symbol`` in the body is as sent):
 
 * at once when the symbol's last message is at least ``min_gap_s`` old, else as soon as it is; so a
   symbol costs at most ``1 / min_gap_s`` messages a second however fast its data comes, and every
