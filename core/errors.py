@@ -10,7 +10,9 @@ Grouped by who handles them::
      │    └── ArtifactCorrupt    checksum mismatch or unreadable artifact
      └── TransportError          NATS refused or lost something; the worker runtime handles it, no reply carries it
           ├── NatsRefused        credentials or certificate refused: the process exits with the reason
-          └── NotStored          JetStream did not confirm storing some predictions: their inputs are nak'ed
+          ├── NotStored          JetStream did not confirm storing some predictions: their inputs are nak'ed
+          ├── OwnershipLost      another worker owns a partition now (stale lease or checkpoint revision)
+          └── ClusterRefused     the server cannot keep partitions correct (no mapping, no JetStream): exit 1
 
 `SparkMlError.code` is the short machine-readable reason that travels in headers and error bodies. How each
 error is answered and counted (reply code, metric status, ``error_type``, dead-letter reason) is decided in
@@ -21,10 +23,12 @@ from __future__ import annotations
 
 __all__ = [
     "ArtifactCorrupt",
+    "ClusterRefused",
     "InvalidInput",
     "ModelError",
     "NatsRefused",
     "NotStored",
+    "OwnershipLost",
     "PayloadTooLarge",
     "RegistryError",
     "SparkMlError",
@@ -126,3 +130,28 @@ class NotStored(TransportError):
         self.failed = self.total - sum(stored)
         self.reason = reason
         super().__init__(f"{self.failed} of {self.total} predictions not stored: {reason}")
+
+
+class OwnershipLost(TransportError):
+    """Another worker owns a unit now: its lease is gone or its checkpoint was written by someone else.
+
+    Args:
+        unit: the partition (or the forwarder unit).
+        reason: what showed it (a stale revision, an expired lease, ...).
+    """
+
+    code = "ownership_lost"
+
+    def __init__(self, unit: int, reason: str) -> None:
+        self.unit = unit
+        self.reason = reason
+        super().__init__(f"unit {unit}: ownership lost ({reason})")
+
+
+class ClusterRefused(TransportError):
+    """The server cannot keep per-symbol state correct for this deployment; the worker refuses to start.
+
+    The message names what is missing (the mapping line for the server config, JetStream, ...).
+    """
+
+    code = "cluster_refused"
