@@ -10,13 +10,19 @@ outcome                               status
 a Prediction                          200
 worker refused the input (its body)   400 (413 when oversized)
 body over ``max_payload``             413
+Content-Type not printable ASCII      400 (``bad_header``)
 API key missing or wrong              401
 client over its rate limit            429 + ``Retry-After``
 not connected, or no worker (NATS     503, at once
 no-responders)
 no reply within ``request_timeout_s``  504
+body not sent within the read timeout  408, then the connection closes
 model failure (the worker's body)     500
 ====================================  ======
+
+Slow clients are bounded by ``http_read_timeout_s``: a connection without a complete header block that long
+after it opened (or after its previous response) is closed, and so is one whose body takes longer than that
+after its headers; a client trickling bytes cannot hold a connection for ever.
 
 A late reply after a 504 cannot reach another caller: every request waits on its own inbox token, and
 nats-py drops replies whose token is no longer awaited.
@@ -32,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from nats.aio.client import Client
 from nats.errors import ConnectionClosedError, ConnectionDrainingError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -63,12 +70,39 @@ _PING = control_subject(ServiceVerb.PING, name=SERVICE_NAME)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _MalformedRequestLog(logging.Filter):
+    """aiohttp answers a malformed request (bad bytes in a header, a broken request line) with a 400 itself, but
+    logs it as an error with a traceback: any client could fill the log. One warning line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError) and exc.code is not None and 400 <= exc.code < 500:
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = "gateway: malformed HTTP request refused with %d: %s", (exc.code, exc.message)
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_server_log = logging.getLogger(f"{__name__}.server")
+_server_log.addFilter(_MalformedRequestLog())
+
+
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.json_response(ErrorReply.of(code, message).wire(), status=status, headers=headers)
 
 
 def _too_large(limit: int) -> web.Response:
     return _error(413, "payload_too_large", f"the body limit is {limit} bytes")
+
+
+async def _hang_up(request: web.Request, timeout_s: float) -> web.StreamResponse:
+    """Answer 408 and close the connection at once: lingering to read the rest would serve the slow client."""
+    response = _error(408, "request_timeout", f"the request body did not arrive within {timeout_s:g}s")
+    response.force_close()
+    await response.prepare(request)
+    await response.write_eof()
+    request.protocol.force_close()  # the 408 is already written: the transport flushes it before closing
+    return response
 
 
 def _reply_status(code: str) -> int:
@@ -118,7 +152,17 @@ class HttpGateway(Lifecycle):
     async def start(self) -> None:
         """Bind ``bind_host:http_port`` and serve."""
         s = self._settings
-        runner = web.AppRunner(self._app(), shutdown_timeout=s.request_timeout_s + 1.0)
+        # aiohttp's keep-alive timer runs from the connection's start (and from each response) until a complete
+        # header block arrives, and is not reset by partial data: it bounds the headers of slow clients. The
+        # lingering time bounds the reading of a body the handler left unread (after a 401, 413, 429).
+        read_s = s.http_read_timeout_s
+        runner = web.AppRunner(
+            self._app(),
+            shutdown_timeout=s.request_timeout_s + 1.0,
+            logger=_server_log,
+            keepalive_timeout=read_s,
+            lingering_time=read_s,
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, s.bind_host, s.http_port).start()
@@ -178,17 +222,23 @@ class HttpGateway(Lifecycle):
 
     # --- routes ---------------------------------------------------------------------------------------
 
-    async def _predict(self, request: web.Request) -> web.Response:
+    async def _predict(self, request: web.Request) -> web.StreamResponse:
         limit = self._settings.max_payload
         if request.content_length is not None and request.content_length > limit:
             return _too_large(limit)
         try:
-            body = await request.read()
+            async with asyncio.timeout(self._settings.http_read_timeout_s):
+                body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _too_large(limit)
+        except TimeoutError:
+            return await _hang_up(request, self._settings.http_read_timeout_s)
         if len(body) > limit:
             return _too_large(limit)
         content_type = request.headers.get("Content-Type", "")
+        if not (content_type.isascii() and content_type.isprintable()):
+            # aiohttp hands undecodable bytes on as surrogates: forwarding them would fail in the NATS client (a 500)
+            return _error(400, "bad_header", "the Content-Type header must be printable ASCII (RFC 9110 field value)")
         forward = {"Content-Type": content_type} if "json" in content_type or "msgpack" in content_type else None
         return await self._forward(PREDICT, body, forward)
 

@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     """Per-client HTTP rate limit, in the ``limits`` notation."""
     request_timeout_s: float = Field(2.0, gt=0)
     """How long the HTTP gateway waits for a worker's reply before answering 504."""
+    http_read_timeout_s: float = Field(10.0, gt=0)
+    """How long an HTTP client may take to send a request's headers (from connecting, or from the previous
+    response), and then its body; past either the gateway closes the connection (slow clients hold no slot)."""
 
     pool_size: int = Field(1, ge=1, le=256)
     """Number of shards; a symbol always lands in the same shard, so its snapshots stay in order.

@@ -351,3 +351,111 @@ async def test_run_gateway_without_nats_answers_503_at_once(http):
     finally:
         stop.set()
         await asyncio.wait_for(task, timeout=10)
+
+
+# --- hostile bytes on the wire -----------------------------------------------------------------------------
+
+
+async def raw_exchange(gateway: HttpGateway, request: bytes, timeout: float = 5.0) -> bytes:
+    """Send raw bytes on a fresh connection and return everything the gateway answers until it closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout)
+    finally:
+        writer.close()
+
+
+def raw_post(path: str, body: bytes, *headers: bytes) -> bytes:
+    head = [b"POST " + path.encode() + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    head += [b"Content-Length: " + str(len(body)).encode(), *headers]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (b"Content-Type: application/json\xff\xfe", "bad_header"),
+        (b"Content-Type: \xff\xfe", "bad_header"),
+        (b"Content-Type: application/msgpack; x=\xc3", "bad_header"),
+        (b"Content-Type: application/json\x7f", None),  # aiohttp's parser refuses a control character itself
+    ],
+    ids=["json-ff-fe", "only-ff-fe", "msgpack-bad-utf8", "json-del"],
+)
+async def test_a_content_type_that_is_not_clean_text_is_400_not_500(nc, gateway_factory, header, code, caplog):
+    # Given a worker and a gateway
+    await start_service(nc)
+    gateway = await gateway_factory()
+    # When a request carries a Content-Type header with bytes that are not valid UTF-8 (or not printable)
+    response = await raw_exchange(gateway, raw_post("/ml/predict", SEED_BODY, header))
+    # Then it is refused as bad input, with an error body, and nothing is logged as an error
+    assert status_of(response) == 400, response[:200]
+    if code is not None:
+        assert json.loads(response.split(b"\r\n\r\n", 1)[1])["error"]["code"] == code
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    # And the gateway still answers a good request
+    async with aiohttp.ClientSession() as http:
+        status, _, _ = await post(http, gateway, SEED_BODY, **{"Content-Type": "application/json"})
+    assert status == 200
+
+
+async def test_undecodable_api_key_and_path_bytes_are_answered_not_500(nc, gateway_factory):
+    await start_service(nc)
+    gateway = await gateway_factory(api_key=API_KEY)
+    for header in (b"X-API-Key: \xff\xfe", b"Authorization: Bearer \xff\xfe"):
+        response = await raw_exchange(gateway, raw_post("/ml/predict", SEED_BODY, header))
+        assert status_of(response) == 401, response[:200]
+    response = await raw_exchange(gateway, raw_post("/ml/pred\xffict", SEED_BODY, b"X-API-Key: " + API_KEY.encode()))
+    assert status_of(response) in (400, 404), response[:200]
+
+
+async def test_slow_headers_and_slow_bodies_are_cut_off_while_others_are_served(nc, gateway_factory, http):
+    # Given a gateway whose clients have 0.5 s to send their headers, then their body
+    await start_service(nc)
+    gateway = await gateway_factory(http_read_timeout_s=0.5)
+    request = raw_post("/ml/predict", SEED_BODY, b"Content-Type: application/json")
+    head_end = request.index(b"\r\n\r\n") + 4
+    start = time.perf_counter()
+    # When one connection sends half its header block and another its headers and half its body
+    slow_head = await asyncio.open_connection("127.0.0.1", gateway.port)
+    slow_head[1].write(request[: head_end // 2])
+    slow_body = await asyncio.open_connection("127.0.0.1", gateway.port)
+    slow_body[1].write(request[: head_end + len(SEED_BODY) // 2])
+
+    async def closed_after(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> tuple[bytes, float]:
+        try:
+            got = await asyncio.wait_for(conn[0].read(), 5.0)  # everything until the gateway closes
+        finally:
+            conn[1].close()
+        return got, time.perf_counter() - start
+
+    waits = asyncio.gather(closed_after(slow_head), closed_after(slow_body))
+    # Then a normal request on a third connection is answered meanwhile
+    status, _, _ = await post(http, gateway, SEED_BODY, **{"Content-Type": "application/json"})
+    assert status == 200 and time.perf_counter() - start < 0.5
+    # And both slow connections are closed once their time is up (the slow body with a 408), not before
+    (head_reply, head_s), (body_reply, body_s) = await waits
+    assert head_reply == b"" or status_of(head_reply) in (400, 408), head_reply[:100]
+    assert status_of(body_reply) == 408, body_reply[:100]
+    assert 0.4 <= head_s < 2.5 and 0.4 <= body_s < 2.5, (head_s, body_s)
+
+
+async def test_an_idle_keep_alive_connection_is_closed_after_the_read_timeout(nc, gateway_factory):
+    await start_service(nc)
+    gateway = await gateway_factory(http_read_timeout_s=0.5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        # a complete request on a keep-alive connection is answered, then the silence that follows is bounded
+        writer.write(raw_post("/ml/predict", SEED_BODY).replace(b"Connection: close", b"Connection: keep-alive"))
+        first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+        assert status_of(first) == 200
+        start = time.perf_counter()
+        rest = await asyncio.wait_for(reader.read(), 5.0)
+        assert rest and time.perf_counter() - start < 2.5  # the body, then EOF
+    finally:
+        writer.close()
