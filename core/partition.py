@@ -27,6 +27,7 @@ __all__ = [
     "partition_of",
     "partition_of_subject",
     "predict_part",
+    "published_subject",
     "server_mappings",
     "stream_transform",
     "units",
@@ -86,6 +87,19 @@ def part_filter(n: int) -> str:
 def predict_part(n: int) -> str:
     """The request subject the owner of partition ``n`` answers: ``ml.predict.part.<n>``."""
     return f"{PREDICT_PART_PREFIX}.{n}"
+
+
+def published_subject(subject: str) -> str:
+    """The subject a snapshot was published on: ``market.snapshot.part.<n>.<X>`` -> ``market.snapshot.<X>``.
+
+    The server's mapping (or the stream's transform) puts the partition in the subject; what a publisher
+    and an operator know is the subject before it, so dead letters report that one. Others are returned as is.
+    """
+    if subject.startswith(PART_PREFIX + "."):
+        n, dot, token = subject[len(PART_PREFIX) + 1 :].partition(".")
+        if dot and n.isdigit() and token and "." not in token:
+            return f"{SNAPSHOT}.{token}"
+    return subject
 
 
 def _dest(partitions: int) -> str:

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from nats.aio.client import Client
 
+from spark_ml.core.partition import DEFAULT_PARTITIONS, server_mappings
 from spark_ml.worker.natsserver import NatsServer
 from tests.support.connections import connected
 
@@ -30,11 +31,12 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def nats_server(tmp_path) -> Iterator[NatsServer | None]:
-    """A nats-server with JetStream on a free port; None when SPARK_ML_NATS_URL points at one already."""
+    """A nats-server with JetStream and the partition mapping of the default partitions (as
+    deploy/nats/nats.conf) on a free port; None when SPARK_ML_NATS_URL points at one already."""
     if _EXTERNAL_URL:
         yield None
         return
-    with NatsServer(store_dir=tmp_path / "nats") as server:
+    with NatsServer(store_dir=tmp_path / "nats", mappings=server_mappings(DEFAULT_PARTITIONS)) as server:
         yield server
 
 

@@ -7,6 +7,7 @@ ready"), so a random port (``port=-1``) works and nothing polls the network.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["NatsServer", "find_nats_server"]
+__all__ = ["NatsServer", "config_text", "find_nats_server"]
 
 _LISTEN = re.compile(r"Listening for client connections on ([0-9.]+|\[[0-9a-f:]+\]):(\d+)")
 
@@ -36,6 +37,12 @@ def find_nats_server() -> str:
     return found
 
 
+def config_text(mappings: dict[str, str]) -> str:
+    """A nats-server config holding ``mappings`` (JSON strings are valid quoted strings of the config syntax)."""
+    lines = [f"  {json.dumps(src)}: {json.dumps(dest)}" for src, dest in mappings.items()]
+    return "mappings: {\n" + "\n".join(lines) + "\n}\n"
+
+
 class NatsServer:
     """A nats-server child process on loopback.
 
@@ -46,6 +53,9 @@ class NatsServer:
         host: interface to listen on.
         extra_args: more nats-server flags (``--cluster``, ``--routes``, ``-c config``...).
         ready_timeout: seconds to wait for "Server is ready".
+        mappings: subject mappings of the global account (``{"market.snapshot.*": "...{{partition(16,1)}}..."}``,
+            see :func:`spark_ml.core.partition.server_mappings`); written to ``nats-server.conf`` in ``store_dir``
+            and passed with ``-c`` (mappings exist only in a config file, no flag or client request sets them).
     """
 
     def __init__(
@@ -57,18 +67,21 @@ class NatsServer:
         host: str = "127.0.0.1",
         extra_args: list[str] | None = None,
         ready_timeout: float = 10.0,
+        mappings: dict[str, str] | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.jetstream = jetstream
         self.extra_args = list(extra_args or [])
         self.ready_timeout = ready_timeout
+        self.mappings = dict(mappings or {})
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="spark-ml-nats-")
             store_dir = self._tmp.name
         self.store_dir = Path(store_dir)
         self.log_path = self.store_dir / "nats-server.log"
+        self.config_path = self.store_dir / "nats-server.conf"
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -80,6 +93,10 @@ class NatsServer:
         args = [find_nats_server(), "-a", self.host, "-p", str(self.port), "--log", str(self.log_path)]
         if self.jetstream:
             args += ["-js", "-sd", str(self.store_dir / "jetstream")]
+        if self.mappings:
+            self.config_path.write_text(config_text(self.mappings))
+            # The flags above still win over the file: it only adds what has no flag.
+            args += ["-c", str(self.config_path)]
         args += self.extra_args
         if self.log_path.exists():
             self.log_path.unlink()

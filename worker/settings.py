@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from spark_ml.core.partition import DEFAULT_PARTITIONS
+
 __all__ = ["Settings"]
 
 
@@ -85,6 +87,22 @@ class Settings(BaseSettings):
     signal_margin: float = Field(0.05, ge=0, lt=0.5)
     drain_timeout_s: float = Field(10.0, gt=0)
     """Bound on finishing in-flight work at shutdown."""
+
+    partitions: int = Field(DEFAULT_PARTITIONS, ge=1)
+    """Symbol partitions P (docs/SCALEOUT.md): a symbol's snapshots go to partition ``partition(P, token)``,
+    owned by one worker at a time. Every worker, the stream's transform and the server's mapping must agree."""
+    member_ttl_s: float = Field(6.0, gt=0)
+    """How long a worker stays a member after its last heartbeat (it re-announces itself every third of it);
+    a dead worker's partitions move after at most this long (core mode: also the partition lease TTL)."""
+    pin_ttl_s: float = Field(4.0, gt=0)
+    """JetStream: a partition's pin (``priority_timeout``) lapses when its owner has not pulled for this long;
+    a standby takes over then."""
+    checkpoint_s: float = Field(1.0, gt=0)
+    """How often an owner writes its partitions' feature state (and, in JetStream mode, the stream sequence
+    it covers) to the ``spark-ml-state`` bucket; the new owner of a moved partition starts from it."""
+    solo: bool = False
+    """Core mode on a server without JetStream (no leases) or without the partition mapping: run anyway,
+    promising this is the only worker. Two solo workers compute wrong features."""
 
     @field_validator("nats_url")
     @classmethod

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+from spark_ml.core.partition import server_mappings
 from spark_ml.worker.app import ServiceFactory, WorkerApp
 from spark_ml.worker.connect import safe_url
 from spark_ml.worker.natsserver import NatsServer
@@ -47,7 +48,8 @@ async def _answers(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 async def ensure_nats(settings: Settings) -> NatsServer | None:
-    """Start the embedded nats-server (JetStream under .spark-ml/nats) when nothing answers on loopback."""
+    """Start the embedded nats-server (JetStream under .spark-ml/nats, the partition mapping of
+    ``settings.partitions``) when nothing answers on loopback."""
     url = urlsplit(settings.servers[0])
     host, port = url.hostname or "127.0.0.1", url.port or 4222
     if await _answers(host, port):
@@ -55,7 +57,13 @@ async def ensure_nats(settings: Settings) -> NatsServer | None:
     if not _is_loopback(host):
         where = safe_url(settings.servers[0])
         raise SystemExit(f"spark-ml up: nothing answers at {where} and it is not a loopback address")
-    server = NatsServer(host="127.0.0.1" if host == "localhost" else host, port=port, store_dir=EMBEDDED_DIR)
+    # With the partition mapping, as deploy/nats/nats.conf: core-mode workers find their partitions on it.
+    server = NatsServer(
+        host="127.0.0.1" if host == "localhost" else host,
+        port=port,
+        store_dir=EMBEDDED_DIR,
+        mappings=server_mappings(settings.partitions),
+    )
     await asyncio.to_thread(server.start)
     return server
 

@@ -12,6 +12,7 @@ from nats.aio.client import Client
 
 from spark_ml.core import subjects
 from spark_ml.core.codec import Snapshot
+from spark_ml.core.partition import published_subject
 from spark_ml.worker.natsio.batchpub import publish_batch
 
 __all__ = ["NatsOutput", "dead_letter_headers", "header_safe"]
@@ -24,11 +25,12 @@ def header_safe(text: str, limit: int = 512) -> str:
 
 
 def dead_letter_headers(*, reason: str, message: str, subject: str, stream_seq: int | None = None) -> dict[str, str]:
-    """The headers of a dead letter: why it was refused, and where it came from."""
+    """The headers of a dead letter: why it was refused, and where it came from (as published, before the
+    partition mapping)."""
     headers = {
         subjects.H_ERROR: header_safe(reason, 64),
         subjects.H_ERROR_MESSAGE: header_safe(message),
-        subjects.H_SUBJECT: header_safe(subject, 256),
+        subjects.H_SUBJECT: header_safe(published_subject(subject), 256),
     }
     if stream_seq is not None:
         headers[subjects.H_STREAM_SEQ] = str(stream_seq)
