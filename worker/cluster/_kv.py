@@ -1,0 +1,65 @@
+"""What the cluster modules share about KV buckets: opening one, and a create that sees through expiry markers."""
+
+from __future__ import annotations
+
+import logging
+
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js.api import KeyValueConfig
+from nats.js.kv import KeyValue
+
+from spark_ml.core.errors import ClusterRefused
+
+__all__ = ["create_key", "open_bucket"]
+
+log = logging.getLogger(__name__)
+
+_MARKER_TTL_S = 1.0
+"""How long the server keeps the marker it writes when a key's TTL runs out (watchers see it as a PURGE)."""
+
+
+async def open_bucket(nc: Client, bucket: str, *, ttl_s: float | None = None, replicas: int = 1) -> KeyValue:
+    """Bind to ``bucket``, creating it when missing (with ``ttl_s`` as its TTL and expiry markers).
+
+    Raises :class:`ClusterRefused` when the server has no JetStream.
+    """
+    js = nc.jetstream()
+    try:
+        return await js.key_value(bucket)
+    except nats.js.errors.BucketNotFoundError:
+        pass
+    except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
+        raise ClusterRefused(f"the NATS server has no JetStream (needed for KV bucket {bucket}): {exc!r}") from exc
+    config = KeyValueConfig(bucket=bucket, ttl=ttl_s, history=1, replicas=replicas)
+    if ttl_s:
+        config.limit_marker_ttl = _MARKER_TTL_S
+    try:
+        return await js.create_key_value(config)
+    except nats.js.errors.KeyValueLimitMarkerTTLNotSupportedError:
+        # A server before 2.11: no marker when a key expires, so watchers learn it at the next resync.
+        log.warning("KV bucket %s: the server writes no expiry markers (nats-server < 2.11)", bucket)
+        config.limit_marker_ttl = None
+        return await js.create_key_value(config)
+    except nats.js.errors.BadRequestError:
+        # Another worker created it between our look-up and our create, with its own idea of the config.
+        return await js.key_value(bucket)
+    except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
+        raise ClusterRefused(f"the NATS server has no JetStream (needed for KV bucket {bucket}): {exc!r}") from exc
+
+
+async def create_key(nc: Client, bucket: str, kv: KeyValue, key: str, value: bytes) -> int:
+    """Create ``key`` of ``bucket`` if it holds no value; its revision. Raises ``KeyWrongLastSequenceError`` if it does.
+
+    nats-py's ``create`` treats the server's expiry marker (``Nats-Marker-Reason``, nats-server >= 2.11) as a
+    live value for the marker's own TTL; a key whose TTL ran out is free, so this retries against the marker.
+    """
+    try:
+        return await kv.create(key, value)
+    except nats.js.errors.KeyWrongLastSequenceError:
+        msg = await nc.jetstream().get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}")
+        headers = msg.headers or {}
+        if "Nats-Marker-Reason" in headers or headers.get("KV-Operation") in ("DEL", "PURGE"):
+            return await kv.update(key, value, last=msg.seq)
+        raise
