@@ -12,7 +12,7 @@ basis points of the mid, bandwidth in basis points of the middle band. During wa
 from spark_ml.core.features.fast import SymbolState
 from spark_ml.core.features.reference import ReferenceState
 from spark_ml.core.features.spec import FEATURE_NAMES, N_FEATURES, WARMUP
-from spark_ml.core.features.store import KERNEL, FeatureState, FeatureStore, new_state, series_features
+from spark_ml.core.features.store import KERNEL, FeatureState, FeatureStore, new_state, restore_state, series_features
 
 __all__ = [
     "FEATURE_NAMES",
@@ -24,5 +24,6 @@ __all__ = [
     "ReferenceState",
     "SymbolState",
     "new_state",
+    "restore_state",
     "series_features",
 ]

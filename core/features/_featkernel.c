@@ -367,6 +367,123 @@ static PyObject *state_peek(PyObject *self, PyObject *snap) {
     return row;
 }
 
+/* ---- The portable layout (spark_ml.core.features.layout): a tuple the Python twin writes and reads too. ---- */
+
+#define NFIELDS 19
+#define INT64_LIMIT 9223372036854775807LL
+
+static PyObject *floats_tuple(const double *v, int k) {
+    PyObject *t = PyTuple_New(k);
+    if (t == NULL) return NULL;
+    for (int j = 0; j < k; j++) {
+        PyObject *f = PyFloat_FromDouble(v[j]);
+        if (f == NULL) {
+            Py_DECREF(t);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(t, j, f);
+    }
+    return t;
+}
+
+static PyObject *state_to_state(PyObject *op, PyObject *Py_UNUSED(ignored)) {
+    State *self = (State *)op;
+    const Window *r = &self->rets, *b = &self->mids;
+    PyObject *logs = floats_tuple(self->logs, self->nlogs);
+    PyObject *rv = logs ? floats_tuple(r->vals, W) : NULL;
+    PyObject *bv = rv ? floats_tuple(b->vals, W) : NULL;
+    if (bv == NULL) {
+        Py_XDECREF(logs);
+        Py_XDECREF(rv);
+        return NULL;
+    }
+    /* N steals the three tuples, even when building fails. */
+    return Py_BuildValue("(NNidddNidddddddddLL)", logs, rv, r->i, r->ref, r->s, r->sq, bv, b->i, b->ref, b->s, b->sq,
+                         self->up, self->dn, self->last, self->fast, self->slow, self->signal, self->last_ts, self->n);
+}
+
+static int bad_state(const char *name, const char *what) {
+    PyErr_Format(PyExc_ValueError, "feature state: %s %s", name, what);
+    return -1;
+}
+
+/* A number of the layout: a float or an int (never a bool), as a double. */
+static int read_double(PyObject *o, const char *name, double *out) {
+    if (PyBool_Check(o) || !(PyFloat_Check(o) || PyLong_Check(o))) return bad_state(name, "is not a number");
+    *out = PyFloat_AsDouble(o);
+    if (*out == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return bad_state(name, "is out of range");
+    }
+    return 0;
+}
+
+static int read_ll(PyObject *o, const char *name, long long low, long long *out) {
+    if (PyBool_Check(o) || !PyLong_Check(o)) return bad_state(name, "is not an integer");
+    int overflow = 0;
+    *out = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (*out == -1 && PyErr_Occurred()) return -1;
+    if (overflow || *out < low) return bad_state(name, "is out of range");
+    return 0;
+}
+
+/* A list or tuple of numbers; its length in *k, which must equal `want` unless want < 0 (then at most NLOGS). */
+static int read_doubles(PyObject *o, const char *name, double *out, int want, int *k) {
+    if (!PyTuple_Check(o) && !PyList_Check(o)) return bad_state(name, "is not a sequence");
+    Py_ssize_t len = PySequence_Fast_GET_SIZE(o);
+    if ((want >= 0 && len != want) || (want < 0 && len > NLOGS)) return bad_state(name, "has the wrong length");
+    PyObject **items = PySequence_Fast_ITEMS(o);
+    for (Py_ssize_t j = 0; j < len; j++)
+        if (read_double(items[j], name, &out[j]) < 0) return -1;
+    *k = (int)len;
+    return 0;
+}
+
+static int read_window(PyObject **f, const char *name, Window *w) {
+    int k;
+    long long i;
+    if (read_doubles(f[0], name, w->vals, W, &k) < 0) return -1;
+    if (read_ll(f[1], name, 0, &i) < 0) return -1;
+    if (i >= W) return bad_state(name, "slot is out of range");
+    w->i = (int)i;
+    if (read_double(f[2], name, &w->ref) < 0 || read_double(f[3], name, &w->s) < 0) return -1;
+    return read_double(f[4], name, &w->sq);
+}
+
+/* The checks of spark_ml.core.features.layout.check_state: a state this accepts updates as the writer's would. */
+static PyObject *state_from_state(PyObject *cls, PyObject *arg) {
+    if ((!PyTuple_Check(arg) && !PyList_Check(arg)) || PySequence_Fast_GET_SIZE(arg) != NFIELDS) {
+        PyErr_SetString(PyExc_ValueError, "feature state: not a sequence of 19 fields");
+        return NULL;
+    }
+    /* Hold the sequence: reading a list's items calls no Python code, but keep it alive regardless. */
+    Py_INCREF(arg);
+    PyObject **f = PySequence_Fast_ITEMS(arg);
+    State st;
+    memset(&st, 0, sizeof(st));
+    long long n, last_ts;
+    int nlogs = 0;
+    int ok = read_ll(f[18], "n", 0, &n) == 0 && read_ll(f[17], "last_ts", -INT64_LIMIT - 1, &last_ts) == 0 &&
+             read_doubles(f[0], "logs", st.logs, -1, &nlogs) == 0;
+    if (ok && nlogs != (n < NLOGS ? n : NLOGS)) ok = bad_state("logs", "do not match n") == 0;
+    ok = ok && read_window(f + 1, "r_vals", &st.rets) == 0 && read_window(f + 6, "b_vals", &st.mids) == 0;
+    if (ok && (st.rets.i != (n > 0 ? n - 1 : 0) % W || st.mids.i != n % W))
+        ok = bad_state("window slots", "do not match n") == 0;
+    double *scalars[] = {&st.up, &st.dn, &st.last, &st.fast, &st.slow, &st.signal};
+    static const char *names[] = {"up", "dn", "last", "fast", "slow", "signal"};
+    for (int j = 0; ok && j < 6; j++) ok = read_double(f[11 + j], names[j], scalars[j]) == 0;
+    Py_DECREF(arg);
+    if (!ok) return NULL;
+    State *self = (State *)StateType.tp_alloc(&StateType, 0);
+    if (self == NULL) return NULL;
+    memcpy((char *)self + sizeof(PyObject), (char *)&st + sizeof(PyObject), sizeof(State) - sizeof(PyObject));
+    self->nlogs = nlogs;
+    self->last_ts = last_ts;
+    self->n = n;
+    (void)cls;
+    return (PyObject *)self;
+}
+
 static PyObject *state_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (PyTuple_GET_SIZE(args) || (kwds != NULL && PyDict_GET_SIZE(kwds))) {
         PyErr_SetString(PyExc_TypeError, "SymbolState() takes no arguments");
@@ -391,6 +508,8 @@ static PyMethodDef state_methods[] = {
     {"update", state_update, METH_O, "Fold the next snapshot into the state and return its feature vector."},
     {"peek", state_peek, METH_O, "The vector update would return, leaving this state untouched."},
     {"clone", state_clone, METH_NOARGS, "An independent copy."},
+    {"to_state", state_to_state, METH_NOARGS, "The state in the portable layout (spark_ml.core.features.layout)."},
+    {"from_state", state_from_state, METH_O | METH_CLASS, "A state from the portable layout; ValueError if not one."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from spark_ml.core.codec import Snapshot
+from spark_ml.core.features.layout import StateTuple, check_state
 from spark_ml.core.features.spec import BP as _BP
 from spark_ml.core.features.spec import AllOrNothing
 from spark_ml.core.features.spec import out_of_order as _out_of_order
@@ -211,6 +214,44 @@ class SymbolState(AllOrNothing):
     def peek(self, snap: Snapshot) -> list[float]:
         """The vector ``update`` would return, leaving this state untouched (for request-reply)."""
         return self.clone().update(snap)
+
+    def to_state(self) -> StateTuple:
+        """The state in the portable layout of :mod:`~spark_ml.core.features.layout` (the C kernel reads it)."""
+        return (
+            tuple(map(float, self._logs)),
+            tuple(map(float, self._r_vals)),
+            self._r_i,
+            float(self._r_ref),
+            float(self._r_s),
+            float(self._r_sq),
+            tuple(map(float, self._b_vals)),
+            self._b_i,
+            float(self._b_ref),
+            float(self._b_s),
+            float(self._b_sq),
+            float(self._up),
+            float(self._dn),
+            float(self._last),
+            float(self._fast),
+            float(self._slow),
+            float(self._signal),
+            self.last_ts,
+            self.n,
+        )
+
+    @classmethod
+    def from_state(cls, state: Sequence[Any]) -> SymbolState:
+        """A state from :meth:`to_state`'s layout (its own or the C kernel's); ValueError when it is not one."""
+        t = check_state(state)
+        new = cls.__new__(cls)
+        new._logs = list(t[0])
+        new._r_vals = list(t[1])
+        new._r_i, new._r_ref, new._r_s, new._r_sq = t[2:6]
+        new._b_vals = list(t[6])
+        new._b_i, new._b_ref, new._b_s, new._b_sq = t[7:11]
+        new._up, new._dn, new._last, new._fast, new._slow, new._signal = t[11:17]
+        new.last_ts, new.n = t[17], t[18]
+        return new
 
 
 _SCALARS = tuple(n for n in SymbolState.__slots__ if n not in ("_logs", "_r_vals", "_b_vals"))

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
-from typing import Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 from numpy.typing import NDArray
 
 from spark_ml.core.codec import Snapshot
 from spark_ml.core.features.fast import SymbolState
+from spark_ml.core.features.layout import StateTuple
 from spark_ml.core.features.spec import N_FEATURES, out_of_order
 
-__all__ = ["KERNEL", "FeatureState", "FeatureStore", "new_state", "series_features"]
+__all__ = ["KERNEL", "FeatureState", "FeatureStore", "new_state", "restore_state", "series_features"]
 
 
 class FeatureState(Protocol):
@@ -29,19 +30,23 @@ class FeatureState(Protocol):
 
     def peek(self, snap: Snapshot) -> list[float]: ...
 
+    def to_state(self) -> StateTuple: ...
 
-def _kernel() -> tuple[Callable[[], FeatureState], str]:
+
+def _kernel() -> tuple[Callable[[], FeatureState], Callable[[Sequence[Any]], FeatureState], str]:
     """The C twin of :class:`SymbolState` when it was built (setup.py), else the Python class."""
     try:
         from spark_ml.core.features import _featkernel
     except ImportError:
-        return SymbolState, "python"
+        return SymbolState, SymbolState.from_state, "python"
     _featkernel.set_out_of_order(out_of_order)
-    return _featkernel.SymbolState, "c"
+    return _featkernel.SymbolState, _featkernel.SymbolState.from_state, "c"
 
 
-new_state, KERNEL = _kernel()
-"""``new_state()`` makes an empty state; ``KERNEL`` says which implementation ("c" or "python")."""
+new_state, restore_state, KERNEL = _kernel()
+"""``new_state()`` makes an empty state, ``restore_state(t)`` one from the portable layout
+(:mod:`~spark_ml.core.features.layout`, ValueError when ``t`` is not one); ``KERNEL`` says which
+implementation ("c" or "python")."""
 
 
 class FeatureStore:
@@ -78,6 +83,33 @@ class FeatureStore:
     def peek(self, snap: Snapshot) -> list[float]:
         st = self._states.get(snap.symbol)
         return (st or new_state()).peek(snap)
+
+    def symbols(self) -> list[str]:
+        """The symbols with a state, least recently seen first."""
+        return list(self._states)
+
+    def export(self, symbols: Iterable[str]) -> dict[str, StateTuple]:
+        """The states of those of ``symbols`` this store holds, in the portable layout (for a checkpoint)."""
+        states = self._states
+        return {sym: st.to_state() for sym in symbols if (st := states.get(sym)) is not None}
+
+    def restore(self, states: Mapping[str, Sequence[Any]]) -> None:
+        """Replace (or add) the states of the given symbols by these, in the portable layout.
+
+        All or nothing: every state is read before any is stored, so a bad one (ValueError) changes nothing.
+        Restored symbols count as just seen; past ``max_symbols`` the least recently seen are evicted.
+        """
+        restored = {sym: restore_state(t) for sym, t in states.items()}
+        for sym, st in restored.items():
+            self._states[sym] = st
+            self._states.move_to_end(sym)
+        while len(self._states) > self.max_symbols:
+            self._states.popitem(last=False)
+
+    def drop(self, symbols: Iterable[str]) -> None:
+        """Forget the states of ``symbols`` (a partition that moved to another worker)."""
+        for sym in symbols:
+            self._states.pop(sym, None)
 
 
 def series_features(snaps: Iterable[Snapshot]) -> NDArray[np.float64]:
