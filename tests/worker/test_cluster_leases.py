@@ -21,6 +21,7 @@ async def test_a_lease_cannot_be_held_by_two(nats_url: str) -> None:
             results = await asyncio.gather(*(k.acquire(unit_lease(3)) for k in (a, b)))
             assert sorted(results) == [False, True]
             owner, other = (a, b) if results[0] else (b, a)
+            assert owner.prior[unit_lease(3)] == "none"
             # Renewals keep it across several TTLs.
             await asyncio.sleep(TTL * 2)
             assert owner.holds(unit_lease(3)) and not await other.acquire(unit_lease(3))
@@ -32,6 +33,7 @@ async def test_a_lease_cannot_be_held_by_two(nats_url: str) -> None:
             assert await waiting
             assert await other.acquire(unit_lease(3))
             assert not owner.holds(unit_lease(3))
+            assert other.prior[unit_lease(3)] == "released", "a released lease says its checkpoint is current"
 
 
 async def test_an_expired_lease_is_free_and_its_holder_fenced_first(nats_url: str) -> None:
@@ -54,6 +56,7 @@ async def test_an_expired_lease_is_free_and_its_holder_fenced_first(nats_url: st
             assert lost and lost[0][0] == unit_lease(1)
             assert lost[0][1] < taken, "the stalled holder fenced itself before the other could take over"
             assert not a.holds(unit_lease(1)) and a.lost == 1
+            assert b.prior[unit_lease(1)] == "expired"
 
 
 async def test_a_stale_checkpoint_writer_gets_ownership_lost(nats_url: str) -> None:

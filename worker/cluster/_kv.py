@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 import nats.errors
 import nats.js.errors
@@ -12,7 +13,7 @@ from nats.js.kv import KeyValue
 
 from spark_ml.core.errors import ClusterRefused
 
-__all__ = ["create_key", "open_bucket"]
+__all__ = ["Prior", "create_key", "open_bucket"]
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,27 @@ async def open_bucket(nc: Client, bucket: str, *, ttl_s: float | None = None, re
         raise ClusterRefused(f"the NATS server has no JetStream (needed for KV bucket {bucket}): {exc!r}") from exc
 
 
-async def create_key(nc: Client, bucket: str, kv: KeyValue, key: str, value: bytes) -> int:
-    """Create ``key`` of ``bucket`` if it holds no value; its revision. Raises ``KeyWrongLastSequenceError`` if it does.
+Prior = Literal["none", "released", "expired"]
+"""What a key held before a create took it: nothing, a delete (a holder let go), or an expiry marker."""
 
-    nats-py's ``create`` treats the server's expiry marker (``Nats-Marker-Reason``, nats-server >= 2.11) as a
-    live value for the marker's own TTL; a key whose TTL ran out is free, so this retries against the marker.
+
+async def create_key(nc: Client, bucket: str, kv: KeyValue, key: str, value: bytes) -> tuple[int, Prior]:
+    """Create ``key`` of ``bucket`` if it holds no value: its revision and what it held before.
+
+    Raises ``KeyWrongLastSequenceError`` when it holds a value. nats-py's ``create`` treats the server's expiry
+    marker (``Nats-Marker-Reason``, nats-server >= 2.11) as a live value for the marker's own TTL, and does not
+    say whether the key was deleted or expired; this does both.
     """
     try:
-        return await kv.create(key, value)
+        return await kv.update(key, value, last=0), "none"
     except nats.js.errors.KeyWrongLastSequenceError:
         msg = await nc.jetstream().get_msg(f"KV_{bucket}", subject=f"$KV.{bucket}.{key}")
         headers = msg.headers or {}
-        if "Nats-Marker-Reason" in headers or headers.get("KV-Operation") in ("DEL", "PURGE"):
-            return await kv.update(key, value, last=msg.seq)
-        raise
+        op = headers.get("KV-Operation")
+        if op == "DEL":
+            prior: Prior = "released"
+        elif op == "PURGE" or "Nats-Marker-Reason" in headers:
+            prior = "expired"
+        else:
+            raise
+        return await kv.update(key, value, last=msg.seq), prior

@@ -98,7 +98,7 @@ class CheckpointStore:
         key = state_key(unit)
         try:
             if revision == 0:
-                return await create_key(self.nc, self.bucket, kv, key, data)
+                return (await create_key(self.nc, self.bucket, kv, key, data))[0]
             return await kv.update(key, data, last=revision)
         except nats.js.errors.KeyWrongLastSequenceError as exc:
             raise OwnershipLost(unit, f"checkpoint revision {revision} is stale") from exc

@@ -23,10 +23,10 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from spark_ml.worker.cluster._kv import create_key, open_bucket
+from spark_ml.worker.cluster._kv import Prior, create_key, open_bucket
 from spark_ml.worker.lifecycle import Lifecycle
 
-__all__ = ["LEASES_BUCKET", "SOLO", "LeaseKeeper", "OnLost", "unit_lease"]
+__all__ = ["LEASES_BUCKET", "SOLO", "LeaseKeeper", "OnLost", "Prior", "unit_lease"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class LeaseKeeper(Lifecycle):
         holder: this worker's id (stored as the lease's value).
         ttl_s: the bucket's TTL (used when this keeper creates the bucket).
         on_lost: awaited with the key of a lease this holder lost; a failing callback is logged.
+        on_freed: called (synchronously) with the key of any lease released or expired, by anyone.
         margin_s: how long before the TTL (from the last confirmed renewal's send) a lease counts as lost;
             default TTL/6.
         bucket: the KV bucket.
@@ -71,6 +72,7 @@ class LeaseKeeper(Lifecycle):
         holder: str,
         ttl_s: float,
         on_lost: OnLost | None = None,
+        on_freed: Callable[[str], None] | None = None,
         margin_s: float | None = None,
         bucket: str = LEASES_BUCKET,
         replicas: int = 1,
@@ -79,6 +81,7 @@ class LeaseKeeper(Lifecycle):
         self.holder = holder
         self.ttl_s = ttl_s
         self.on_lost = on_lost
+        self.on_freed = on_freed
         self.margin_s = margin_s if margin_s is not None else ttl_s / 6
         self.bucket = bucket
         self.replicas = replicas
@@ -88,6 +91,9 @@ class LeaseKeeper(Lifecycle):
         self._tasks: list[asyncio.Task[None]] = []
         self.lost = 0
         """How many leases this holder lost (not released)."""
+        self.prior: dict[str, Prior] = {}
+        """Per lease acquired, what the key held before: ``released`` means its previous holder let go after
+        its last checkpoint (the checkpoint is current); ``expired`` or ``none`` mean it may be stale."""
 
     @property
     def held(self) -> frozenset[str]:
@@ -128,10 +134,11 @@ class LeaseKeeper(Lifecycle):
         assert self._kv is not None, "start() first"
         sent = time.monotonic()
         try:
-            revision = await create_key(self.nc, self.bucket, self._kv, key, self.holder.encode())
+            revision, prior = await create_key(self.nc, self.bucket, self._kv, key, self.holder.encode())
         except nats.js.errors.KeyWrongLastSequenceError:
             return False
         self._leases[key] = _Lease(revision, sent)
+        self.prior[key] = prior
         return True
 
     async def release(self, key: str) -> None:
@@ -209,6 +216,11 @@ class LeaseKeeper(Lifecycle):
             async for entry in watcher:
                 if entry is not None and entry.operation in (KV_DEL, KV_PURGE):
                     self._freed.set()
+                    if self.on_freed is not None:
+                        try:
+                            self.on_freed(entry.key)
+                        except Exception:
+                            log.exception("lease on_freed failed")
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
