@@ -109,7 +109,7 @@ class WorkerApp:
         self.nc = await connect(s, name=f"spark-ml-worker-{os.getpid()}", metrics=self.metrics)
         self.shadow = ShadowScorer(self.nc, self.metrics, self.engine.policy)
         self.drift = DriftTracker(self.metrics)
-        self.intake = make_intake(self.nc, s, self.metrics)
+        self.intake = make_intake(self.nc, s, self.metrics, features=self.engine.features)
         self.processor = StreamProcessor(
             self.engine,
             self.metrics,

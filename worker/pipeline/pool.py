@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -28,7 +29,7 @@ T = TypeVar("T")
 
 
 class _Shard(Generic[T]):
-    __slots__ = ("busy", "index", "items", "nonempty", "space", "task")
+    __slots__ = ("busy", "current", "done", "index", "items", "nonempty", "space", "task")
 
     def __init__(self, index: int) -> None:
         self.index = index
@@ -37,6 +38,10 @@ class _Shard(Generic[T]):
         self.space = asyncio.Event()
         self.space.set()
         self.busy = False
+        self.current = 0
+        """Items of the batch being handled."""
+        self.done = 0
+        """Items handled so far (counted per batch, so the per-message path stays as it is)."""
         self.task: asyncio.Task[None] | None = None
 
 
@@ -93,6 +98,19 @@ class Pool(Generic[T]):
         """Items queued or being handled."""
         return sum(len(s.items) for s in self._shards) + sum(1 for s in self._shards if s.busy)
 
+    async def wait_handled(self, timeout: float) -> bool:
+        """Wait until every item queued or being handled now has been handled (True), or ``timeout`` passed.
+
+        Items queued later are not waited for (a partition handed over waits only for its own backlog).
+        """
+        targets = [(s, s.done + s.current + len(s.items)) for s in self._shards]
+        deadline = time.monotonic() + timeout
+        while any(s.done < t and s.task is not None and not s.task.done() for s, t in targets):
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
     def start(self) -> None:
         if self._started:
             return
@@ -143,6 +161,7 @@ class Pool(Generic[T]):
             if len(items) < self.queue_max:
                 shard.space.set()
             shard.busy = True
+            shard.current = n
             try:
                 await self._handler(shard.index, batch)
             except Exception as exc:  # a failing batch is logged and counted; the shard keeps going
@@ -151,6 +170,8 @@ class Pool(Generic[T]):
                     self._on_error(exc)
             finally:
                 shard.busy = False
+                shard.current = 0
+                shard.done += n
                 self.handled += n
             if items:
                 # More is queued: let the reader refill and the client's flusher write this batch's output
