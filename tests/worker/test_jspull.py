@@ -15,7 +15,7 @@ import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-from spark_ml.worker.natsio import router, writer
+from spark_ml.worker.natsio import jsadmin, router, writer
 from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
 from spark_ml.worker.natsserver import NatsServer
 
@@ -284,3 +284,137 @@ async def test_plain_callback_path_when_nats_py_internals_are_missing(
     assert sink.values() == list(range(300))
     info = await nc.jetstream().consumer_info(STREAM, CONSUMER)
     assert info.ack_floor.stream_seq == 300 and info.num_ack_pending == 0
+
+
+# ---- pinned pulls (priority group with pinned_client) -------------------------------------------
+
+PIN_TTL_S = 1.0
+
+
+async def _setup_pinned(nc: Client) -> None:
+    await nc.jetstream().add_stream(StreamConfig(name=STREAM, subjects=["pt.>"], storage=StorageType.FILE))
+    consumer = jsadmin.PinnedConsumer(CONSUMER, "pt.>", group="ml", pin_ttl_s=PIN_TTL_S, ack_wait_s=30)
+    await jsadmin.ensure_pinned_consumer(nc, STREAM, consumer)
+
+
+class PinLog:
+    """Records pin events, and what had been handed on when each new pin was announced."""
+
+    def __init__(self, sink: Sink, *, reset_to: int | None = None) -> None:
+        self.sink = sink
+        self.reset_to = reset_to
+        self.pinned: list[tuple[str, int]] = []
+        self.lost = 0
+
+    async def on_pinned(self, consumer: PullConsumer, pin: str) -> bool:
+        self.pinned.append((pin, len(self.sink.msgs)))
+        if self.reset_to is None:
+            return False
+        await jsadmin.reset(consumer.nc, STREAM, CONSUMER, self.reset_to)
+        return True
+
+    def on_pin_lost(self, consumer: PullConsumer) -> None:
+        self.lost += 1
+
+
+async def _pinned(pull_factory, nc: Client, **kwargs: Any) -> tuple[PullConsumer, Sink, PinLog]:
+    reset_to = kwargs.pop("reset_to", None)
+    holder: list[PinLog] = []
+
+    async def on_pinned(consumer: PullConsumer, pin: str) -> bool:
+        return await holder[0].on_pinned(consumer, pin)
+
+    consumer, sink = await pull_factory(
+        nc,
+        group="ml",
+        pin_ttl_s=PIN_TTL_S,
+        on_pinned=on_pinned,
+        on_pin_lost=lambda c: holder[0].on_pin_lost(c),
+        **kwargs,
+    )
+    holder.append(PinLog(sink, reset_to=reset_to))
+    return consumer, sink, holder[0]
+
+
+async def test_one_pinned_client_takes_everything_and_keeps_the_pin_while_it_processes(
+    nc: Client, nats_url: str, pull_factory
+) -> None:
+    # Given a consumer with a pinned priority group (TTL 1 s) and two clients pulling on it
+    await _setup_pinned(nc)
+    other = await nats.connect(nats_url)
+    try:
+        a, sink_a, pins_a = await _pinned(pull_factory, nc)
+        b, sink_b, pins_b = await _pinned(pull_factory, other)
+        await _publish(nc, 40)
+        # When the first message goes to one of them: that client is announced pinned before it sees any message
+        await _until(lambda: len(sink_a.msgs) + len(sink_b.msgs) >= 40, 5, "40 delivered")
+        (winner, sink, pins), (loser, lost_sink, _) = sorted(
+            [(a, sink_a, pins_a), (b, sink_b, pins_b)], key=lambda t: -len(t[1].msgs)
+        )
+        assert [n for _, n in pins.pinned] == [0] and winner.pin_id == pins.pinned[0][0]
+        assert lost_sink.msgs == [] and loser.pin_id is None
+        assert sink.values() == list(range(40))
+        # And while it holds everything unsettled for 3 TTLs (the in-flight bound reached), requests with its
+        # pin id keep the pin: nothing goes to the other client, no 423
+        await _publish(nc, 100, start=40)
+        await asyncio.sleep(3 * PIN_TTL_S)
+        assert lost_sink.msgs == [] and winner.statuses.get(423, 0) == 0 and pins.lost == 0
+        assert len(sink.msgs) >= 64
+        info = await jsadmin.consumer_info(nc, STREAM, CONSUMER)
+        assert jsadmin.pinned_client_id(info, "ml") == winner.pin_id
+    finally:
+        await other.close()
+
+
+async def test_a_stopped_owner_loses_the_pin_after_the_ttl_and_an_unpinned_one_is_told(
+    nc: Client, nats_url: str, pull_factory
+) -> None:
+    await _setup_pinned(nc)
+    other = await nats.connect(nats_url)
+    try:
+        a, sink_a, pins_a = await _pinned(pull_factory, nc)
+        await _publish(nc, 5)
+        await _until(lambda: len(sink_a.msgs) == 5, 5, "a pinned")
+        await a.settle(sink_a.msgs)
+        b, sink_b, pins_b = await _pinned(pull_factory, other)
+        # When the owner stops pulling, the standby is pinned about one TTL later (not before)
+        t0 = time.monotonic()
+        await a.stop()
+        await _publish(nc, 5, start=5)
+        await _until(lambda: len(sink_b.msgs) == 5, 5 * PIN_TTL_S, "b pinned")
+        assert time.monotonic() - t0 >= 0.8 * PIN_TTL_S
+        assert sink_b.values() == list(range(5, 10)) and b.pin_id not in (None, a.pin_id)
+        await b.settle(sink_b.msgs)
+        # When an admin UNPINs it, its requests are refused (423) once there is something to deliver: it
+        # forgets the pin and stops pulling
+        await jsadmin.unpin(nc, STREAM, CONSUMER, "ml")
+        await _publish(nc, 3, start=10)
+        await _until(lambda: pins_b.lost == 1, 3, "423 seen")
+        assert b.pin_id is None and not b.pulling and len(sink_b.msgs) == 5
+        # And once told to re-acquire, it is pinned again (a new id) and delivery goes on
+        b.reacquire()
+        await _until(lambda: len(sink_b.msgs) == 8, 5, "re-pinned")
+        assert len(pins_b.pinned) == 2 and pins_b.pinned[1][0] != pins_b.pinned[0][0]
+    finally:
+        await other.close()
+
+
+async def test_a_takeover_that_resets_the_consumer_replays_in_order_from_a_fresh_inbox(
+    nc: Client, nats_url: str, pull_factory
+) -> None:
+    # Given a first client that took 1..20 of 30 and died without acking (its pin runs out)
+    await _setup_pinned(nc)
+    await _publish(nc, 30)
+    first = await nats.connect(nats_url)
+    dead, sink_dead, _ = await _pinned(pull_factory, first, max_in_flight=20, batch=10)
+    await _until(lambda: len(sink_dead.msgs) == 20, 5, "first took messages")
+    await first.close()
+    # When a new client is pinned and its takeover resets the consumer to stream sequence 11
+    b, sink_b, pins_b = await _pinned(pull_factory, nc, reset_to=11)
+    async with _acking(b, sink_b):
+        await _until(lambda: len(sink_b.msgs) >= 20, 5 * PIN_TTL_S, "replayed")
+        await asyncio.sleep(0.2)
+    # Then it sees 11..30 exactly once, in order: what arrived before the reset was dropped, not handed on
+    assert [m.seq for m in sink_b.msgs] == list(range(11, 31))
+    assert [n for _, n in pins_b.pinned] == [0]
+    assert b.unsettled == 0

@@ -18,6 +18,16 @@ requests are open means the server forgot them: start over.
 
 A message that stays unsettled past the ack wait (its batch failed, or the pool abandoned it at
 shutdown) no longer counts against ``max_in_flight``: the server redelivers it anyway.
+
+Pinned pulls (a consumer with a ``pinned_client`` priority group, ADR-42): every request names the group,
+and the pin id once the server gave one (``Nats-Pin-Id`` on each message). The server keeps a pin only while
+requests with its id keep coming, so a request with the id goes out at least every third of the pin TTL,
+whether or not there is room for more messages, from a loop that does not wait for processing. A message
+carrying a new pin id starts a takeover *before* it is handed on: deliveries are held, the old inbox is
+closed (the server forgets its requests), ``on_pinned`` runs (it may reset the consumer), then requests go
+out from a fresh inbox and the held messages are dropped (reset) or handed on (not reset). A ``423`` says
+the pin went to another client: the id is forgotten, ``on_pin_lost`` is told, and no request goes out
+until :meth:`PullConsumer.reacquire`.
 """
 
 from __future__ import annotations
@@ -34,16 +44,23 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from spark_ml.worker.natsio import writer
-from spark_ml.worker.natsio.jsroute import subscribe_raw
-from spark_ml.worker.natsio.jswire import ACK, NAK, Status, next_request, status_of, stream_seq
+from spark_ml.worker.natsio.jsroute import subscribe_raw, unroute
+from spark_ml.worker.natsio.jswire import ACK, NAK, PIN_ID, Status, next_request, status_of, stream_seq
 
-__all__ = ["JsMsg", "PullConsumer"]
+__all__ = ["JsMsg", "OnPinLost", "OnPinned", "PullConsumer"]
 
 log = logging.getLogger(__name__)
 _now = time.monotonic
 _TICK_S = 0.25
 _SILENCE_HEARTBEATS = 3
 _QUIET_S = 0.03
+_PIN_LOST = 423
+
+OnPinned = Callable[["PullConsumer", str], Awaitable[bool]]
+"""``await on_pinned(consumer, pin_id)`` before anything delivered under a new pin is handed on; True when it
+reset the consumer (the held deliveries are dropped: the server sends them again)."""
+OnPinLost = Callable[["PullConsumer"], None]
+"""``on_pin_lost(consumer)`` on a ``423``: another client holds the pin now; the consumer stopped pulling."""
 
 
 class JsMsg(Msg):
@@ -66,6 +83,8 @@ class JsMsg(Msg):
         self.live = True
         """Counted in the consumer's ``unsettled``: not yet acked, nak'ed or terminated, nor given up on."""
         self.received = _now()
+        self.consumer: PullConsumer | None = None
+        """The pull consumer that received it (it settles it)."""
 
 
 class _Requests:
@@ -130,6 +149,11 @@ class PullConsumer:
         expires_s: lifetime of a pull request on the server.
         heartbeat_s: idle heartbeat the server sends on a waiting request (to notice forgotten requests).
         recover: awaited (at most every few seconds) when the consumer seems to be gone, to re-create it.
+        group: the consumer's ``pinned_client`` priority group: pull with pins (module docstring).
+        pin_ttl_s: the consumer's ``priority_timeout``; requests expire after at most half of it and one
+            with the pin id goes out at least every third of it.
+        on_pinned: awaited when a message carries a new pin id, before it is handed on (:data:`OnPinned`).
+        on_pin_lost: called on a ``423`` (:data:`OnPinLost`).
     """
 
     def __init__(
@@ -145,10 +169,18 @@ class PullConsumer:
         expires_s: float = 5.0,
         heartbeat_s: float = 1.0,
         recover: Callable[[], Awaitable[None]] | None = None,
+        group: str | None = None,
+        pin_ttl_s: float = 0.0,
+        on_pinned: OnPinned | None = None,
+        on_pin_lost: OnPinLost | None = None,
     ) -> None:
         if max_in_flight < 1 or batch < 1:
             raise ValueError("max_in_flight and batch must be >= 1")
+        if group is not None and pin_ttl_s <= 0:
+            raise ValueError("a pinned consumer needs its pin_ttl_s")
         self.nc = nc
+        self.stream = stream
+        self.name = consumer
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._on_msg = on_msg
         self.max_in_flight = max_in_flight
@@ -156,8 +188,24 @@ class PullConsumer:
         self.min_request = max(1, self.batch // 4)
         """Smaller gaps wait for more room: one request per few messages would cost more than it brings."""
         self.ack_wait_s = ack_wait_s
+        self.group = group
+        self.pin_id: str | None = None
+        """The pin the server gave this client (pinned pulls), once a message said so."""
+        self._keepalive_s = pin_ttl_s / 3 if group is not None else 0.0
+        self._tick_s = min(_TICK_S, self._keepalive_s / 2) if group is not None else _TICK_S
+        if group is not None:
+            expires_s = min(expires_s, pin_ttl_s / 2)
+            heartbeat_s = min(heartbeat_s, expires_s / 2)
         self.expires_s = expires_s
         self.heartbeat_s = heartbeat_s
+        self._on_pinned = on_pinned
+        self._on_pin_lost = on_pin_lost
+        self._held: list[JsMsg] | None = None
+        self._lost = False
+        self._last_pin_request = 0.0
+        self._takeover: asyncio.Task[None] | None = None
+        self.pins = 0
+        """How many new pins this consumer was given."""
         self._recover = recover
         self._requests = _Requests()
         self.unsettled = 0
@@ -184,16 +232,30 @@ class PullConsumer:
     def requested(self) -> int:
         return self._requests.requested
 
+    @property
+    def pulling(self) -> bool:
+        """Requests go out (started, not stopped, and not stopped by a lost pin)."""
+        return self._running and not self._lost
+
     async def start(self) -> None:
+        await self._open_inbox()
+        self._reconnects = self.nc.stats.get("reconnects", 0)
+        self._running = True
+        self._last_frame = _now()
+        self._task = asyncio.create_task(self._run(), name="spark-ml-js-pull")
+
+    async def _open_inbox(self) -> None:
         self._inbox = self.nc.new_inbox()
         self._prefix = len(self._inbox) + 1
         self._sub, direct = await subscribe_raw(self.nc, f"{self._inbox}.*", self._on_frame)
         if not direct:
             log.warning("nats-py internals changed: jetstream intake runs through plain callbacks (slower)")
-        self._reconnects = self.nc.stats.get("reconnects", 0)
-        self._running = True
-        self._last_frame = _now()
-        self._task = asyncio.create_task(self._run(), name="spark-ml-js-pull")
+
+    def reacquire(self) -> None:
+        """Pull again after a lost pin, without a pin id: the server pins this client once the pin is free."""
+        if self._lost:
+            self._lost = False
+            self._wake.set()
 
     async def stop(self, flush_timeout: float = 0.5) -> None:
         """Ask for nothing more, and hand on what was asked for already (bounded by ``flush_timeout``).
@@ -207,6 +269,11 @@ class PullConsumer:
         """
         self._running = False
         self._wake.set()
+        if self._takeover is not None:
+            self._takeover.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._takeover
+            self._takeover = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -265,19 +332,99 @@ class PullConsumer:
         except ValueError:
             log.warning("ignoring a message on the pull inbox with reply %r", reply[:80])
             return
+        msg.consumer = self
         self.delivered += 1
         self.unsettled += 1
         self._live.append(msg)
+        if self.group is not None and not self._pinned_delivery(msg, headers):
+            return
         try:
             await self._on_msg(msg)
         except Exception as exc:  # closing pool: give it straight back for another worker
             log.debug("delivery refused (%s); nak", exc)
             await self.settle((msg,), NAK)
 
+    # ---- pins ------------------------------------------------------------------------------------
+
+    def _pinned_delivery(self, msg: JsMsg, headers: dict[str, str] | None) -> bool:
+        """Whether ``msg`` goes on to ``on_msg`` now; else it is held for (or starts) a takeover."""
+        if self._held is not None:
+            self._held.append(msg)
+            return False
+        pin = headers.get(PIN_ID) if headers else None
+        if pin is None or pin == self.pin_id:
+            return True
+        self.pin_id = pin
+        self.pins += 1
+        self._lost = False
+        self._held = [msg]
+        log.info("consumer %s: pinned (%s)", self.name, pin)
+        self._takeover = asyncio.get_running_loop().create_task(self._take_over(pin), name="spark-ml-js-pin")
+        return False
+
+    async def _take_over(self, pin: str) -> None:
+        """Close the old inbox, let ``on_pinned`` run, pull from a fresh inbox; drop or hand on what was held."""
+        reset = False
+        try:
+            old = self._sub
+            if old is not None:
+                with contextlib.suppress(Exception):
+                    await old.unsubscribe()
+                # The round trip makes the server forget the old requests: every frame of the old inbox
+                # that is still coming is read before the flush returns (and held).
+                with contextlib.suppress(Exception):
+                    await self.nc.flush(timeout=2)
+                unroute(self.nc, old)
+            self._requests.clear()
+            if self._on_pinned is not None:
+                try:
+                    reset = await self._on_pinned(self, pin)
+                except Exception:
+                    log.exception("consumer %s: the takeover failed; delivering what was held", self.name)
+            if self._running:
+                await self._open_inbox()
+        finally:
+            held, self._held = self._held or [], None
+            self._takeover = None
+            self._wake.set()
+        if reset:
+            self.drop(held)
+            return
+        for msg in held:
+            try:
+                await self._on_msg(msg)
+            except Exception as exc:
+                log.debug("delivery refused (%s); nak", exc)
+                await self.settle((msg,), NAK)
+
+    def drop(self, msgs: Iterable[JsMsg]) -> None:
+        """Forget ``msgs`` without settling them (the consumer was reset: the server sends them again)."""
+        for m in msgs:
+            if m.live:
+                m.live = False
+                self.unsettled -= 1
+            m._ackd = True
+
+    def _pin_lost(self, description: str) -> None:
+        if self.pin_id is None and self._lost:
+            return
+        log.info("consumer %s: pin lost (423 %s)", self.name, description)
+        self.pin_id = None
+        self._lost = True
+        self._requests.clear()
+        if self._on_pin_lost is not None:
+            try:
+                self._on_pin_lost(self)
+            except Exception:
+                log.exception("on_pin_lost failed")
+
     def _on_status(self, subject: bytes, status: Status) -> None:
         code = status.code
         self.statuses[code] = self.statuses.get(code, 0) + 1
         if code == 100:  # idle heartbeat: the request is alive
+            return
+        if code == _PIN_LOST:
+            self._pin_lost(status.description)
             return
         try:
             rid = int(subject[self._prefix :])
@@ -338,7 +485,8 @@ class PullConsumer:
                 except Exception as exc:
                     log.warning("pull request failed: %s: %s", type(exc).__name__, exc)
                     self._pause(0.5)
-            wait = _TICK_S if now >= self._pause_until else min(_TICK_S, self._pause_until - now)
+            tick = self._tick_s
+            wait = tick if now >= self._pause_until else min(tick, self._pause_until - now)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
@@ -363,16 +511,26 @@ class PullConsumer:
                 self.given_up += 1
 
     async def _refill(self, now: float) -> None:
-        requests = self._requests
-        room = self.max_in_flight - self.unsettled - requests.requested
-        deadline = now + self.expires_s + max(1.0, 2 * self.heartbeat_s)
+        if self._lost or self._held is not None:
+            return
+        room = self.max_in_flight - self.unsettled - self._requests.requested
+        if room < self.min_request and self.pin_id is not None and now - self._last_pin_request >= self._keepalive_s:
+            # The pin lives only as long as requests with its id keep coming: one goes out even when full.
+            room = self.min_request
         while room >= self.min_request and self._running:
             n = min(room, self.batch)
-            self._next_rid += 1
-            rid = self._next_rid
-            body = next_request(n, expires_s=self.expires_s, heartbeat_s=self.heartbeat_s)
-            requests.add(rid, n, deadline)
-            if not requests.requested - n:
-                self._last_frame = now  # silence is measured from the first open request
-            await self.nc.publish(self._api, body, reply=f"{self._inbox}.{rid}")
+            await self._request(n, now)
             room -= n
+
+    async def _request(self, n: int, now: float) -> None:
+        requests = self._requests
+        self._next_rid += 1
+        rid = self._next_rid
+        pin = self.pin_id
+        body = next_request(n, expires_s=self.expires_s, heartbeat_s=self.heartbeat_s, group=self.group, pin_id=pin)
+        requests.add(rid, n, now + self.expires_s + max(1.0, 2 * self.heartbeat_s))
+        if not requests.requested - n:
+            self._last_frame = now  # silence is measured from the first open request
+        if pin is not None:
+            self._last_pin_request = now
+        await self.nc.publish(self._api, body, reply=f"{self._inbox}.{rid}")

@@ -8,8 +8,8 @@ A message delivered to a pull request carries its ack subject as the reply, in o
 (11 or 12 tokens; nats-py's ``Msg.Metadata`` reads both the same way). The server ends or annotates a
 pull request with a header-only status message: ``100`` idle heartbeat, ``404`` no messages, ``408``
 request expired, ``409`` the request was refused or cut short (max waiting, leadership change, consumer
-deleted, ...). ``408`` and ``409`` say how much of the request was left unfilled in
-``Nats-Pending-Messages``.
+deleted, ...), ``423`` the request's pin id is not (or no longer) the pinned one. ``408`` and ``409``
+say how much of the request was left unfilled in ``Nats-Pending-Messages``.
 
 Batches of acks and of publishes with reply subjects reach the client in one write through
 :mod:`spark_ml.worker.natsio.writer` (``ack_frames``, ``can_write_raw`` and ``write_raw`` are re-exported here).
@@ -27,6 +27,7 @@ from spark_ml.worker.natsio.writer import ack_frames, can_write_raw, write_raw
 __all__ = [
     "ACK",
     "NAK",
+    "PIN_ID",
     "TERM",
     "AckInfo",
     "Status",
@@ -48,6 +49,8 @@ _V1_TOKENS = 9
 STATUS = "Status"
 DESCRIPTION = "Description"
 PENDING_MSGS = "Nats-Pending-Messages"
+PIN_ID = "Nats-Pin-Id"
+"""On every message of a consumer with a ``pinned_client`` priority group: the pin the delivery went to."""
 
 
 class AckInfo(NamedTuple):
@@ -117,8 +120,20 @@ def status_of(data: bytes, headers: dict[str, str] | None) -> Status | None:
     return Status(int(code), description, int(pending) if pending and pending.isdigit() else None)
 
 
-def next_request(batch: int, *, expires_s: float, heartbeat_s: float = 0.0, no_wait: bool = False) -> bytes:
-    """Body of a ``$JS.API.CONSUMER.MSG.NEXT`` request (durations in nanoseconds on the wire)."""
+def next_request(
+    batch: int,
+    *,
+    expires_s: float,
+    heartbeat_s: float = 0.0,
+    no_wait: bool = False,
+    group: str | None = None,
+    pin_id: str | None = None,
+) -> bytes:
+    """Body of a ``$JS.API.CONSUMER.MSG.NEXT`` request (durations in nanoseconds on the wire).
+
+    ``group`` names the consumer's priority group; ``pin_id`` is the pin the server gave this client (a
+    request carrying it keeps the pin; one without it waits while another client is pinned).
+    """
     body: dict[str, object] = {"batch": batch}
     if expires_s > 0:
         body["expires"] = int(expires_s * 1e9)
@@ -126,6 +141,10 @@ def next_request(batch: int, *, expires_s: float, heartbeat_s: float = 0.0, no_w
         body["idle_heartbeat"] = int(heartbeat_s * 1e9)
     if no_wait:
         body["no_wait"] = True
+    if group is not None:
+        body["group"] = group
+        if pin_id:
+            body["id"] = pin_id
     return json.dumps(body, separators=(",", ":")).encode()
 
 
