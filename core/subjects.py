@@ -17,6 +17,7 @@ __all__ = [
     "H_ERROR_MESSAGE",
     "H_STREAM_SEQ",
     "H_SUBJECT",
+    "H_TRUNCATED",
     "DLQ",
     "JS_CONSUMER",
     "JS_STREAM",
@@ -53,6 +54,8 @@ H_ERROR = "Spark-Ml-Error"
 H_ERROR_MESSAGE = "Spark-Ml-Error-Message"
 H_SUBJECT = "Spark-Ml-Subject"
 H_STREAM_SEQ = "Spark-Ml-Stream-Seq"
+H_TRUNCATED = "Spark-Ml-Truncated"
+"""On a dead letter whose payload was cut to fit the server's max_payload: the original size in bytes."""
 
 
 _PLAIN = re.compile(r"[!-$&-)+-\-/-=?-~]+")

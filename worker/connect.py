@@ -15,7 +15,7 @@ from nats.errors import AuthorizationError, SlowConsumerError
 
 from spark_ml.core.errors import NatsRefused
 from spark_ml.worker.metrics import Metrics
-from spark_ml.worker.natsio import fastparser
+from spark_ml.worker.natsio import fastparser, router
 from spark_ml.worker.settings import Settings
 
 __all__ = ["NatsRefused", "connect", "connect_options", "safe_url"]
@@ -124,4 +124,10 @@ async def connect(settings: Settings, *, name: str, metrics: Metrics | None = No
     nc: Client = attempt.result()
     if not fastparser.install(nc):
         log.warning("nats-py internals changed: using its own protocol parser (slower)")
+    # A frame nats-py cannot decode (any publisher can send one) must not end the read loop: skipped, counted.
+    if metrics is not None:
+        wire_errors = metrics.wire_errors
+        fastparser.on_wire_error(nc, lambda kind: wire_errors.labels(kind).inc())
+    if not router.guard(nc):
+        log.warning("nats-py internals changed: an undecodable message can stop this connection's reader")
     return nc

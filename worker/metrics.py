@@ -18,6 +18,8 @@ __all__ = ["HTTP_LATENCY_BUCKETS_MS", "LATENCY_BUCKETS_MS", "SCORE_BUCKETS", "Ht
 LATENCY_BUCKETS_MS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0, 50.0, 80.0, 100.0, 200.0, 250.0, 500.0, 1000.0)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 ERROR_TYPES = ("invalid_input", "model_error", "model_output", "publish_error", "model_load", "shadow_error")
+WIRE_ERROR_KINDS = ("subject", "reply", "headers", "handler")
+"""The kinds of ``ml_wire_errors_total`` (see :func:`spark_ml.worker.natsio.fastparser.wire_error`)."""
 """Values of ``error_type`` in ml_model_errors_total (created at zero so rates exist before the first error)."""
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 HTTP_LATENCY_BUCKETS_MS = (*LATENCY_BUCKETS_MS, 2500.0, 5000.0, 10000.0)
@@ -76,6 +78,13 @@ class Metrics(_Container):
             "ml_slow_consumer_drops", "Messages the NATS client dropped as a slow consumer", registry=r
         )
         self.nats_reconnects = Counter("ml_nats_reconnects", "Reconnections to NATS", registry=r)
+        self.wire_errors = Counter(
+            "ml_wire_errors",
+            "Messages the connection could not take as sent (subject, reply or header block not decodable, "
+            "a handler that raised), by kind",
+            ["kind"],
+            registry=r,
+        )
         # Labelled, so the series exists only while a shadow model is set (an unlabelled gauge would
         # export 0 without one, and the agreement alert would fire on every deployment).
         self.shadow_agreement = Gauge(
@@ -103,6 +112,8 @@ class Metrics(_Container):
         self._per_version: dict[str, tuple[Counter, HistogramChild]] = {}
         for error_type in ERROR_TYPES:
             self.model_errors.labels(error_type)
+        for kind in WIRE_ERROR_KINDS:
+            self.wire_errors.labels(kind)
 
     def set_model_version(self, version: str) -> None:
         """Point ml_model_version_info at the new version (exactly one series has value 1)."""

@@ -49,7 +49,7 @@ class RawPublisher:
         pub = cls(reader, writer)
         try:
             await reader.readline()  # INFO
-            writer.write(b'CONNECT {"verbose":false,"pedantic":false}\r\n')
+            writer.write(b'CONNECT {"verbose":false,"pedantic":false,"headers":true}\r\n')
             await pub.sync()
             yield pub
         finally:

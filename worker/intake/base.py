@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
 from spark_ml.core.codec import Snapshot
+from spark_ml.core.errors import SparkMlError
 
 __all__ = ["AtMostOnce", "Delivery", "Intake", "Output", "Processor", "Settlement"]
 
@@ -55,6 +56,11 @@ class Processor(Protocol):
 
     def on_raw_sync(self, subject: bytes, raw: bytes) -> Awaitable[None] | None:
         """A core NATS message without headers: None when queued, else an awaitable to await first."""
+        ...
+
+    async def reject(self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None) -> None:
+        """A message refused before it could be parsed (a core message whose subject or headers cannot be
+        decoded): count it and dead-letter it unchanged."""
         ...
 
 

@@ -53,6 +53,7 @@ class CoreIntake:
                 queue=subjects.QUEUE_GROUP,
                 handler=processor.on_raw,
                 fast=processor.on_raw_sync,
+                undecodable=processor.reject,
                 pending_msgs_limit=_PENDING_MSGS,
                 pending_bytes_limit=_PENDING_BYTES,
             )

@@ -33,5 +33,5 @@ async def publish_batch(
             mid = msg_ids[i] if msg_ids is not None else None
             await nc.publish(subject, p, headers={"Nats-Msg-Id": mid} if mid else None)
         return
-    total = writer.checked_size(nc, subject, payloads)
+    total = writer.checked_size(nc, subject, payloads, msg_ids)
     await writer.write_raw(nc, writer.pub_frames(subject.encode(), payloads, msg_ids), len(payloads), total)

@@ -25,9 +25,9 @@ from nats.aio.subscription import Subscription
 
 from spark_ml.worker.natsio import router
 from spark_ml.worker.natsio.fastparser import FastParser, SyncHandler
-from spark_ml.worker.natsio.router import DirectHandler, unroute
+from spark_ml.worker.natsio.router import DirectHandler, UndecodableHandler, unroute
 
-__all__ = ["DirectHandler", "subscribe_direct", "unroute"]
+__all__ = ["DirectHandler", "UndecodableHandler", "subscribe_direct", "unroute"]
 
 
 async def subscribe_direct(
@@ -37,12 +37,14 @@ async def subscribe_direct(
     queue: str,
     handler: DirectHandler,
     fast: SyncHandler | None = None,
+    undecodable: UndecodableHandler | None = None,
     **subscribe_kwargs: Any,
 ) -> tuple[Subscription, bool]:
     """Subscribe and route the subscription's messages to ``handler``; returns it and whether routing is on.
 
     Messages that arrive through the regular path (unsupported client) reach ``handler`` too, through an
-    ordinary callback, so the caller sees one interface either way.
+    ordinary callback, so the caller sees one interface either way. ``undecodable`` gets, on the direct route,
+    the messages whose subject or header block cannot be decoded (see :mod:`spark_ml.worker.natsio.router`).
     """
 
     async def callback(msg: Msg) -> None:
@@ -50,7 +52,7 @@ async def subscribe_direct(
         await handler(msg.subject, msg.data, content_type)
 
     sub = await nc.subscribe(subject, queue=queue, cb=callback, **subscribe_kwargs)
-    if not router.route(nc, sub, handler, raw=False):
+    if not router.route(nc, sub, handler, raw=False, undecodable=undecodable):
         return sub, False
     parser = getattr(nc, "_ps", None)
     if fast is not None and isinstance(parser, FastParser):

@@ -15,17 +15,25 @@ a message without headers for such an id goes to ``handler(subject, payload)`` w
 between, and is awaited only when the handler returns an awaitable (it has to wait for room).
 ``tests/worker/test_fastparser.py`` holds it to nats-py's parser on arbitrary splits of arbitrary
 protocol streams. :func:`install` swaps it into a connected client when the client looks as expected.
+
+Nothing a publisher sends can end the client's read loop through it: a message whose handling raises (an
+undecodable subject, a handler that failed) is reported through :func:`wire_error` (counted by the hook set
+with :func:`on_wire_error`, logged once per kind) and skipped; its frame was already consumed, so the stream
+stays in step. :func:`reading` tells whether the client's read loop still runs (liveness).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.errors import ProtocolError
 from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, Parser
 
-__all__ = ["PARSER_STATE", "FastParser", "SyncHandler", "install"]
+__all__ = ["PARSER_STATE", "FastParser", "SyncHandler", "install", "on_wire_error", "reading", "wire_error"]
+
+log = logging.getLogger(__name__)
 
 _CRLF = b"\r\n"
 PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
@@ -33,6 +41,65 @@ PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
 
 SyncHandler = Callable[[bytes, bytes], "Awaitable[None] | None"]
 """``handler(subject, payload)``: None when the message is taken, else an awaitable that takes it."""
+
+_WIRE = "_spark_ml_wire"
+
+
+class _WireErrors:
+    """Per client: the counting hook, and the kinds already logged."""
+
+    __slots__ = ("count", "logged")
+
+    def __init__(self) -> None:
+        self.count: Callable[[str], None] | None = None
+        self.logged: set[str] = set()
+
+
+def _wire(nc: Client) -> _WireErrors:
+    state: _WireErrors | None = getattr(nc, _WIRE, None)
+    if state is None:
+        state = _WireErrors()
+        setattr(nc, _WIRE, state)
+    return state
+
+
+def on_wire_error(nc: Client, count: Callable[[str], None]) -> None:
+    """Have ``count(kind)`` called for every frame of ``nc`` that could not be taken (see :func:`wire_error`)."""
+    _wire(nc).count = count
+
+
+def wire_error(nc: Client, kind: str, exc: BaseException) -> None:
+    """A frame that could not be taken as sent: counted by kind, logged once per kind and client, skipped.
+
+    Kinds: ``subject``, ``reply`` (not UTF-8), ``headers`` (a header block nats-py cannot parse), ``handler``
+    (the message's handler raised: a dead letter that could not be sent, say).
+    """
+    state = _wire(nc)
+    if state.count is not None:
+        try:
+            state.count(kind)
+        except Exception:  # a metric must not take the reader down either
+            log.exception("counting a wire error failed")
+    if kind not in state.logged:
+        state.logged.add(kind)
+        log.warning(
+            "nats: a message's %s could not be taken as sent (%s: %s): dead-lettered, delivered without its "
+            "headers, or skipped; counted in ml_wire_errors_total, logged once per kind",
+            kind,
+            type(exc).__name__,
+            exc,
+        )
+
+
+def reading(nc: Client) -> bool:
+    """Whether ``nc``'s read loop runs: False once closed, or when its reader task ended while connected.
+
+    While reconnecting the old reader has ended and the new one is not started yet: that is not a stop.
+    """
+    if nc.is_closed:
+        return False
+    task = getattr(nc, "_reading_task", None)
+    return not (nc.is_connected and task is not None and task.done())
 
 
 class FastParser(Parser):
@@ -107,23 +174,33 @@ class FastParser(Parser):
                         break
                 start = pos
                 pos += needed + 2
-                if hsize:
-                    hdr: bytes | None = view[start : start + hsize].tobytes()
-                    payload = view[start + hsize : start + needed].tobytes()
-                else:
-                    hdr = None
-                    payload = view[start : start + needed].tobytes()
-                    handler = direct.get(sid)
-                    if handler is not None:
-                        n_direct += 1
-                        bytes_direct += needed
-                        wait = handler(subject, payload)
-                        if wait is not None:
-                            await wait
-                            if self.buf is not buf:
-                                return
-                        continue
-                await nc._process_msg(sid, subject, reply, payload, hdr)
+                # The frame is consumed: whatever its handling raises, the stream stays in step.
+                try:
+                    if hsize:
+                        hdr: bytes | None = view[start : start + hsize].tobytes()
+                        payload = view[start + hsize : start + needed].tobytes()
+                    else:
+                        hdr = None
+                        payload = view[start : start + needed].tobytes()
+                        handler = direct.get(sid)
+                        if handler is not None:
+                            n_direct += 1
+                            bytes_direct += needed
+                            try:
+                                wait = handler(subject, payload)
+                            except UnicodeDecodeError:
+                                if _decodes(subject):
+                                    raise
+                                # An undecodable subject: the routed path dead-letters it or counts it.
+                                wait = nc._process_msg(sid, subject, reply, payload, None)
+                            if wait is not None:
+                                await wait
+                                if self.buf is not buf:
+                                    return
+                            continue
+                    await nc._process_msg(sid, subject, reply, payload, hdr)
+                except Exception as exc:
+                    wire_error(nc, "handler", exc)
                 if self.buf is not buf:  # reset by a reconnect while we waited: the rest is stale
                     return
         finally:
@@ -134,6 +211,14 @@ class FastParser(Parser):
                 stats = nc.stats
                 stats["in_msgs"] += n_direct
                 stats["in_bytes"] += bytes_direct
+
+
+def _decodes(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def install(nc: Client) -> bool:

@@ -116,7 +116,7 @@ class AckedPublisher:
             for i, (p, mid) in enumerate(zip(payloads, msg_ids, strict=True)):
                 await nc.publish(self.subject, p, reply=f"{rs}{i}", headers={"Nats-Msg-Id": mid} if mid else None)
             return
-        total = writer.checked_size(nc, self.subject, payloads)
+        total = writer.checked_size(nc, self.subject, payloads, msg_ids)
         data = writer.pub_frames(self.subject.encode(), payloads, msg_ids, reply)
         await writer.write_raw(nc, data, len(payloads), total)
 

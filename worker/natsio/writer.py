@@ -37,6 +37,7 @@ _CHECKED = "_spark_ml_writer_ok"
 _CRLF = b"\r\n"
 _HDR_ID = b"NATS/1.0\r\nNats-Msg-Id: "
 _HDR_END = b"\r\n\r\n"
+_HDR_SIZE = len(_HDR_ID) + len(_HDR_END)
 
 
 def can_write_raw(nc: Client) -> bool:
@@ -48,8 +49,15 @@ def can_write_raw(nc: Client) -> bool:
     return known
 
 
-def checked_size(nc: Client, subject: str, payloads: Sequence[bytes]) -> int:
-    """The payloads' total size, after refusing what ``Client.publish`` refuses, in its order."""
+def checked_size(
+    nc: Client, subject: str, payloads: Sequence[bytes], msg_ids: Sequence[str | None] | None = None
+) -> int:
+    """The payloads' total size, after refusing what ``Client.publish`` refuses, in its order.
+
+    A frame the server would refuse is never written: it closes the connection for it (``maximum payload
+    exceeded``). With ``msg_ids``, each ``HPUB``'s header block counts against the limit too (``Client.publish``
+    checks the payload alone).
+    """
     if nc.is_closed:
         raise errors.ConnectionClosedError
     if nc.is_draining_pubs:
@@ -63,6 +71,11 @@ def checked_size(nc: Client, subject: str, payloads: Sequence[bytes]) -> int:
         if n > limit:
             raise errors.MaxPayloadError
         total += n
+    if msg_ids is not None:
+        for p, mid in zip(payloads, msg_ids, strict=True):
+            # An upper bound of the header block pub_frames writes (it strips the id and drops line breaks).
+            if mid is not None and len(p) + _HDR_SIZE + len(mid.encode()) > limit:
+                raise errors.MaxPayloadError
     return total
 
 

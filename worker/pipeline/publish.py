@@ -2,6 +2,10 @@
 
 :class:`NatsOutput` is the stream processor's output in core mode, and the JetStream intake's when no stream
 stores the predictions (see :class:`spark_ml.worker.intake.base.Output`).
+
+A dead letter never exceeds the server's ``max_payload`` (from the INFO the client received): the server
+closes a connection that publishes more. When the refused payload plus the dead letter's headers would not fit,
+the payload is cut to fit and ``Spark-Ml-Truncated`` carries its original size (:func:`fit_dead_letter`).
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ from spark_ml.core.codec import Snapshot
 from spark_ml.core.partition import published_subject
 from spark_ml.worker.natsio.batchpub import publish_batch
 
-__all__ = ["NatsOutput", "dead_letter_headers", "header_safe"]
+__all__ = ["NatsOutput", "dead_letter_headers", "fit_dead_letter", "header_block_size", "header_safe"]
+
+_HDR_LINE = len(b"NATS/1.0\r\n")
 
 
 def header_safe(text: str, limit: int = 512) -> str:
@@ -35,6 +41,23 @@ def dead_letter_headers(*, reason: str, message: str, subject: str, stream_seq: 
     if stream_seq is not None:
         headers[subjects.H_STREAM_SEQ] = str(stream_seq)
     return headers
+
+
+def header_block_size(headers: dict[str, str]) -> int:
+    """The bytes ``Client.publish`` writes for ``headers`` (``NATS/1.0``, one ``Name: value`` line each, a blank
+    line): what counts against the server's ``max_payload`` beside the payload."""
+    size = _HDR_LINE + 2
+    for name, value in headers.items():
+        size += len(name.strip().encode()) + 2 + len(value.strip().encode()) + 2
+    return size
+
+
+def fit_dead_letter(raw: bytes, headers: dict[str, str], max_payload: int) -> bytes:
+    """``raw``, cut when it and ``headers`` would exceed ``max_payload``; a cut adds ``Spark-Ml-Truncated``."""
+    if header_block_size(headers) + len(raw) <= max_payload:
+        return raw
+    headers[subjects.H_TRUNCATED] = str(len(raw))
+    return raw[: max(0, max_payload - header_block_size(headers))]
 
 
 class NatsOutput:
@@ -61,6 +84,8 @@ class NatsOutput:
     async def dead_letter(
         self, raw: bytes, *, reason: str, message: str, subject: str, stream_seq: int | None = None
     ) -> None:
-        """Re-publish a refused payload unchanged on ``ml.dlq.snapshot``; the reason travels in headers."""
+        """Re-publish a refused payload unchanged on ``ml.dlq.snapshot`` (cut to fit the server's limit when it
+        must be); the reason travels in headers."""
         headers = dead_letter_headers(reason=reason, message=message, subject=subject, stream_seq=stream_seq)
+        raw = fit_dead_letter(raw, headers, self.nc.max_payload)
         await self.nc.publish(subjects.DLQ, raw, headers=headers)
