@@ -75,6 +75,9 @@ class NatsServer:
         self.extra_args = list(extra_args or [])
         self.ready_timeout = ready_timeout
         self.mappings = dict(mappings or {})
+        if self.mappings and ("-c" in self.extra_args or "--config" in self.extra_args):
+            # nats-server reads one config file: the mappings would be lost without a word
+            raise ValueError("NatsServer: give mappings or a config file in extra_args, not both")
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if store_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="spark-ml-nats-")
