@@ -4,7 +4,9 @@ It acknowledges a message only after its prediction (or dead letter) has been ha
 when a stream stores the predictions, only after that stream confirmed storing it; it terminates poison
 messages after dead-lettering them, and negatively acknowledges with a delay when publishing failed. It is
 its own :class:`~spark_ml.worker.intake.base.Settlement` and :class:`~spark_ml.worker.intake.base.Output`:
-the two share what a partly stored batch left to settle.
+the two share what a partly stored batch left to settle. That part, :class:`JetStreamOutcomes`, is also
+the partitioned intake's (:mod:`spark_ml.worker.intake.partitioned_js`): each message is settled through the
+pull consumer that received it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -28,11 +30,11 @@ from spark_ml.worker.intake.base import Processor
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.jspub import AckedPublisher, NotStored
 from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
-from spark_ml.worker.natsio.jswire import TERM, nak_body
+from spark_ml.worker.natsio.jswire import ACK, TERM, nak_body
 from spark_ml.worker.pipeline.publish import NatsOutput
 from spark_ml.worker.settings import Settings
 
-__all__ = ["JetStreamIntake"]
+__all__ = ["JetStreamIntake", "JetStreamOutcomes", "settle_each"]
 
 log = logging.getLogger(__name__)
 
@@ -40,15 +42,25 @@ _NAK_DELAY_S = 1.0
 _OUTPUT_CHECK_S = 10.0
 
 
-class JetStreamIntake:
-    """A durable pull consumer shared by every worker process (at-least-once).
+async def settle_each(ctxs: Iterable[object], body: bytes = ACK) -> None:
+    """Send ``body`` for each JetStream message among ``ctxs`` through the pull consumer that received it."""
+    by_consumer: dict[PullConsumer, list[JsMsg]] = {}
+    for ctx in ctxs:
+        if isinstance(ctx, JsMsg) and ctx.consumer is not None:
+            by_consumer.setdefault(ctx.consumer, []).append(ctx)
+    for consumer, msgs in by_consumer.items():
+        await consumer.settle(msgs, body)
 
-    Intake runs on our own pull requests (:class:`~spark_ml.worker.natsio.jspull.PullConsumer`, made by
-    :meth:`start`). Predictions go out with a core publish carrying ``Nats-Msg-Id``, or, when a stream stores
+
+class JetStreamOutcomes:
+    """What JetStream intakes share: settling each message through its pull consumer, and the output.
+
+    Predictions go out with a core publish carrying ``Nats-Msg-Id``, or, when a stream stores
     ``ml.prediction`` (found at start and re-checked every ``_OUTPUT_CHECK_S``, or forced by
     ``js_output_ack``), through JetStream with PubAcks (:class:`spark_ml.worker.natsio.jspub.AckedPublisher`):
     inputs are acked only once their predictions are stored, and nak'ed with a delay when the stream refuses
-    them or does not answer in time.
+    them or does not answer in time. Messages that ran out of deliveries are dead-lettered from the
+    consumers' advisories (:meth:`_watch_max_deliveries`).
 
     Args:
         nc: the connection.
@@ -65,8 +77,6 @@ class JetStreamIntake:
         # Requested plus un-acked messages of this process: a few batches, so the pool always has the next
         # one on its way while a killed worker leaves little to wait out the ack wait.
         self.in_flight_max = settings.js_in_flight or max(4 * settings.batch_max, 64)
-        self.pull: PullConsumer | None = None
-        """The pull consumer, once started."""
         self.acked: AckedPublisher | None = None
         """Set while predictions go through JetStream with PubAcks."""
         self._output_task: asyncio.Task[None] | None = None
@@ -74,77 +84,30 @@ class JetStreamIntake:
         self._core = NatsOutput(nc, message_id=self.message_id)
 
     @property
-    def settlement(self) -> JetStreamIntake:
+    def settlement(self) -> JetStreamOutcomes:
         """Ack, terminate or nak: :meth:`settle`, :meth:`on_dead`, :meth:`on_publish_failed`."""
         return self
 
     @property
-    def output(self) -> JetStreamIntake:
+    def output(self) -> JetStreamOutcomes:
         """Predictions with ``Nats-Msg-Id``, with or without PubAcks: :meth:`publish`, :meth:`dead_letter`."""
         return self
 
-    async def ensure(self) -> None:
-        """Create the stream and the durable consumer, or reuse them as they are."""
-        s = self.settings
-        try:
-            await self.js.stream_info(subjects.JS_STREAM)
-        except NotFoundError:
-            await self.js.add_stream(
-                StreamConfig(
-                    name=subjects.JS_STREAM,
-                    subjects=[subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD],
-                    storage=StorageType.FILE,
-                    num_replicas=s.js_replicas,
-                    duplicate_window=120.0,
-                )
-            )
-            log.info("created stream %s (replicas=%d)", subjects.JS_STREAM, s.js_replicas)
-        config = ConsumerConfig(
-            durable_name=subjects.JS_CONSUMER,
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=s.ack_wait_s,
-            max_deliver=s.max_deliver,
-            backoff=list(s.js_backoff_s) or None,
-            max_ack_pending=max(4 * self.in_flight_max, 1024),
-        )
-        try:
-            await self.js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
-        except NotFoundError:
-            await self.js.add_consumer(subjects.JS_STREAM, config)
-            log.info("created durable consumer %s", subjects.JS_CONSUMER)
-
-    async def start(self, processor: Processor) -> None:
-        await self.ensure()
+    async def _start_outcomes(self, consumers: str) -> None:
+        """Find where predictions go (and keep looking), and dead-letter what ``consumers`` (a token or ``*``)
+        gave up on."""
         await self._check_output()
         if self.settings.js_output_ack == "auto":
             self._output_task = asyncio.create_task(self._watch_output(), name="spark-ml-js-output")
-        advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects.JS_STREAM}.{subjects.JS_CONSUMER}"
+        advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{subjects.JS_STREAM}.{consumers}"
         self._advisory = await self.nc.subscribe(advisory, queue=subjects.QUEUE_GROUP, cb=self._on_max_deliveries)
-        s = self.settings
-        self.pull = PullConsumer(
-            self.nc,
-            subjects.JS_STREAM,
-            subjects.JS_CONSUMER,
-            processor.on_msg,
-            max_in_flight=self.in_flight_max,
-            batch=s.batch_max,
-            ack_wait_s=s.ack_wait_s,
-            recover=self.ensure,
-        )
-        await self.pull.start()
 
-    async def stop(self) -> None:
-        """Stop asking for messages; those already delivered still reach the pool (and are acked there).
-
-        The PubAck inbox stays until the connection drains: the pool's last batches still await theirs.
-        """
+    async def _stop_outcomes(self) -> None:
+        """Stop watching; the PubAck inbox stays until the connection drains (the last batches await theirs)."""
         if self._output_task is not None:
             self._output_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._output_task
-        if self.pull is not None:
-            await self.pull.stop()
         if self._advisory is not None:
             with contextlib.suppress(Exception):
                 await self._advisory.unsubscribe()
@@ -208,14 +171,13 @@ class JetStreamIntake:
         return None
 
     async def settle(self, published: Sequence[Snapshot]) -> None:
-        """Ack a published batch in one write (its rejected messages were terminated when dead-lettered)."""
-        if self.pull is not None:
-            await self.pull.settle(s.ctx for s in published if isinstance(s.ctx, JsMsg))
+        """Ack a published batch, one write per consumer (its rejected messages were terminated when dead-lettered)."""
+        await settle_each(s.ctx for s in published)
 
     async def on_dead(self, ctx: object) -> None:
         """A dead-lettered message is terminated: it would fail the same way on every redelivery."""
-        if isinstance(ctx, JsMsg) and self.pull is not None:
-            await self.pull.settle((ctx,), TERM)
+        if isinstance(ctx, JsMsg) and ctx.consumer is not None:
+            await ctx.consumer.settle((ctx,), TERM)
 
     async def on_publish_failed(self, snaps: Sequence[Snapshot]) -> None:
         """Predictions not published (or not stored): redeliver the inputs after a delay, never ack them.
@@ -224,17 +186,14 @@ class JetStreamIntake:
         bring a duplicate, and count a delivery towards ``max_deliver`` for an input that succeeded.
         """
         partial, self._partial = self._partial, None
-        pull = self.pull
-        if pull is None:
-            return
         failed: Sequence[Snapshot] = snaps
         if partial is not None and partial[0] is snaps:
             stored = partial[1]
             failed = [s for s, ok in zip(snaps, stored, strict=True) if not ok]
             with contextlib.suppress(Exception):
-                await pull.settle(s.ctx for s, ok in zip(snaps, stored, strict=True) if ok and isinstance(s.ctx, JsMsg))
+                await settle_each(s.ctx for s, ok in zip(snaps, stored, strict=True) if ok)
         with contextlib.suppress(Exception):
-            await pull.settle((s.ctx for s in failed if isinstance(s.ctx, JsMsg)), nak_body(_NAK_DELAY_S))
+            await settle_each((s.ctx for s in failed), nak_body(_NAK_DELAY_S))
 
     async def _on_max_deliveries(self, msg: Msg) -> None:
         """A message ran out of deliveries without an ack: it stays in the stream, so dead-letter a copy."""
@@ -251,3 +210,77 @@ class JetStreamIntake:
             self.metrics.dead_letters.labels("max_deliver").inc()
         except Exception:
             log.exception("could not dead-letter a message that hit max deliveries")
+
+
+class JetStreamIntake(JetStreamOutcomes):
+    """A durable pull consumer shared by every worker process (at-least-once).
+
+    Intake runs on our own pull requests (:class:`~spark_ml.worker.natsio.jspull.PullConsumer`, made by
+    :meth:`start`); settlement and output are :class:`JetStreamOutcomes`'.
+
+    Args:
+        nc: the connection.
+        settings: ack wait, max deliveries, backoff, replicas, in-flight bound, output acknowledgement.
+        metrics: the process's metric set.
+    """
+
+    def __init__(self, nc: Client, settings: Settings, metrics: Metrics) -> None:
+        super().__init__(nc, settings, metrics)
+        self.pull: PullConsumer | None = None
+        """The pull consumer, once started."""
+
+    async def ensure(self) -> None:
+        """Create the stream and the durable consumer, or reuse them as they are."""
+        s = self.settings
+        try:
+            await self.js.stream_info(subjects.JS_STREAM)
+        except NotFoundError:
+            await self.js.add_stream(
+                StreamConfig(
+                    name=subjects.JS_STREAM,
+                    subjects=[subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD],
+                    storage=StorageType.FILE,
+                    num_replicas=s.js_replicas,
+                    duplicate_window=120.0,
+                )
+            )
+            log.info("created stream %s (replicas=%d)", subjects.JS_STREAM, s.js_replicas)
+        config = ConsumerConfig(
+            durable_name=subjects.JS_CONSUMER,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=s.ack_wait_s,
+            max_deliver=s.max_deliver,
+            backoff=list(s.js_backoff_s) or None,
+            max_ack_pending=max(4 * self.in_flight_max, 1024),
+        )
+        try:
+            await self.js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
+        except NotFoundError:
+            await self.js.add_consumer(subjects.JS_STREAM, config)
+            log.info("created durable consumer %s", subjects.JS_CONSUMER)
+
+    async def start(self, processor: Processor) -> None:
+        await self.ensure()
+        await self._start_outcomes(subjects.JS_CONSUMER)
+        s = self.settings
+        self.pull = PullConsumer(
+            self.nc,
+            subjects.JS_STREAM,
+            subjects.JS_CONSUMER,
+            processor.on_msg,
+            max_in_flight=self.in_flight_max,
+            batch=s.batch_max,
+            ack_wait_s=s.ack_wait_s,
+            recover=self.ensure,
+        )
+        await self.pull.start()
+
+    async def stop(self) -> None:
+        """Stop asking for messages; those already delivered still reach the pool (and are acked there).
+
+        The PubAck inbox stays until the connection drains: the pool's last batches still await theirs.
+        """
+        if self.pull is not None:
+            await self.pull.stop()
+        await self._stop_outcomes()
