@@ -232,9 +232,11 @@ async def test_un_acked_messages_stay_within_the_in_flight_bound(nc: Client, wor
     assert isinstance(intake, JetStreamIntake)
     pull = intake.pull
     assert pull is not None
-    # Then while the backlog drains, the worker never holds more than 64 requested or un-acked, and the
-    # server sees no more un-acked than that plus the acks it has not applied yet (it applies them
-    # asynchronously; one batch of 32 at most is on its way)
+    # Then while the backlog drains, the worker never holds more than 64 requested or un-acked (exact: its own
+    # count), and the server sees no more un-acked than that plus the acks it has not applied yet. The server
+    # applies acks from its own queue, apart from the pull requests that follow them on the connection: on a
+    # busy machine a whole window of acks was seen still queued when the next window was served (128), never
+    # more (1 in 12 runs beside other test runs); 2 x 64 is the bound that holds while acks are being applied.
     peak_local = peak_server = 0
     deadline = asyncio.get_running_loop().time() + 20
     while True:
@@ -247,7 +249,7 @@ async def test_un_acked_messages_stay_within_the_in_flight_bound(nc: Client, wor
         assert asyncio.get_running_loop().time() < deadline, f"not drained: {info}"
         await asyncio.sleep(0.002)
     assert 0 < peak_local <= 64
-    assert 0 < peak_server <= 64 + 32
+    assert 0 < peak_server <= 2 * 64
     assert app.processor is not None and app.processor.published == 3000
 
 
