@@ -27,7 +27,8 @@ carrying a new pin id starts a takeover *before* it is handed on: deliveries are
 closed (the server forgets its requests), ``on_pinned`` runs (it may reset the consumer), then requests go
 out from a fresh inbox and the held messages are dropped (reset) or handed on (not reset). A ``423`` says
 the pin went to another client: the id is forgotten, ``on_pin_lost`` is told, and no request goes out
-until :meth:`PullConsumer.reacquire`.
+until :meth:`PullConsumer.reacquire`; an ``on_pinned`` that raises is treated the same way (its held
+messages dropped).
 """
 
 from __future__ import annotations
@@ -380,7 +381,11 @@ class PullConsumer:
                 try:
                     reset = await self._on_pinned(self, pin)
                 except Exception:
-                    log.exception("consumer %s: the takeover failed; delivering what was held", self.name)
+                    # Whatever the takeover had to prepare is missing: what was held is dropped (the server
+                    # sends it again after the ack wait) and the pin given up, as on a 423.
+                    log.exception("consumer %s: the takeover failed; giving the pin up", self.name)
+                    reset = True
+                    self._pin_lost("takeover failed")
             if self._running:
                 await self._open_inbox()
         finally:
@@ -397,6 +402,15 @@ class PullConsumer:
                 log.debug("delivery refused (%s); nak", exc)
                 await self.settle((msg,), NAK)
 
+    def retake(self) -> bool:
+        """Run the takeover again under the current pin (its owner's state went wrong); False when not pinned."""
+        pin = self.pin_id
+        if pin is None or self._held is not None or not self._running:
+            return False
+        self._held = []
+        self._takeover = asyncio.get_running_loop().create_task(self._take_over(pin), name="spark-ml-js-pin")
+        return True
+
     def drop(self, msgs: Iterable[JsMsg]) -> None:
         """Forget ``msgs`` without settling them (the consumer was reset: the server sends them again)."""
         for m in msgs:
@@ -408,7 +422,7 @@ class PullConsumer:
     def _pin_lost(self, description: str) -> None:
         if self.pin_id is None and self._lost:
             return
-        log.info("consumer %s: pin lost (423 %s)", self.name, description)
+        log.info("consumer %s: pin lost (%s)", self.name, description)
         self.pin_id = None
         self._lost = True
         self._requests.clear()
@@ -424,7 +438,7 @@ class PullConsumer:
         if code == 100:  # idle heartbeat: the request is alive
             return
         if code == _PIN_LOST:
-            self._pin_lost(status.description)
+            self._pin_lost(f"423 {status.description}")
             return
         try:
             rid = int(subject[self._prefix :])

@@ -1,0 +1,505 @@
+"""JetStream intake over symbol partitions: one pinned owner per partition, state handed over through NATS KV.
+
+docs/SCALEOUT.md is the design. The stream ``MARKET_SNAPSHOTS`` stores ``market.snapshot.<SYMBOL>`` on
+``market.snapshot.part.<n>.<SYMBOL>`` (its subject transform) and bare ``market.snapshot`` as it is. Each unit
+has a durable consumer with a ``pinned_client`` priority group: ``ml-workers-p<n>`` on partition n,
+``ml-workers-fwd`` on bare ``market.snapshot`` (the forwarder, unit P). A worker pulls only on the units the
+shared assignment gives it (:class:`~spark_ml.worker.cluster.Membership`), with pinned pulls
+(:mod:`spark_ml.worker.natsio.jspull`), so the server delivers a unit to one worker at a time:
+
+- a new pin (the first message of a unit carries it): before anything is processed, the unit's checkpoint is
+  claimed (a stale owner can no longer write it) and its states restored into the feature store, and the
+  consumer is RESET to the checkpoint's sequence + 1 (to its ack floor + 1 without a checkpoint); messages
+  then come again, in order, from a fresh inbox, and any at or below the restored sequence is only acked;
+- while owning a unit: its checkpoint every ``checkpoint_s``: its symbols' states and the highest stream
+  sequence whose prediction is out, taken when the two agree (module notes below);
+- the unit assigned elsewhere, or shutdown: stop pulling, let its batches finish, save its checkpoint, UNPIN
+  (the successor's waiting request is pinned at once), forget its symbols;
+- a ``423`` (the pin went elsewhere): its symbols are forgotten once its batches in the pool are done.
+
+A standby learns of its pin only from a delivered message. When the previous owner died holding a unit's
+last messages un-acked, nothing is deliverable until their ack wait ends, so an assigned, unpinned unit whose
+consumer shows nobody pinned and messages pending is RESET to its ack floor (:meth:`_probe_pins`).
+
+The forwarder's owner republishes each bare snapshot, payload and headers unchanged, through JetStream to
+``market.snapshot.<SYMBOL>`` with ``Nats-Msg-Id: fwd-<stream seq>`` (a replay stores nothing twice within the
+stream's duplicate window) and acks it after the PubAck; undecodable ones go to the processor, which
+dead-letters and terminates them as before.
+
+Settlement and output are :class:`~spark_ml.worker.intake.jetstream.JetStreamOutcomes`'; settling also moves
+each unit's settled sequence. When is a checkpoint consistent: a symbol's state may hold a message only once
+its prediction is out. With one shard (the default) a batch is settled before the next one is processed, so
+at settle time every processed message is settled and the checkpoint is taken then; with more shards, only
+when none of the unit's messages is in the pool. A batch whose publish failed leaves states ahead of what is
+out: the unit is taken over again (restore, RESET) once its other batches are done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from nats.aio.client import Client
+
+from spark_ml.core import subjects
+from spark_ml.core.codec import Snapshot, SnapshotParser
+from spark_ml.core.errors import InvalidInput, OwnershipLost
+from spark_ml.core.features import FeatureStore
+from spark_ml.core.features.checkpoint import decode_checkpoint, encode_checkpoint
+from spark_ml.core.features.layout import StateTuple
+from spark_ml.core.partition import part_filter, partition_of, stream_transform, units
+from spark_ml.worker.cluster import CheckpointStore, Membership
+from spark_ml.worker.intake.base import Processor
+from spark_ml.worker.intake.jetstream import JetStreamOutcomes
+from spark_ml.worker.intake.partitioned_core import worker_id
+from spark_ml.worker.metrics import Metrics
+from spark_ml.worker.natsio import jsadmin
+from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
+from spark_ml.worker.natsio.jswire import ACK, PIN_ID, nak_body
+from spark_ml.worker.settings import Settings
+
+__all__ = ["GROUP", "PartitionedJetStreamIntake", "unit_consumer", "unit_filter"]
+
+log = logging.getLogger(__name__)
+
+GROUP = "ml"
+"""The priority group of every unit's consumer."""
+_FWD_BATCH = 256
+_NAK_DELAY_S = 1.0
+
+
+def unit_consumer(n: int, partitions: int) -> str:
+    """The durable consumer of unit ``n``: ``ml-workers-p<n>``, or ``ml-workers-fwd`` for the forwarder."""
+    return f"{subjects.JS_CONSUMER}-fwd" if n == partitions else f"{subjects.JS_CONSUMER}-p{n}"
+
+
+def unit_filter(n: int, partitions: int) -> str:
+    """What unit ``n``'s consumer delivers: its partition's subjects, or bare ``market.snapshot``."""
+    return subjects.SNAPSHOT if n == partitions else part_filter(n)
+
+
+@dataclass(eq=False)
+class _Unit:
+    """One unit this worker pulls on, and what it knows of its state."""
+
+    n: int
+    pull: PullConsumer
+    owned: bool = False
+    """Taken over under the current pin (checkpoint restored, consumer reset)."""
+    revision: int = 0
+    """Of its checkpoint: the next save names it."""
+    restored_seq: int = 0
+    """Messages at or below were folded into the restored states: acked, not processed."""
+    settled_seq: int = 0
+    """The highest stream sequence whose prediction is out (or that was forwarded)."""
+    saved_seq: int = -1
+    in_flight: int = 0
+    """Handed on (to the processor or the forwarder) and not yet settled."""
+    symbols: set[str] = field(default_factory=set)
+    broken: bool = False
+    """A publish failed: its states are ahead of what is out (taken over again before its next checkpoint)."""
+    saving: bool = False
+    last_capture: float = 0.0
+
+
+class PartitionedJetStreamIntake(JetStreamOutcomes):
+    """JetStream intake over the units this worker is assigned and pinned on (see the module docstring).
+
+    Args:
+        nc: the connection.
+        settings: partitions, member_ttl_s, pin_ttl_s, checkpoint_s, ack wait, max deliveries, in-flight bound,
+            pool_size (one shard: checkpoints at settle time), drain_timeout_s, output acknowledgement.
+        metrics: the process's metric set.
+        features: the engine's feature store (restored and checkpointed per partition).
+        member: this worker's member id (default: host, pid and a random suffix).
+    """
+
+    def __init__(
+        self, nc: Client, settings: Settings, metrics: Metrics, *, features: FeatureStore, member: str | None = None
+    ) -> None:
+        super().__init__(nc, settings, metrics)
+        self.features = features
+        self.partitions = settings.partitions
+        self.member = member or worker_id()
+        self.checkpoints = CheckpointStore(nc, replicas=settings.js_replicas)
+        self.membership: Membership | None = None
+        self.ownership_changes = 0
+        """Units taken over or given up since start."""
+        self._units: dict[int, _Unit] = {}
+        self._by_pull: dict[PullConsumer, _Unit] = {}
+        self._processor: Processor | None = None
+        self._parser = SnapshotParser(settings.max_payload)
+        self._lock = asyncio.Lock()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._forwarding: asyncio.Queue[JsMsg] = asyncio.Queue()
+        self._stopping = False
+        self._at_settle = settings.pool_size == 1
+        self._pull_in_flight = max(64, self.in_flight_max // 4)
+
+    @property
+    def owned(self) -> frozenset[int]:
+        """The units this worker is pinned on and has taken over."""
+        return frozenset(n for n, u in self._units.items() if u.owned)
+
+    @property
+    def pulling(self) -> frozenset[int]:
+        """The units this worker pulls on (assigned to it)."""
+        return frozenset(self._units)
+
+    # ---- start / stop ---------------------------------------------------------------------------
+
+    async def ensure(self) -> None:
+        """The stream with the partition transform, and every unit's pinned consumer (refused when dropped)."""
+        s = self.settings
+        await jsadmin.ensure_stream(
+            self.nc,
+            subjects.JS_STREAM,
+            subjects=[subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD],
+            transform=stream_transform(self.partitions),
+            replicas=s.js_replicas,
+        )
+        await asyncio.gather(*(self._ensure_consumer(n) for n in range(units(self.partitions))))
+
+    async def _ensure_consumer(self, n: int) -> None:
+        s = self.settings
+        consumer = jsadmin.PinnedConsumer(
+            unit_consumer(n, self.partitions),
+            unit_filter(n, self.partitions),
+            group=GROUP,
+            pin_ttl_s=s.pin_ttl_s,
+            ack_wait_s=s.ack_wait_s,
+            max_deliver=s.max_deliver,
+            max_ack_pending=max(4 * self._pull_in_flight, 1024),
+            backoff_s=s.js_backoff_s,
+        )
+        await jsadmin.ensure_pinned_consumer(self.nc, subjects.JS_STREAM, consumer)
+
+    async def start(self, processor: Processor) -> None:
+        s = self.settings
+        self._processor = processor
+        await self.ensure()
+        await self._start_outcomes("*")
+        await self.checkpoints.open()
+        self._tasks = [
+            asyncio.create_task(self._forwarder(), name="spark-ml-js-forward"),
+            asyncio.create_task(self._checkpoint_loop(), name="spark-ml-js-checkpoints"),
+            asyncio.create_task(self._probe_loop(), name="spark-ml-js-pins"),
+        ]
+        self.membership = Membership(
+            self.nc,
+            worker_id=self.member,
+            units=units(self.partitions),
+            ttl_s=s.member_ttl_s,
+            on_change=self._on_assignment,
+        )
+        await self.membership.start()
+        log.info("partitions (jetstream): member %s pulls on units %s", self.member, sorted(self._units))
+
+    async def stop(self) -> None:
+        """Leave the members, then hand every unit over: stop pulling, finish, checkpoint, UNPIN, forget."""
+        self._stopping = True
+        if self.membership is not None:
+            await self.membership.stop()
+        async with self._lock:
+            await asyncio.gather(*(self._release(n) for n in list(self._units)))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        await self._stop_outcomes()
+
+    # ---- assignment -----------------------------------------------------------------------------
+
+    async def _on_assignment(self, assigned: frozenset[int]) -> None:
+        async with self._lock:
+            if self._stopping:
+                return
+            leaving = set(self._units) - assigned
+            await asyncio.gather(*(self._release(n) for n in leaving))
+            for n in sorted(assigned - set(self._units)):
+                await self._acquire(n)
+        log.info("units assigned: %s", sorted(assigned))
+
+    async def _acquire(self, n: int) -> None:
+        """Pull on unit ``n`` without a pin id: the server pins this worker once the unit's pin is free."""
+        s = self.settings
+        holder: list[_Unit] = []
+
+        async def on_msg(msg: JsMsg) -> None:
+            await self._on_msg(holder[0], msg)
+
+        pull = PullConsumer(
+            self.nc,
+            subjects.JS_STREAM,
+            unit_consumer(n, self.partitions),
+            on_msg,
+            max_in_flight=self._pull_in_flight,
+            batch=s.batch_max,
+            ack_wait_s=s.ack_wait_s,
+            recover=lambda: self._ensure_consumer(n),
+            group=GROUP,
+            pin_ttl_s=s.pin_ttl_s,
+            on_pinned=self._on_pinned,
+            on_pin_lost=self._on_pin_lost,
+        )
+        unit = _Unit(n, pull)
+        holder.append(unit)
+        self._units[n] = unit
+        self._by_pull[pull] = unit
+        await pull.start()
+
+    async def _release(self, n: int) -> None:
+        """Hand unit ``n`` over: stop pulling, let its batches finish, save its checkpoint, UNPIN, forget it."""
+        unit = self._units.pop(n, None)
+        if unit is None:
+            return
+        pull = unit.pull
+        await pull.stop()
+        await self._until_settled(unit, self.settings.drain_timeout_s)
+        if unit.owned:
+            if not unit.broken:
+                await self._save(unit, self._capture(unit), final=True)
+            with contextlib.suppress(Exception):
+                await jsadmin.unpin(self.nc, subjects.JS_STREAM, pull.name, GROUP)
+            self.ownership_changes += 1
+        self._forget(unit)
+        self._by_pull.pop(pull, None)
+        log.info("unit %d: handed over (checkpoint at stream sequence %d)", n, unit.saved_seq)
+
+    # ---- pins -----------------------------------------------------------------------------------
+
+    async def _on_pinned(self, pull: PullConsumer, pin: str) -> bool:
+        """Take unit over under a new pin: restore its checkpoint, RESET its consumer (deliveries are held)."""
+        unit = self._by_pull[pull]
+        unit.owned = False
+        # Messages of an earlier ownership may still be in the pool: they finish with the state they began with.
+        await self._until_settled(unit, self.settings.drain_timeout_s)
+        data, revision = await self.checkpoints.claim(unit.n)
+        seq, states = self._decode(unit.n, data)
+        self._forget(unit)
+        try:
+            self.features.restore(states)
+        except ValueError as exc:
+            log.error("unit %d: checkpoint states refused (%s); starting from the ack floor", unit.n, exc)
+            seq, states = 0, {}
+        unit.symbols = set(states)
+        unit.revision = revision
+        unit.broken = False
+        reset_to = await jsadmin.reset(self.nc, subjects.JS_STREAM, pull.name, seq + 1 if seq else 0)
+        unit.restored_seq = unit.settled_seq = unit.saved_seq = seq if seq else reset_to - 1
+        unit.last_capture = time.monotonic()
+        unit.owned = True
+        self.ownership_changes += 1
+        log.info("unit %d: taken over (%d symbols restored at stream sequence %d)", unit.n, len(states), seq)
+        return True
+
+    def _decode(self, n: int, data: bytes | None) -> tuple[int, dict[str, StateTuple]]:
+        if not data:
+            return 0, {}
+        try:
+            return decode_checkpoint(data)
+        except InvalidInput as exc:
+            log.error("unit %d: checkpoint unreadable (%s); starting from the ack floor", n, exc)
+            return 0, {}
+
+    def _on_pin_lost(self, pull: PullConsumer) -> None:
+        unit = self._by_pull.get(pull)
+        if unit is not None:
+            asyncio.get_running_loop().create_task(self._lost(unit), name="spark-ml-js-pin-lost")
+
+    async def _lost(self, unit: _Unit) -> None:
+        """Another worker holds the unit's pin: forget its states once its batches in the pool are done."""
+        was_owned, unit.owned = unit.owned, False
+        await self._until_settled(unit, self.settings.member_ttl_s / 6)
+        if unit.owned:  # pinned again meanwhile: the takeover restored it
+            return
+        self._forget(unit)
+        if was_owned:
+            self.ownership_changes += 1
+        log.warning("unit %d: pin lost (another worker owns it now); its symbols dropped", unit.n)
+        if self._units.get(unit.n) is unit and not self._stopping:
+            unit.pull.reacquire()  # still assigned here: stand by for the pin
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.pin_ttl_s / 2)
+            try:
+                await self._probe_pins()
+            except Exception as exc:
+                log.debug("pin probe failed: %r", exc)
+
+    async def _probe_pins(self) -> None:
+        """RESET assigned, unpinned units whose pending messages nobody pinned holds (a dead owner's)."""
+        for unit in list(self._units.values()):
+            if unit.owned or not unit.pull.pulling or unit.pull.pin_id is not None:
+                continue
+            info = await jsadmin.consumer_info(self.nc, subjects.JS_STREAM, unit.pull.name)
+            if jsadmin.pinned_client_id(info, GROUP) is None and info.get("num_ack_pending", 0) > 0:
+                log.info("unit %d: un-acked messages of a pin that lapsed; resetting to its ack floor", unit.n)
+                await jsadmin.reset(self.nc, subjects.JS_STREAM, unit.pull.name, 0)
+
+    # ---- delivery and settlement ----------------------------------------------------------------
+
+    async def _on_msg(self, unit: _Unit, msg: JsMsg) -> None:
+        if not unit.owned:  # no takeover under this pin (it failed, or the pin was lost): not ours to process
+            unit.pull.drop((msg,))
+            return
+        if msg.seq <= unit.restored_seq:
+            await unit.pull.settle((msg,))  # folded into the restored states already
+            return
+        unit.in_flight += 1
+        if unit.n == self.partitions:
+            self._forwarding.put_nowait(msg)
+            return
+        assert self._processor is not None
+        try:
+            await self._processor.on_msg(msg)
+        except Exception:
+            unit.in_flight -= 1
+            raise
+
+    def _unit_of(self, ctx: object) -> _Unit | None:
+        if isinstance(ctx, JsMsg) and ctx.consumer is not None:
+            return self._by_pull.get(ctx.consumer)
+        return None
+
+    async def settle(self, published: Sequence[Snapshot]) -> None:
+        await super().settle(published)
+        touched: set[_Unit] = set()
+        by_pull = self._by_pull
+        for snap in published:
+            ctx = snap.ctx
+            if not isinstance(ctx, JsMsg) or ctx.consumer is None or (unit := by_pull.get(ctx.consumer)) is None:
+                continue
+            unit.in_flight -= 1
+            unit.symbols.add(snap.symbol)
+            if ctx.seq > unit.settled_seq:
+                unit.settled_seq = ctx.seq
+            touched.add(unit)
+        now = time.monotonic()
+        for unit in touched:
+            if now - unit.last_capture >= self.settings.checkpoint_s and (self._at_settle or not unit.in_flight):
+                self._save_soon(unit)
+
+    async def on_dead(self, ctx: object) -> None:
+        await super().on_dead(ctx)
+        unit = self._unit_of(ctx)
+        if unit is not None:
+            unit.in_flight -= 1
+
+    async def on_publish_failed(self, snaps: Sequence[Snapshot]) -> None:
+        await super().on_publish_failed(snaps)
+        for unit in {u for s in snaps if (u := self._unit_of(s.ctx)) is not None}:
+            unit.in_flight -= sum(1 for s in snaps if self._unit_of(s.ctx) is unit)
+            if unit.owned and not unit.broken:
+                unit.broken = True
+                log.warning("unit %d: predictions not published; taking it over again from its checkpoint", unit.n)
+                unit.pull.retake()
+
+    async def _until_settled(self, unit: _Unit, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while unit.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if unit.in_flight > 0:
+            log.warning("unit %d: %d messages still in flight after %.1fs", unit.n, unit.in_flight, timeout)
+            unit.in_flight = 0
+
+    def _forget(self, unit: _Unit) -> None:
+        """Drop the unit's symbols from the feature store (those seen, and any other of its partition)."""
+        n = unit.n
+        if n < self.partitions:
+            stale = {s for s in self.features.symbols() if partition_of(s, self.partitions) == n}
+            self.features.drop(stale | unit.symbols)
+        unit.symbols = set()
+
+    # ---- checkpoints ----------------------------------------------------------------------------
+
+    def _capture(self, unit: _Unit) -> tuple[int, bytes]:
+        """The unit's checkpoint now: ``(sequence, bytes)`` (call only when states and sequence agree)."""
+        unit.last_capture = time.monotonic()
+        return unit.settled_seq, encode_checkpoint(unit.settled_seq, self.features.export(unit.symbols))
+
+    def _save_soon(self, unit: _Unit) -> None:
+        if unit.saving or unit.broken or not unit.owned or unit.settled_seq == unit.saved_seq:
+            return
+        unit.saving = True
+        captured = self._capture(unit)
+        asyncio.get_running_loop().create_task(self._save(unit, captured), name="spark-ml-js-checkpoint")
+
+    async def _save(self, unit: _Unit, captured: tuple[int, bytes], *, final: bool = False) -> None:
+        seq, data = captured
+        unit.saving = True
+        try:
+            if seq != unit.saved_seq:
+                unit.revision = await self.checkpoints.save(unit.n, data, revision=unit.revision)
+                unit.saved_seq = seq
+        except OwnershipLost as exc:
+            log.warning("unit %d: %s", unit.n, exc)
+            if not final and unit.owned:
+                unit.pull.retake()  # the checkpoint says another worker took it: take it over again or lose the pin
+        except Exception as exc:
+            log.warning("unit %d: checkpoint not written (%r)", unit.n, exc)
+        finally:
+            unit.saving = False
+
+    async def _checkpoint_loop(self) -> None:
+        """Checkpoints of quiet units (nothing of theirs in the pool: states and sequence agree)."""
+        while True:
+            await asyncio.sleep(self.settings.checkpoint_s)
+            for unit in list(self._units.values()):
+                if unit.in_flight == 0:
+                    self._save_soon(unit)
+
+    # ---- forwarder ------------------------------------------------------------------------------
+
+    async def _forwarder(self) -> None:
+        """Republish bare snapshots on their symbol's subject, in order, a batch of PubAcks at a time."""
+        queue = self._forwarding
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < _FWD_BATCH and not queue.empty():
+                batch.append(queue.get_nowait())
+            try:
+                await self._forward(batch)
+            except Exception:
+                log.exception("forwarding %d bare snapshots failed", len(batch))
+
+    async def _forward(self, batch: list[JsMsg]) -> None:
+        assert self._processor is not None
+        sends: list[tuple[JsMsg, str, dict[str, str]]] = []
+        for msg in batch:
+            headers = {k: v for k, v in (msg.headers or {}).items() if k != PIN_ID}
+            try:
+                snap = self._parser.parse(msg.data, msg.subject, headers.get("Content-Type"), 0.0)
+            except InvalidInput:
+                await self._processor.on_msg(msg)  # dead-lettered and terminated (on_dead) as before
+                continue
+            headers["Nats-Msg-Id"] = f"fwd-{msg.seq}"
+            sends.append((msg, subjects.snapshot_for(snap.symbol), headers))
+        # Started in order, so they reach the server in order; their PubAcks are awaited together.
+        results = await asyncio.gather(
+            *(self.js.publish(subject, msg.data, headers=headers) for msg, subject, headers in sends),
+            return_exceptions=True,
+        )
+        done: list[JsMsg] = []
+        for (msg, _, _), result in zip(sends, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("forwarding a bare snapshot failed: %r", result)
+                await self._settle_forwarded(msg, nak_body(_NAK_DELAY_S))
+            else:
+                done.append(msg)
+        for msg in done:
+            await self._settle_forwarded(msg, ACK)
+
+    async def _settle_forwarded(self, msg: JsMsg, body: bytes) -> None:
+        if msg.consumer is not None:
+            await msg.consumer.settle((msg,), body)
+        unit = self._unit_of(msg)
+        if unit is not None:
+            unit.in_flight -= 1
+            if body == ACK and msg.seq > unit.settled_seq:
+                unit.settled_seq = msg.seq
