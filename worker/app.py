@@ -27,6 +27,7 @@ from spark_ml.core.features import FeatureStore
 from spark_ml.worker.connect import connect, safe_url
 from spark_ml.worker.intake import Intake, make_intake
 from spark_ml.worker.metrics import Metrics
+from spark_ml.worker.natsio.fastparser import reading
 from spark_ml.worker.pipeline.models import ModelSource
 from spark_ml.worker.pipeline.shadow import DriftTracker, ShadowScorer
 from spark_ml.worker.pipeline.stream import StreamProcessor
@@ -36,6 +37,9 @@ from spark_ml.worker.sidecar import MetricsServer
 __all__ = ["ServiceFactory", "Stoppable", "WorkerApp", "run_worker"]
 
 log = logging.getLogger(__name__)
+
+_WATCH_S = 0.5
+"""How often the connection watch looks at the connection (it exits after two bad looks in a row)."""
 
 
 class Stoppable(Protocol):
@@ -90,6 +94,8 @@ class WorkerApp:
         self._tasks: list[asyncio.Task[None]] = []
         self._consuming = False
         self._signals = 0
+        self.exit_code = 0
+        """Non-zero once the connection was lost for good: :func:`run_worker` exits with it."""
         self.on_hard_exit: list[Callable[[], None]] = []
         """Run before a second signal exits at once (say, to stop an embedded nats-server)."""
         self._started_at = 0.0
@@ -103,7 +109,12 @@ class WorkerApp:
         self.metrics.set_model_version(self.engine.model.version)
         if self.serve_metrics:
             self.sidecar = MetricsServer(
-                self.metrics, host=s.bind_host, port=s.metrics_port, ready=self.ready, before_scrape=self._refresh
+                self.metrics,
+                host=s.bind_host,
+                port=s.metrics_port,
+                ready=self.ready,
+                before_scrape=self._refresh,
+                alive=self.alive,
             )
             await self.sidecar.start()
         self.nc = await connect(s, name=f"spark-ml-worker-{os.getpid()}", metrics=self.metrics)
@@ -125,7 +136,11 @@ class WorkerApp:
         self._models_changed()
         self._count_load_errors()
         self.processor.start()
-        await self.intake.start(self.processor)
+        try:
+            await self.intake.start(self.processor)
+        except BaseException:  # a refusal (ClusterRefused) exits the process: close what was opened first
+            await self.stop()
+            raise
         for factory in self.service_factories:
             self._services.append(await factory(self))
         # Twice: nats-py 2.16 can write flush's PING ahead of SUBs still in its buffer, so one
@@ -134,6 +149,7 @@ class WorkerApp:
         await self.nc.flush()
         self._consuming = True
         self._tasks.append(asyncio.create_task(self._watch_models(), name="spark-ml-model-watch"))
+        self._tasks.append(asyncio.create_task(self._watch_connection(), name="spark-ml-connection-watch"))
         if self.handle_signals:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -163,7 +179,32 @@ class WorkerApp:
         self.stop_event.set()
 
     def ready(self) -> bool:
-        return self._consuming and self.nc is not None and self.nc.is_connected
+        """Consuming: intake started, connected, and the connection's reader running."""
+        return self._consuming and self.nc is not None and self.nc.is_connected and reading(self.nc)
+
+    def alive(self) -> bool:
+        """False once the worker cannot recover by itself: its connection closed for good, or its reader stopped
+        while connected (it would wait minutes for stale-connection detection, predicting nothing)."""
+        return self.exit_code == 0 and (self.nc is None or reading(self.nc))
+
+    async def _watch_connection(self) -> None:
+        """Exit (non-zero, through :func:`run_worker`) when the connection is closed for good or its reader stopped,
+        so that the supervisor restarts the worker instead of keeping a healthy-looking process that reads nothing.
+
+        Two checks in a row: a reconnect replaces the reader between two of them.
+        """
+        assert self.nc is not None
+        nc = self.nc
+        misses = 0
+        while not self.stop_event.is_set():
+            await asyncio.sleep(_WATCH_S)
+            misses = 0 if reading(nc) else misses + 1
+            if misses >= 2:
+                why = f"closed ({type(nc.last_error).__name__}: {nc.last_error})" if nc.is_closed else "reader stopped"
+                log.error("nats connection lost for good: %s; exiting so that the supervisor restarts the worker", why)
+                self.exit_code = 1
+                self.stop_event.set()
+                return
 
     def _refresh(self) -> None:
         if self.processor is not None:
@@ -261,6 +302,8 @@ async def run_worker(
     """``spark-ml worker``: run until SIGTERM/SIGINT, then drain and return."""
     async with WorkerApp(settings, services=services, handle_signals=handle_signals) as app:
         await app.stop_event.wait()
+    if app.exit_code:
+        raise SystemExit(app.exit_code)
 
 
 def _freeze_heap() -> None:

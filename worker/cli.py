@@ -109,13 +109,14 @@ def _run(coro_fn: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
         uvloop.install()
     except ImportError:
         pass
+    from spark_ml.core.errors import ClusterRefused
     from spark_ml.worker.connect import NatsRefused
 
     try:
         return asyncio.run(coro_fn()) or 0
     except KeyboardInterrupt:
         return 130
-    except NatsRefused as exc:  # a configuration problem, not a crash: one line says what to fix
+    except (NatsRefused, ClusterRefused) as exc:  # a configuration problem, not a crash: one line says what to fix
         print(f"spark-ml: {exc}", file=sys.stderr)
         return 1
 

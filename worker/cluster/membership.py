@@ -80,6 +80,7 @@ class Membership(Lifecycle):
         self._dirty = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._beating = False
+        self._events = 0
         self.changes = 0
         """How many times the assignment of this worker changed (the first one included)."""
 
@@ -141,10 +142,13 @@ class Membership(Lifecycle):
 
     async def _resync(self) -> None:
         assert self._kv is not None
+        events = self._events
         try:
             keys = await self._kv.keys()
         except nats.js.errors.NoKeysError:
             keys = []
+        if self._events != events:
+            return  # the watch saw a change while the keys were listed: the listing may predate it
         members = {k[2:] for k in keys if k.startswith("m.")}
         if self._beating:
             # A listing that raced our own put may miss it; this worker is alive by definition.
@@ -168,6 +172,7 @@ class Membership(Lifecycle):
                 if entry is None or not entry.key.startswith("m."):
                     continue
                 member = entry.key[2:]
+                self._events += 1
                 if entry.operation in (KV_DEL, KV_PURGE):
                     if member == self.worker_id and self._beating:
                         # This worker stalled past the TTL: the others dropped it; the next beat re-adds it.

@@ -181,6 +181,7 @@ class ColdMarkingOutput:
         later: dict[str, int] = {}
         final: dict[str, int] = {}
         warm = self._warm
+        now_warm: list[str] = []
         for i in range(len(snaps) - 1, -1, -1):
             sym = snaps[i].symbol
             if sym in warm:
@@ -196,10 +197,12 @@ class ColdMarkingOutput:
             elif n <= self._stale_until.get(sym, 0):
                 reasons[i] = "checkpoint"
             elif k == 0:
-                if len(warm) >= self._max_symbols:
-                    warm.clear()
-                warm.add(sym)
-                self._stale_until.pop(sym, None)
+                now_warm.append(sym)
+        if len(warm) + len(now_warm) > self._max_symbols:
+            warm.clear()
+        for sym in now_warm:
+            warm.add(sym)
+            self._stale_until.pop(sym, None)
         return reasons
 
     async def _publish_marked(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
@@ -474,10 +477,10 @@ class PartitionedCoreIntake:
 
     async def _hand_over(self, ns: Sequence[int]) -> None:
         """Drain the units' subscriptions, let queued batches finish, save their checkpoints, release them."""
-        assert self.leases is not None
         gone = [self._units.pop(n) for n in ns if n in self._units]
         if not gone:
             return
+        assert self.leases is not None
         await asyncio.gather(*(self._unsubscribe(u.sub, drain=True) for u in gone))
         await self._wait_in_flight(self.settings.drain_timeout_s)
         by_unit = self._symbols_by_unit()
