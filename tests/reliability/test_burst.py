@@ -128,7 +128,8 @@ async def test_burst_past_the_servers_buffer_is_lost_but_counted_as_a_reconnect(
     with NatsServer(store_dir=tmp_path / "nats", jetstream=False, extra_args=["-c", str(config)]) as server:
         # Small batches keep the worker well below the burst's rate: at full speed (batches of 256) it kept up
         # with the whole 12 MB burst and the server never had to cut it off.
-        worker = await spawn_worker(server.url, queue_max=QUEUE_MAX, batch_max=16).ready()
+        # (no JetStream, so no partition leases: the worker runs as the solo one)
+        worker = await spawn_worker(server.url, queue_max=QUEUE_MAX, batch_max=16, solo="true").ready()
         async with client(server.url) as nc, RawPublisher.connect(server.url) as pub:
             preds, dlq = await Sink.on(nc, subjects.PREDICTION), await Sink.on(nc, subjects.DLQ)
             # When a 12 MB burst arrives

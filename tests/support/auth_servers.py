@@ -141,6 +141,8 @@ def start_methods(directory: Path) -> dict[str, Method]:
             url = method.server.url
             method.env["SPARK_ML_NATS_URL"] = url
             method.denied_env["SPARK_ML_NATS_URL"] = url
+            # These servers have no JetStream (no partition leases): one core worker runs only as the solo one.
+            method.env["SPARK_ML_SOLO"] = method.denied_env["SPARK_ML_SOLO"] = "true"
             started[name] = method
     except BaseException:
         for method in started.values():
