@@ -1,4 +1,5 @@
-"""The metrics sidecar: ``/metrics``, ``/healthz`` (the process is alive) and ``/readyz`` (it takes traffic)."""
+"""The metrics sidecar: ``/metrics``, ``/healthz`` (liveness: restart me when it fails) and ``/readyz`` (it takes
+traffic)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ class MetricsServer(Lifecycle):
         host, port: where to listen (port 0 picks a free one; see :attr:`port`).
         ready: returns True when the worker is connected and consuming.
         before_scrape: refreshes gauges (queue depth) just before rendering.
+        alive: returns False when the worker cannot recover by itself (its connection is closed for good, or
+            its read loop has stopped); ``/healthz`` then answers 503. None: alive while the server answers.
     """
 
     def __init__(
@@ -31,8 +34,10 @@ class MetricsServer(Lifecycle):
         port: int,
         ready: Callable[[], bool],
         before_scrape: Callable[[], None] | None = None,
+        alive: Callable[[], bool] | None = None,
     ) -> None:
         self.metrics = metrics
+        self._alive = alive
         self.host = host
         self.port = port
         self._ready = ready
@@ -45,6 +50,8 @@ class MetricsServer(Lifecycle):
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _: web.Request) -> web.Response:
+        if self._alive is not None and not self._alive():
+            return web.json_response({"status": "down"}, status=503)
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _: web.Request) -> web.Response:
