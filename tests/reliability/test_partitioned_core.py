@@ -57,7 +57,7 @@ async def _holders(url: str) -> dict[int, str | None]:
         held: dict[int, str | None] = {}
         for n in range(units(P)):
             try:
-                held[n] = (await kv.get(unit_lease(n))).value.decode() or None
+                held[n] = ((await kv.get(unit_lease(n))).value or b"").decode() or None
             except nats.js.errors.KeyNotFoundError:
                 held[n] = None
         return held
