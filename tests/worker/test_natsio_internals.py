@@ -156,6 +156,7 @@ INTERNALS = [
     Internal("Parser state", _parser_state),
     Internal("AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD", _parser_constants),
     Internal("Msg dataclass fields", _msg_fields),
+    Internal("Client._reading_task", _attribute("_reading_task", asyncio.Task)),
 ]
 
 
@@ -326,3 +327,13 @@ async def test_without_the_parser_internals_the_client_keeps_its_parser(nc: Clie
     sub = await nc.subscribe(f"p.{uid}")
     await nc.publish(f"p.{uid}", b"still works")
     assert (await sub.next_msg(timeout=2)).data == b"still works"
+
+
+async def test_reading_follows_the_read_loop(nc: Client) -> None:
+    # fastparser.reading (liveness) tells a running read loop from one that ended while connected
+    if not fastparser.reading(nc):
+        _fail("Client._reading_task", "is done on a connected client")
+    nc._reading_task.cancel()
+    await asyncio.sleep(0)
+    if fastparser.reading(nc):
+        _fail("Client._reading_task", "is not done after its cancellation")

@@ -18,7 +18,9 @@ The nats-py internals relied on (nats-py 2.x; checked against the installed rele
     subscriptions it does not route. :mod:`.fastparser` calls it for messages it does not take itself.
     ``_process_headers(headers)``: the coroutine turning a raw header block into a dict; an inline status
     (``NATS/1.0 408 Request Timeout``) becomes the keys ``"Status"`` and ``Header.DESCRIPTION`` (read by
-    :func:`.jswire.status_of`).
+    :func:`.jswire.status_of`). It raises on some malformed blocks, as ``_process_msg`` raises on a subject or
+    reply that is not UTF-8: :mod:`.router` guards every call (:func:`.router.guard`, installed by
+    ``spark_ml.worker.connect``), so no frame ends the read loop (:func:`.fastparser.wire_error`).
     ``_ps``: the client's protocol parser (:func:`.fastparser.install` replaces it; the read loop calls
     ``_ps.parse(data)`` and a reconnect ``_ps.reset()``).
     ``stats``: the counters dict; ``in_msgs``/``in_bytes`` are kept for routed messages, ``out_msgs``/
@@ -26,7 +28,10 @@ The nats-py internals relied on (nats-py 2.x; checked against the installed rele
     ``_send_command(cmd)``: appends a frame to the outgoing buffer (:func:`.writer.write_raw`).
     ``_flush_pending()`` and ``_flush_queue``: wake the flusher task, only when its queue is empty, as
     ``publish`` does (:func:`.writer.write_raw`).
-    ``_max_payload``: the server's payload limit (:func:`.writer.checked_size`).
+    ``_max_payload``: the server's payload limit (:func:`.writer.checked_size`; it counts ``HPUB`` header
+    blocks too, which ``publish`` does not).
+    ``_reading_task``: the read loop's task; done while connected means the reader stopped
+    (:func:`.fastparser.reading`, the worker's liveness).
     ``_max_pending_size`` and ``_pending_data_size``: the outgoing buffer's limit and fill while reconnecting
     (:func:`.writer.write_raw` refuses as ``publish`` does).
 ``nats.aio.subscription.Subscription``
