@@ -333,7 +333,9 @@ async def test_reading_follows_the_read_loop(nc: Client) -> None:
     # fastparser.reading (liveness) tells a running read loop from one that ended while connected
     if not fastparser.reading(nc):
         _fail("Client._reading_task", "is done on a connected client")
-    nc._reading_task.cancel()
+    task = nc._reading_task
+    assert task is not None
+    task.cancel()
     await asyncio.sleep(0)
     if fastparser.reading(nc):
         _fail("Client._reading_task", "is not done after its cancellation")
