@@ -9,11 +9,13 @@ from __future__ import annotations
 from nats.aio.client import Client
 
 from spark_ml.core.features import FeatureStore
+from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.intake.base import AtMostOnce, Delivery, Intake, Output, Processor, Settlement
 from spark_ml.worker.intake.core import CoreIntake
 from spark_ml.worker.intake.jetstream import JetStreamIntake
 from spark_ml.worker.intake.memory import MemoryIntake, MemoryMsg, MemoryOutput, Sent
 from spark_ml.worker.intake.partitioned_core import PartitionedCoreIntake
+from spark_ml.worker.intake.partitioned_js import PartitionedJetStreamIntake
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.settings import Settings
 
@@ -28,6 +30,7 @@ __all__ = [
     "MemoryOutput",
     "Output",
     "PartitionedCoreIntake",
+    "PartitionedJetStreamIntake",
     "Processor",
     "Sent",
     "Settlement",
@@ -35,15 +38,34 @@ __all__ = [
 ]
 
 
-def make_intake(nc: Client, settings: Settings, metrics: Metrics, *, features: FeatureStore | None = None) -> Intake:
+def make_intake(
+    nc: Client,
+    settings: Settings,
+    metrics: Metrics,
+    *,
+    features: FeatureStore | None = None,
+    owned: OwnedUnits | None = None,
+) -> Intake:
     """The intake of ``settings.mode`` on ``nc``, not started.
 
-    With the engine's ``features``, core mode is partitioned (one owner per symbol partition, state handed over
-    through KV: :class:`PartitionedCoreIntake`); without, it is the plain queue group (:class:`CoreIntake`).
+    With the engine's ``features``, both modes are partitioned (one owner per symbol partition, state handed over
+    through KV: :class:`PartitionedCoreIntake`, :class:`PartitionedJetStreamIntake`; docs/SCALEOUT.md). Without
+    them, or in jetstream mode with ``settings.solo`` (this worker promises to be the only one), the intake is
+    the unpartitioned one: the plain queue group (:class:`CoreIntake`) or the shared durable
+    (:class:`JetStreamIntake`), both right for one worker only. Core mode decides about solo itself, at start
+    (it probes the server's mapping and JetStream).
+
+    ``owned`` hears which units the intake owns (the ``ml.predict`` service follows it): a partitioned intake
+    reports as it takes and gives up units, an unpartitioned one owns every unit from the start.
     """
     if settings.mode == "jetstream":
-        # Hook for the partitioned JetStream intake (worker/intake/partitioned_js.py): choose it here.
-        return JetStreamIntake(nc, settings, metrics)
-    if features is not None:
-        return PartitionedCoreIntake(nc, settings, metrics, features=features)
-    return CoreIntake(nc)
+        if features is not None and not settings.solo:
+            return PartitionedJetStreamIntake(nc, settings, metrics, features=features, owned=owned)
+        intake: Intake = JetStreamIntake(nc, settings, metrics)
+    elif features is not None:
+        return PartitionedCoreIntake(nc, settings, metrics, features=features, owned=owned)
+    else:
+        intake = CoreIntake(nc)
+    if owned is not None:
+        owned.set_everything(settings.partitions)
+    return intake

@@ -49,6 +49,7 @@ from spark_ml.core.features.layout import StateTuple
 from spark_ml.core.partition import part_filter, part_subject, partition_of, server_mappings, units
 from spark_ml.worker.cluster import CheckpointStore, Membership
 from spark_ml.worker.cluster.leases import SOLO, LeaseKeeper, unit_lease
+from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.intake.base import AtMostOnce, Delivery, Processor
 from spark_ml.worker.intake.core import _PENDING_BYTES, _PENDING_MSGS, CoreIntake
 from spark_ml.worker.metrics import Metrics
@@ -265,10 +266,18 @@ class PartitionedCoreIntake:
         metrics: the process's metric set.
         features: the engine's feature store (restored and checkpointed per partition).
         member: this worker's member id (default: :func:`worker_id`).
+        owned: where the units owned are reported (the ``ml.predict`` service follows it; solo: all of them).
     """
 
     def __init__(
-        self, nc: Client, settings: Settings, metrics: Metrics, *, features: FeatureStore, member: str | None = None
+        self,
+        nc: Client,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        features: FeatureStore,
+        member: str | None = None,
+        owned: OwnedUnits | None = None,
     ) -> None:
         self.nc = nc
         self.settings = settings
@@ -282,6 +291,7 @@ class PartitionedCoreIntake:
         self.mode: Literal["stopped", "partitioned", "solo"] = "stopped"
         self.ownership_changes = 0
         """Units taken or given up (lost included) since start."""
+        self.ownership = owned if owned is not None else OwnedUnits()
         self.leases: LeaseKeeper | None = None
         self.checkpoints: CheckpointStore | None = None
         self.membership: Membership | None = None
@@ -299,6 +309,13 @@ class PartitionedCoreIntake:
     def owned(self) -> frozenset[int]:
         """The units this worker consumes now."""
         return frozenset(self._units)
+
+    def _report(self) -> None:
+        """Tell :attr:`ownership` what is owned now: the units, or every unit while consuming unpartitioned."""
+        if self.mode == "solo" and self._solo is not None:
+            self.ownership.set_everything(self.partitions)
+        else:
+            self.ownership.set(self._units)
 
     # ---- start / stop ---------------------------------------------------------------------------
 
@@ -370,6 +387,7 @@ class PartitionedCoreIntake:
         self._solo = CoreIntake(self.nc)
         await self._solo.start(self._processor)
         self.direct = self._solo.direct
+        self._report()
 
     async def stop(self) -> None:
         """Hand every unit over (drain, finish queued batches, final checkpoint, release), then leave."""
@@ -388,6 +406,7 @@ class PartitionedCoreIntake:
         if self.leases is not None:
             await self.leases.stop()
         self.mode = "stopped"
+        self._report()
 
     # ---- ownership ------------------------------------------------------------------------------
 
@@ -434,6 +453,7 @@ class PartitionedCoreIntake:
                     queue="",
                     handler=self._processor.on_raw,
                     fast=self._processor.on_raw_sync,
+                    undecodable=self._processor.reject,
                     pending_msgs_limit=_PENDING_MSGS,
                     pending_bytes_limit=_PENDING_BYTES,
                 )
@@ -452,6 +472,7 @@ class PartitionedCoreIntake:
             return
         self._units[n] = _Unit(n, sub, revision)
         self.ownership_changes += 1
+        self._report()
         log.info("unit %d: owned (%d symbols restored, lease was %s)", n, restored, self.leases.prior.get(key))
 
     async def _restore(self, n: int, *, current: bool) -> tuple[int, int]:
@@ -480,6 +501,7 @@ class PartitionedCoreIntake:
         gone = [self._units.pop(n) for n in ns if n in self._units]
         if not gone:
             return
+        self._report()  # requests for these partitions are refused from now on, not answered from a leaving state
         assert self.leases is not None
         await asyncio.gather(*(self._unsubscribe(u.sub, drain=True) for u in gone))
         await self._wait_in_flight(self.settings.drain_timeout_s)
@@ -498,6 +520,7 @@ class PartitionedCoreIntake:
             log.error("lease %r lost: stopped consuming until it is back", SOLO)
             if self._solo is not None:
                 solo, self._solo = self._solo, None
+                self._report()
                 await solo.stop()
                 self.features.drop(self.features.symbols())
                 self.output.forget(list(self.output._warm))
@@ -506,6 +529,7 @@ class PartitionedCoreIntake:
         unit = self._units.pop(n, None)  # no lock: a fenced unit stops at once, whatever else is going on
         if unit is None:
             return
+        self._report()
         await self._unsubscribe(unit.sub, drain=False)
         await self._wait_in_flight(self.settings.member_ttl_s / 6)
         symbols = self._symbols_of(n)
