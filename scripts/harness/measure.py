@@ -20,7 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spark_ml.scripts.harness.caller import PREDICT_SUBJECT, request_body, request_frame
-from spark_ml.scripts.harness.payloads import SNAPSHOT_SUBJECT, snapshot
+from spark_ml.scripts.harness.payloads import snapshot, snapshot_subject
 from spark_ml.scripts.harness.pnl import PnlUpdates
 from spark_ml.scripts.harness.pnl import measure as measure_pnl
 from spark_ml.scripts.harness.procs import Child, cpu_seconds, rss_bytes
@@ -112,7 +112,9 @@ class Bed:
     def start(self) -> None:
         """Start the server and the process, then probe until the first prediction comes back."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.server = NatsServer(jetstream=self.scenario.jetstream, store_dir=self.workdir / "nats").start()
+        self.server = NatsServer(
+            jetstream=self.scenario.jetstream, store_dir=self.workdir / "nats", mappings=self.scenario.mappings()
+        ).start()
         self.target = self.scenario.build(Context(nats_url=self.url, workdir=self.workdir))
         t0 = time.perf_counter()
         self.child = Child(
@@ -141,7 +143,8 @@ class Bed:
                     body = request_body(self.sequencer.ts0, seq, self.sequencer.symbols)
                     conn.send(request_frame(PREDICT_SUBJECT, f"_INBOX.benchprobe.{seq}", body))
                 else:
-                    conn.send(pub_frame(SNAPSHOT_SUBJECT, snapshot(self.sequencer.ts0, seq, self.sequencer.symbols)))
+                    symbols = self.sequencer.symbols
+                    conn.send(pub_frame(snapshot_subject(seq, symbols), snapshot(self.sequencer.ts0, seq, symbols)))
                 conn.poll(0.25)
             conn.poll(0.2)  # let stray probe answers arrive now rather than during the first phase
         finally:

@@ -13,12 +13,30 @@ import msgpack
 
 from spark_ml.scripts.harness.wire import pub_frame
 
-__all__ = ["SNAPSHOT_SUBJECT", "PREDICTION_SUBJECT", "frames", "seq_of", "snapshot"]
+__all__ = [
+    "SNAPSHOT_SUBJECT",
+    "PREDICTION_SUBJECT",
+    "SNAPSHOT_WILDCARD",
+    "frames",
+    "seq_of",
+    "snapshot",
+    "snapshot_subject",
+    "symbol_of",
+]
 
 SNAPSHOT_SUBJECT = "market.snapshot"
+SNAPSHOT_WILDCARD = "market.snapshot.>"
+"""Every snapshot subject: the publisher sends on ``market.snapshot.<SYMBOL>`` as the README tells users to, so
+a server with the partition mapping puts each symbol on its partition (and bare-subject forwarding stays out of
+the figures)."""
 PREDICTION_SUBJECT = "ml.prediction"
 # Not imported from spark_ml.core.subjects on purpose: the instruments stay importable without the project's
 # runtime (they start in a few tens of milliseconds, once per phase).
+
+
+def symbol_of(seq: int, symbols: int) -> str:
+    """The symbol of snapshot number ``seq``."""
+    return f"SYM{seq % symbols}"
 
 
 def snapshot(ts0: int, seq: int, symbols: int) -> bytes:
@@ -29,14 +47,25 @@ def snapshot(ts0: int, seq: int, symbols: int) -> bytes:
             "mid": 100.0 + ((seq * 7919) % 211) * 0.01,
             "spreadBp": 2.0,
             "vol1m": 1e6,
-            "symbol": f"SYM{seq % symbols}",
+            "symbol": symbol_of(seq, symbols),
         }
     )
 
 
-def frames(ts0: int, seq0: int, count: int, symbols: int, subject: str = SNAPSHOT_SUBJECT) -> list[bytes]:
-    """``PUB`` commands for snapshots ``seq0 .. seq0+count-1``, built before any clock starts."""
-    return [pub_frame(subject, snapshot(ts0, seq, symbols)) for seq in range(seq0, seq0 + count)]
+def snapshot_subject(seq: int, symbols: int) -> str:
+    """Where snapshot number ``seq`` is published: ``market.snapshot.<SYMBOL>``."""
+    return f"{SNAPSHOT_SUBJECT}.{symbol_of(seq, symbols)}"
+
+
+def frames(ts0: int, seq0: int, count: int, symbols: int, subject: str = "") -> list[bytes]:
+    """``PUB`` commands for snapshots ``seq0 .. seq0+count-1``, built before any clock starts.
+
+    Each on its symbol's subject (:func:`snapshot_subject`), or all on ``subject`` when one is given.
+    """
+    return [
+        pub_frame(subject or snapshot_subject(seq, symbols), snapshot(ts0, seq, symbols))
+        for seq in range(seq0, seq0 + count)
+    ]
 
 
 def seq_of(payload: bytes, ts0: int) -> int:

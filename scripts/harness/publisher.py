@@ -21,7 +21,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import IO
 
-from spark_ml.scripts.harness.payloads import SNAPSHOT_SUBJECT, frames
+from spark_ml.scripts.harness.payloads import frames
 from spark_ml.scripts.harness.wire import RawNats
 
 __all__ = ["main"]
@@ -79,7 +79,7 @@ def _on_term(sig: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m spark_ml.scripts.harness.publisher")
     ap.add_argument("--url", required=True)
-    ap.add_argument("--subject", default=SNAPSHOT_SUBJECT)
+    ap.add_argument("--subject", default="", help="one subject for all; default: market.snapshot.<SYMBOL> each")
     ap.add_argument("--ts0", type=int, required=True)
     ap.add_argument("--seq0", type=int, default=0)
     ap.add_argument("--count", type=int, required=True)

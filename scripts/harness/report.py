@@ -56,6 +56,28 @@ _PNL_COLUMNS = (
 """The live analytics table; the definitions are in :mod:`spark_ml.scripts.harness.pnl`."""
 
 
+_COST_COLUMNS = (
+    "partitioned",
+    "reference (unpartitioned)",
+    "msgs/s: partitioned / reference",
+    "ratio",
+    "CPU us/msg: partitioned / reference",
+    "ratio",
+)
+"""What partitioning costs, each figure beside its reference of the same run (goal: CPU ratio at most 1.10)."""
+
+_FAILOVER_COLUMNS = (
+    "scenario",
+    "settings",
+    "moved partitions",
+    "kill -> first prediction p50 / max s",
+    "< 5 s",
+    "not resumed",
+    "sent",
+    "lost",
+)
+
+
 def _version(dist: str) -> str | None:
     try:
         return metadata.version(dist)
@@ -150,6 +172,48 @@ def _rr_row(sc: dict[str, Any]) -> list[str]:
         "-" if cpu is None else f"{cpu:.1f}",
         "-" if rss is None else f"{rss:.0f}",
     ]
+
+
+def _cost_row(c: dict[str, Any]) -> list[str]:
+    def pair(a: float | None, b: float | None, fmt: str) -> str:
+        return " / ".join("-" if x is None else format(x, fmt) for x in (a, b))
+
+    def ratio(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    return [
+        c["scenario"],
+        c["reference"],
+        " / ".join(_k(x) for x in (c["throughput"], c["reference_throughput"])),
+        ratio(c["throughput_ratio"]),
+        pair(c["cpu_us_per_msg"], c["reference_cpu_us_per_msg"], ".1f"),
+        ratio(c["cpu_ratio"]),
+    ]
+
+
+def _failover_rows(sc: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for t in sc.get("trials", []):
+        settings = ", ".join(f"{k.removeprefix('SPARK_ML_').lower()} {v:g}" for k, v in t["settings"].items())
+        label = f"{t.get('label', '')}: {settings}"
+        if "error" in t:
+            rows.append([sc["name"], label, "error (see below)"] + [""] * (len(_FAILOVER_COLUMNS) - 3))
+            continue
+        took = t.get("failover_s")
+        ok = took is not None and took["max"] < 5.0 and not t["not_resumed"]
+        rows.append(
+            [
+                sc["name"],
+                label,
+                f"{len(t['moved'])} of {t['partitions_with_symbols']}",
+                "-" if took is None else f"{took['p50']:.2f} / {took['max']:.2f}",
+                "yes" if ok else "no",
+                str(len(t["not_resumed"])),
+                str(t["sent"]),
+                str(t["lost"]),
+            ]
+        )
+    return rows
 
 
 def _share(x: float | None) -> str:
@@ -250,6 +314,18 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
         out += [
             "(max gap: longest time without an update of a symbol while its data flowed, heartbeats included; "
             "CPU: the whole `spark-ml up` process, worker included, so at the slow rate mostly its idle cost)"
+        ]
+    parting = results.get("partitioning")
+    if parting:
+        out += ["", "partitioned workers against the unpartitioned queue group, same run (goal: CPU ratio <= 1.10):"]
+        out += _table([list(_COST_COLUMNS)] + [_cost_row(c) for c in parting], markdown)
+    failover = [sc for sc in results["scenarios"] if sc["kind"] == "failover" and sc.get("trials")]
+    if failover:
+        out += ["", "failover: SIGKILL of 1 of 3 partitioned workers under 2k/s over 16 symbols (goal: < 5 s):"]
+        out += _table([list(_FAILOVER_COLUMNS)] + [r for sc in failover for r in _failover_rows(sc)], markdown)
+        out += [
+            "(a moved partition: its predictions paused > 0.5 s around the kill; time from the kill to its first "
+            "prediction after the pause, at the sink. Core mode loses what was published meanwhile, by design)"
         ]
     costs = results.get("model_cost_us_per_row")
     if costs:

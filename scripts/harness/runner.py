@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from spark_ml.scripts.harness.failover import FailoverConfig, run_failover
 from spark_ml.scripts.harness.measure import Bed, PhaseResult, Sequencer, stop_bed
 from spark_ml.scripts.harness.models import model_costs
 from spark_ml.scripts.harness.payloads import snapshot
@@ -35,6 +36,14 @@ __all__ = ["BenchConfig", "run"]
 
 CEILING = "ceiling"
 RR_CEILING = "rr-ceiling"
+PAIRS = (
+    ("worker", "worker-solo"),
+    ("worker-2p", "worker-solo"),
+    ("worker-js", "worker-js-solo"),
+    ("worker-js-2p", "worker-js-solo"),
+    ("rr", "rr-solo"),
+)
+"""(partitioned, its unpartitioned reference): what partitioning costs, from the same run."""
 
 
 @dataclass(frozen=True)
@@ -153,9 +162,14 @@ class _Run:
         self.seq = Sequencer(int(time.time() * 1000), cfg.symbols)
         self.entries: list[_Entry] = []
         self.skipped: list[dict[str, Any]] = []
+        self.failover: list[dict[str, Any]] = []
+        self._failover_names: list[str] = []
 
     def start(self, name: str) -> None:
         sc = SCENARIOS[name]
+        if sc.kind == "failover":
+            self._failover_names.append(name)  # its own processes, measured last: see failovers()
+            return
         if sc.kind not in ("stream", "request", "http", "analytics"):
             # Placeholders raise Unavailable from build(); calling it gives the reason to report.
             try:
@@ -245,6 +259,23 @@ class _Run:
                 _guard(e, pnl)
                 self.log(f"analytics at {rate:,.0f}/s done")
 
+    def failovers(self) -> None:
+        """The failover scenarios, one after the other, once the other beds are measured (they only idle now)."""
+        cfg = FailoverConfig(before_s=3.0 if self.cfg.quick else 5.0, ready_timeout=self.cfg.ready_timeout)
+        for name in self._failover_names:
+            sc = SCENARIOS[name]
+            self.log(f"failover {name} ...")
+            entry: dict[str, Any] = {"name": name, "title": sc.title, "kind": sc.kind, "status": "ok"}
+            try:
+                entry["trials"] = run_failover(sc, cfg, self.tmp / name, self.log)
+            except Unavailable as exc:
+                self.skipped.append(_skipped(name, str(exc)))
+                continue
+            errors = [t["error"] for t in entry["trials"] if "error" in t]
+            if errors:
+                entry.update(status="error", error=errors[0])
+            self.failover.append(entry)
+
     def memory_and_counters(self) -> None:
         for e in self.entries:
             if e.bed.child is not None and e.bed.child.alive() and e.bed.target and e.bed.target.measure_process:
@@ -268,6 +299,7 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> dict[str, An
         r.throughput()
         r.latency()
         r.memory_and_counters()
+        r.failovers()
         if cfg.model_costs:
             log("model cost per row ...")
             model_cost = model_costs(quick=cfg.quick)
@@ -276,7 +308,7 @@ def run(cfg: BenchConfig, *, log: Callable[[str], None] = print) -> dict[str, An
             stop_bed(e.bed)
         if not cfg.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    results = _assemble(cfg, r.entries, r.skipped, machine)
+    results = _assemble(cfg, r.entries, r.skipped + r.failover, machine)
     results["model_cost_us_per_row"] = model_cost
     results["workdir"] = str(tmp) if cfg.keep else None
     results["started"] = started.isoformat(timespec="seconds")
@@ -344,6 +376,8 @@ def _assemble(
     if worker and ceiling:
         summary["spark-ml worker / ceiling"] = worker / ceiling
     config = asdict(cfg)
+    by_name = {s["name"]: s for s in scenarios}
+    costs = [c for a, b in PAIRS if (c := _cost(by_name.get(a), by_name.get(b))) is not None]
     config["payload_bytes"] = len(snapshot(int(time.time() * 1000), 0, cfg.symbols))
     return {
         "mode": "quick" if cfg.quick else "full",
@@ -351,4 +385,26 @@ def _assemble(
         "machine": machine,
         "scenarios": scenarios + skipped,
         "summary": summary,
+        "partitioning": costs,
+    }
+
+
+def _cost(part: dict[str, Any] | None, ref: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A partitioned scenario against its unpartitioned reference: throughput and CPU per message, and ratios."""
+    if not part or not ref or not part.get("throughput") or not ref.get("throughput"):
+        return None
+    tp, rtp = part["throughput"], ref["throughput"]
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    return {
+        "scenario": part["name"],
+        "reference": ref["name"],
+        "throughput": tp["median"],
+        "reference_throughput": rtp["median"],
+        "throughput_ratio": ratio(tp["median"], rtp["median"]),
+        "cpu_us_per_msg": tp["cpu_us_per_msg"],
+        "reference_cpu_us_per_msg": rtp["cpu_us_per_msg"],
+        "cpu_ratio": ratio(tp["cpu_us_per_msg"], rtp["cpu_us_per_msg"]),
     }

@@ -7,6 +7,14 @@ yet; the benchmark then reports the scenario as skipped instead of failing. Stre
 measured with the publisher and sink on ``market.snapshot`` -> ``ml.prediction``; request-reply
 scenarios with a NATS caller on ``ml.predict``, HTTP ones with an HTTP caller on ``/ml/predict``; the
 analytics scenario with paced snapshots and a sink on ``analytics.pnl.>`` (see :mod:`spark_ml.scripts.harness.pnl`).
+
+Snapshots go out on ``market.snapshot.<SYMBOL>``. The beds of ``spark-ml`` workers run a server with JetStream
+(core mode keeps its partition leases there) and the partition mapping (docs/SCALEOUT.md), as
+``deploy/nats/nats.conf`` does: a worker is partitioned by default. The ``-solo`` scenarios are the reference
+for what partitioning costs: the unpartitioned queue group (core; a server without JetStream and
+``SPARK_ML_SOLO=true``) or shared durable (JetStream, ``SPARK_ML_SOLO=true``) the worker ran before it,
+measured in the same run (``runner.PAIRS``). The failover scenarios are measured by
+:mod:`spark_ml.scripts.harness.failover`.
 """
 
 from __future__ import annotations
@@ -20,12 +28,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from spark_ml.scripts.harness.payloads import PREDICTION_SUBJECT, SNAPSHOT_SUBJECT
+from spark_ml.core.partition import DEFAULT_PARTITIONS, server_mappings
+from spark_ml.scripts.harness.payloads import PREDICTION_SUBJECT, SNAPSHOT_WILDCARD
 from spark_ml.scripts.harness.pnl import PNL_SUBJECT
 
 __all__ = ["SCENARIOS", "Context", "Scenario", "Target", "Unavailable", "free_port", "scenario", "spark_ml_exe"]
 
-Kind = Literal["stream", "request", "http", "analytics"]
+Kind = Literal["stream", "request", "http", "analytics", "failover"]
 
 
 class Unavailable(Exception):
@@ -70,18 +79,30 @@ class Scenario:
     """Part of a plain ``spark-ml bench`` (otherwise only with ``--only``)."""
     jetstream: bool = False
     """Start its nats-server with JetStream."""
+    partitions: int = 0
+    """Give its nats-server the partition mapping for this many partitions (0: no mapping)."""
+
+    def mappings(self) -> dict[str, str] | None:
+        """The ``mappings`` of its nats-server's config, if any."""
+        return server_mappings(self.partitions) if self.partitions else None
 
 
 SCENARIOS: dict[str, Scenario] = {}
 
 
 def scenario(
-    name: str, title: str, *, kind: Kind = "stream", default: bool = True, jetstream: bool = False
+    name: str,
+    title: str,
+    *,
+    kind: Kind = "stream",
+    default: bool = True,
+    jetstream: bool = False,
+    partitions: int = 0,
 ) -> Callable[[Callable[[Context], Target]], Callable[[Context], Target]]:
     """Register ``fn(ctx) -> Target`` as the scenario ``name``."""
 
     def register(fn: Callable[[Context], Target]) -> Callable[[Context], Target]:
-        SCENARIOS[name] = Scenario(name, title, fn, kind, default, jetstream)
+        SCENARIOS[name] = Scenario(name, title, fn, kind, default, jetstream, partitions)
         return fn
 
     return register
@@ -118,6 +139,7 @@ def _worker_help() -> str:
 
 
 def _worker_target(ctx: Context, *args: str, note: str = "", **extra: str) -> Target:
+    """``spark-ml worker ARGS`` with the bed's environment plus ``extra`` (``SPARK_ML_*`` settings)."""
     env = _worker_env(ctx, **extra)
     url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
     return Target([spark_ml_exe(), "worker", *args], env, note=note, metrics_url=url)
@@ -141,7 +163,7 @@ def _floor(ctx: Context) -> Target:
     # The instruments' own limits: the sink reads the snapshots directly. A sleeping process stands in
     # for the worker so that every bed has the same shape.
     idle = [ctx.python, "-c", "import signal; signal.pause()"]
-    return Target(idle, sink_subject=SNAPSHOT_SUBJECT, measure_process=False, note="the harness's own floor")
+    return Target(idle, sink_subject=SNAPSHOT_WILDCARD, measure_process=False, note="the harness's own floor")
 
 
 @scenario("ceiling", "bare nats-py echo (ceiling)")
@@ -149,10 +171,23 @@ def _ceiling(ctx: Context) -> Target:
     return Target([ctx.python, "-m", "spark_ml.scripts.harness.echo", "--url", ctx.nats_url])
 
 
-@scenario("worker", "spark-ml worker, baseline model")
+P = DEFAULT_PARTITIONS
+"""Partitions of the workers' beds (the worker's default)."""
+_SOLO = "the unpartitioned queue group (reference)"
+
+
+@scenario("worker", "spark-ml worker, baseline model (partitioned)", jetstream=True, partitions=P)
 def _worker(ctx: Context) -> Target:
     _worker_help()
     return _worker_target(ctx)
+
+
+@scenario("worker-solo", f"spark-ml worker, {_SOLO}", partitions=P)
+def _worker_solo(ctx: Context) -> Target:
+    # The mapping is there (same subjects as the partitioned beds), JetStream is not: SPARK_ML_SOLO runs the
+    # plain queue group on market.snapshot.>, the worker as it was before partitions.
+    _worker_help()
+    return _worker_target(ctx, SPARK_ML_SOLO="true", note="SPARK_ML_SOLO=true, server without JetStream")
 
 
 def prepare_tree_registry(registry: Path) -> str:
@@ -162,29 +197,45 @@ def prepare_tree_registry(registry: Path) -> str:
     return train_tree_registry(registry)
 
 
-@scenario("worker-tree", "spark-ml worker, trained tree model")
+@scenario("worker-tree", "spark-ml worker, trained tree model", jetstream=True, partitions=P)
 def _worker_tree(ctx: Context) -> Target:
     _worker_help()
     version = prepare_tree_registry(ctx.workdir / "registry")
     return _worker_target(ctx, note=f"model {version}")
 
 
-@scenario("worker-2p", "spark-ml worker --procs 2", default=False)
-def _worker_two(ctx: Context) -> Target:
+def _procs(ctx: Context, n: int, **extra: str) -> Target:
     if "--procs" not in _worker_help():
         raise Unavailable("`spark-ml worker --procs` does not exist yet")
-    return _worker_target(ctx, "--procs", "2")
+    return _worker_target(ctx, "--procs", str(n), note=f"{n} partitioned worker processes", **extra)
 
 
-@scenario("worker-js", "spark-ml worker, JetStream mode", default=False, jetstream=True)
+@scenario("worker-2p", "spark-ml worker --procs 2 (2 partitioned workers)", default=False, jetstream=True, partitions=P)
+def _worker_two(ctx: Context) -> Target:
+    return _procs(ctx, 2)
+
+
+@scenario("worker-js", "spark-ml worker, JetStream mode (partitioned)", default=False, jetstream=True)
 def _worker_js(ctx: Context) -> Target:
     _worker_help()
     return _worker_target(ctx, SPARK_ML_MODE="jetstream")
 
 
+@scenario("worker-js-solo", f"spark-ml worker, JetStream mode, {_SOLO}", default=False, jetstream=True)
+def _worker_js_solo(ctx: Context) -> Target:
+    _worker_help()
+    return _worker_target(ctx, SPARK_ML_MODE="jetstream", SPARK_ML_SOLO="true", note="SPARK_ML_SOLO=true")
+
+
+@scenario("worker-js-2p", "spark-ml worker --procs 2, JetStream mode (partitioned)", default=False, jetstream=True)
+def _worker_js_two(ctx: Context) -> Target:
+    return _procs(ctx, 2, SPARK_ML_MODE="jetstream")
+
+
 @scenario("faststream", "FastStream echo (peer)")
 def _faststream(ctx: Context) -> Target:
-    return Target([ctx.python, "-m", "spark_ml.scripts.harness.fs_peer", "--url", ctx.nats_url])
+    argv = [ctx.python, "-m", "spark_ml.scripts.harness.fs_peer", "--url", ctx.nats_url]
+    return Target(argv + ["--subject", SNAPSHOT_WILDCARD])
 
 
 @scenario("rr-ceiling", "bare nats-py responder on ml.predict (request-reply ceiling)", kind="request")
@@ -192,13 +243,21 @@ def _rr_ceiling(ctx: Context) -> Target:
     return Target([ctx.python, "-m", "spark_ml.scripts.harness.echo", "--url", ctx.nats_url, "--respond", "ml.predict"])
 
 
-@scenario("rr", "spark-ml worker answering ml.predict", kind="request")
+@scenario("rr", "spark-ml worker answering ml.predict (partitioned)", kind="request", jetstream=True, partitions=P)
 def _request_reply(ctx: Context) -> Target:
     _worker_help()
     return _worker_target(ctx)
 
 
-@scenario("http", "spark-ml up: HTTP POST /ml/predict -> gateway -> ml.predict", kind="http")
+@scenario("rr-solo", f"spark-ml worker answering ml.predict, {_SOLO}", kind="request", partitions=P)
+def _request_reply_solo(ctx: Context) -> Target:
+    _worker_help()
+    return _worker_target(ctx, SPARK_ML_SOLO="true", note="SPARK_ML_SOLO=true, server without JetStream")
+
+
+@scenario(
+    "http", "spark-ml up: HTTP POST /ml/predict -> gateway -> ml.predict", kind="http", jetstream=True, partitions=P
+)
 def _http(ctx: Context) -> Target:
     _worker_help()
     # `spark-ml up` on the bed's server: worker, ml.predict and the HTTP bridge in one process, as a user
@@ -209,7 +268,13 @@ def _http(ctx: Context) -> Target:
     return Target([spark_ml_exe(), "up"], env, metrics_url=url, http_url=http, note="spark-ml up")
 
 
-@scenario("analytics", "spark-ml up: market.snapshot -> analytics.pnl.<SYMBOL> (live PnL)", kind="analytics")
+@scenario(
+    "analytics",
+    "spark-ml up: market.snapshot -> analytics.pnl.<SYMBOL> (live PnL)",
+    kind="analytics",
+    jetstream=True,
+    partitions=P,
+)
 def _analytics(ctx: Context) -> Target:
     _worker_help()
     # The whole of `spark-ml up` on the bed's server, as a user runs it: the worker's predictions reach the
@@ -217,6 +282,33 @@ def _analytics(ctx: Context) -> Target:
     env = _worker_env(ctx)
     url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
     return Target([spark_ml_exe(), "up"], env, metrics_url=url, sink_subject=PNL_SUBJECT, note="spark-ml up")
+
+
+@scenario(
+    "failover",
+    "3 partitioned workers, one SIGKILLed: kill -> first prediction of a moved partition",
+    kind="failover",
+    default=False,
+    jetstream=True,
+    partitions=P,
+)
+def _failover(ctx: Context) -> Target:
+    # One of the workers; spark_ml.scripts.harness.failover starts several, each with its own ports.
+    _worker_help()
+    return _worker_target(ctx)
+
+
+@scenario(
+    "failover-js",
+    "3 partitioned workers, JetStream mode, one SIGKILLed: kill -> first prediction of a moved partition",
+    kind="failover",
+    default=False,
+    jetstream=True,
+    partitions=P,
+)
+def _failover_js(ctx: Context) -> Target:
+    _worker_help()
+    return _worker_target(ctx, SPARK_ML_MODE="jetstream")
 
 
 def child_env(target: Target) -> dict[str, str]:
