@@ -24,8 +24,9 @@ from prometheus_client import CollectorRegistry
 from spark_ml.core import features
 from spark_ml.core.engine import Engine, SignalPolicy
 from spark_ml.core.features import FeatureStore
+from spark_ml.core.partition import units
 from spark_ml.worker.connect import connect, safe_url
-from spark_ml.worker.intake import Intake, make_intake
+from spark_ml.worker.intake import Intake, PartitionedCoreIntake, PartitionedJetStreamIntake, make_intake
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.fastparser import reading
 from spark_ml.worker.pipeline.models import ModelSource
@@ -211,6 +212,21 @@ class WorkerApp:
             self.drift.export()
             for i, depth in enumerate(self.processor.pool.depths()):
                 self.metrics.queue_depth.labels(str(i)).set(depth)
+        self._export_partitions()
+
+    def _export_partitions(self) -> None:
+        """The partition metrics, from the partitioned intake (MLPartitionWithoutOwner sums them over workers)."""
+        intake = self.intake
+        if isinstance(intake, PartitionedJetStreamIntake):
+            # A unit's pin comes with its next message: a quiet unit has no pin, and still an owner pulling on it.
+            held = intake.pulling
+        elif isinstance(intake, PartitionedCoreIntake) and intake.mode == "partitioned":
+            held = intake.owned
+        else:
+            return
+        self.metrics.export_partitions(
+            units=units(intake.partitions), held=held, owned=intake.owned, changes=intake.ownership_changes
+        )
 
     async def _watch_models(self) -> None:
         """Switch to a newly promoted, rolled-back or shadowed version without a restart."""

@@ -8,6 +8,8 @@ alert thresholds (80 ms and 200 ms), so ``histogram_quantile`` is exact at those
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from spark_ml.core.outcomes import Outcome, Status
@@ -108,6 +110,29 @@ class Metrics(_Container):
             ["feature", "severity"],
             registry=r,
         )
+        # --- symbol partitions (docs/SCALEOUT.md); all 0 on a worker that runs unpartitioned ---
+        self.partitions_configured = Gauge(
+            "ml_partitions_configured",
+            "Units of the partitioned deployment (SPARK_ML_PARTITIONS + the bare-subject forwarder); 0 unpartitioned",
+            registry=r,
+        )
+        self.partitions_owned = Gauge(
+            "ml_partitions_owned",
+            "Units this worker owns (core: lease held and subscribed; jetstream: assigned and pulled on)",
+            registry=r,
+        )
+        self.ownership_changes = Counter(
+            "ml_partition_ownership_changes", "Units this worker took over or gave up (lost included)", registry=r
+        )
+        self.checkpoint_age = Gauge(
+            "ml_partition_checkpoint_age_seconds",
+            "Seconds since the state of an owned unit was last covered by its checkpoint (what a takeover misses)",
+            ["partition"],
+            registry=r,
+        )
+        self._changes_seen = 0
+        self._checkpointed: dict[int, float] = {}
+        self._aged: set[int] = set()
         self._version: str | None = None
         self._per_version: dict[str, tuple[Counter, HistogramChild]] = {}
         for error_type in ERROR_TYPES:
@@ -138,10 +163,42 @@ class Metrics(_Container):
             self._per_version[version] = pair
         return pair
 
+    def checkpointed(self, unit: int) -> None:
+        """Unit ``unit``'s checkpoint covers its state now (written, or nothing new since the last one)."""
+        self._checkpointed[unit] = time.monotonic()
+
+    def export_partitions(self, *, units: int, held: frozenset[int], owned: frozenset[int], changes: int) -> None:
+        """Set the partition metrics from the intake's view (before each scrape).
+
+        Args:
+            units: P + 1 (unit P is the forwarder of bare ``market.snapshot``).
+            held: the units this worker owns for ``ml_partitions_owned``.
+            owned: the units whose state this worker holds (a checkpoint age each, once checkpointed).
+            changes: the intake's count of ownership changes since start (monotonic).
+        """
+        self.partitions_configured.set(units)
+        self.partitions_owned.set(len(held))
+        if changes > self._changes_seen:
+            self.ownership_changes.inc(changes - self._changes_seen)
+            self._changes_seen = changes
+        now = time.monotonic()
+        aged = {n for n in owned if n in self._checkpointed}
+        for n in self._aged - aged:
+            self.checkpoint_age.remove(_unit_label(n, units))
+        for n in aged:
+            self.checkpoint_age.labels(_unit_label(n, units)).set(now - self._checkpointed[n])
+        self._aged = aged
+        for n in set(self._checkpointed) - owned:
+            del self._checkpointed[n]  # taken over again later, its age starts at its next checkpoint
+
     def refused(self, outcome: Outcome, model_version: str) -> None:
         """Count one refused input or request: its status in requests, its type in model errors."""
         self.predict_requests.labels(model_version, outcome.status).inc()
         self.model_errors.labels(outcome.error_type).inc()
+
+
+def _unit_label(n: int, units: int) -> str:
+    return "fwd" if n == units - 1 else str(n)
 
 
 class HttpMetrics(_Container):

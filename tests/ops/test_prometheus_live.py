@@ -38,6 +38,7 @@ import nats
 import pytest
 import yaml
 
+from spark_ml.core.partition import server_mappings
 from spark_ml.worker.natsserver import NatsServer
 from tests.support.messages import SEED
 from tests.support.monitoring import (
@@ -70,6 +71,8 @@ CUSTOMER_MS_METRICS = ("ml_predict_latency_ms", "ml_http_latency_ms")
 """Names fixed by the customer (DESIGN.md) with the ``_ms`` unit promlint dislikes; the only accepted lint."""
 ONLY_WITH_SHADOW = {"ml_shadow_agreement_ratio"}
 ONLY_WITH_DRIFT = {"ml_feature_drift_psi"}
+PARTITIONS = 16
+"""The worker's default SPARK_ML_PARTITIONS, and deploy/nats/nats.conf's."""
 
 
 def _get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
@@ -258,7 +261,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dic
         if external:
             stack.nats_url = external
         else:
-            nats_server = NatsServer(store_dir=tmp / "nats")
+            # With the partition mapping of deploy/nats/nats.conf: the worker runs partitioned, as in compose.
+            nats_server = NatsServer(store_dir=tmp / "nats", mappings=server_mappings(PARTITIONS))
             nats_server.start()
             stack.nats_url = nats_server.url
         stack.metrics_port, stack.http_port, stack.prom_port = free_port(), free_port(), free_port()

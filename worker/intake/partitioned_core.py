@@ -584,6 +584,7 @@ class PartitionedCoreIntake:
     async def _save(self, unit: _Unit, symbols: list[str]) -> None:
         assert self.checkpoints is not None
         if not symbols and unit.saved_empty:
+            self.metrics.checkpointed(unit.n)
             return
         data = encode_checkpoint(0, self.features.export(symbols))
         try:
@@ -597,6 +598,7 @@ class PartitionedCoreIntake:
             log.warning("unit %d: checkpoint not written (%r)", unit.n, exc)
             return
         unit.saved_empty = not symbols
+        self.metrics.checkpointed(unit.n)
 
     async def _checkpoint_loop(self) -> None:
         while True:

@@ -424,6 +424,8 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         return unit.settled_seq, encode_checkpoint(unit.settled_seq, self.features.export(unit.symbols))
 
     def _save_soon(self, unit: _Unit) -> None:
+        if unit.owned and not unit.broken and unit.settled_seq == unit.saved_seq:
+            self.metrics.checkpointed(unit.n)  # nothing settled since the last checkpoint: it is current
         if unit.saving or unit.broken or not unit.owned or unit.settled_seq == unit.saved_seq:
             return
         unit.saving = True
@@ -437,6 +439,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             if seq != unit.saved_seq:
                 unit.revision = await self.checkpoints.save(unit.n, data, revision=unit.revision)
                 unit.saved_seq = seq
+                self.metrics.checkpointed(unit.n)
         except OwnershipLost as exc:
             log.warning("unit %d: %s", unit.n, exc)
             if not final and unit.owned:
