@@ -14,6 +14,10 @@ ModelError          its code                       error          model_error | 
 other SparkMlError  its code                       by its status  internal                    its status
 anything else       internal                       error          internal                    500
 ==================  =============================  =============  ==========================  ============
+
+A request that no worker can answer right now, because nobody owns the symbol's partition (a hand-over in
+progress, docs/SCALEOUT.md), gets :func:`unavailable`: 503 ``unavailable``, never an answer from another
+worker's (partial or empty) state.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from enum import StrEnum
 
 from spark_ml.core.errors import ArtifactCorrupt, InvalidInput, ModelError, RegistryError, SparkMlError
 
-__all__ = ["Outcome", "Status", "internal_failure", "outcome_of"]
+__all__ = ["Outcome", "Status", "internal_failure", "outcome_of", "unavailable"]
 
 _MODEL_ERROR_TYPES = frozenset({"model_error", "model_output"})
 
@@ -75,3 +79,8 @@ def outcome_of(exc: BaseException) -> Outcome:
 def internal_failure(exc: BaseException) -> Outcome:
     """The outcome of an unexpected failure (a bug, not a refusal): 500 ``internal``, quoting the exception."""
     return Outcome("internal", f"{type(exc).__name__}: {exc}", Status.ERROR, "internal", 500)
+
+
+def unavailable(message: str) -> Outcome:
+    """The outcome of a request whose partition has no owner now: 503 ``unavailable`` (retry shortly)."""
+    return Outcome("unavailable", message, Status.ERROR, "unavailable", 503)

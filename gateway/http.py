@@ -20,6 +20,14 @@ body not sent within the read timeout  408, then the connection closes
 model failure (the worker's body)     500
 ====================================  ======
 
+Partitions (docs/SCALEOUT.md): a symbol's state lives with the worker that owns its partition. The bridge reads
+the request's ``snapshot.symbol`` (JSON or msgpack, as the Content-Type says; ``"_"`` when absent) and asks that
+owner directly on ``ml.predict.part.<partition_of(symbol, settings.partitions)>``: no hop through a worker that
+would forward it. When nobody listens there (an older worker, another partition count, a hand-over in progress)
+it asks plain ``ml.predict`` once, within what is left of the timeout; a worker answers or forwards it, and
+answers 503 ``unavailable`` when the partition has no owner. A body it cannot read goes to plain ``ml.predict``,
+whose worker answers the 400.
+
 Slow clients are bounded by ``http_read_timeout_s``: a connection without a complete header block that long
 after it opened (or after its previous response) is closed, and so is one whose body takes longer than that
 after its headers; a client trickling bytes cannot hold a connection for ever.
@@ -46,7 +54,9 @@ from nats.micro.request import ERROR_CODE_HEADER
 from nats.micro.service import ServiceVerb, control_subject
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from spark_ml.core.codec import decode
 from spark_ml.core.contracts import ErrorReply
+from spark_ml.core.partition import partition_of, predict_part
 from spark_ml.core.subjects import PREDICT, SERVICE_NAME
 from spark_ml.gateway.ratelimit import ClientRateLimiter
 from spark_ml.worker.connect import connect_options, safe_url
@@ -103,6 +113,19 @@ async def _hang_up(request: web.Request, timeout_s: float) -> web.StreamResponse
     await response.write_eof()
     request.protocol.force_close()  # the 408 is already written: the transport flushes it before closing
     return response
+
+
+def _symbol_of(body: bytes, content_type: str | None, max_bytes: int) -> str | None:
+    """The request's ``snapshot.symbol`` (``"_"`` when it has none), or None when the body cannot tell."""
+    try:
+        data, _ = decode(body, content_type=content_type, max_bytes=max_bytes)
+    except Exception:
+        return None
+    snapshot = data.get("snapshot") if type(data) is dict else None
+    if type(snapshot) is not dict:
+        return None
+    symbol = snapshot.get("symbol", "_")
+    return symbol if type(symbol) is str and symbol else None
 
 
 def _reply_status(code: str) -> int:
@@ -240,7 +263,10 @@ class HttpGateway(Lifecycle):
             # aiohttp hands undecodable bytes on as surrogates: forwarding them would fail in the NATS client (a 500)
             return _error(400, "bad_header", "the Content-Type header must be printable ASCII (RFC 9110 field value)")
         forward = {"Content-Type": content_type} if "json" in content_type or "msgpack" in content_type else None
-        return await self._forward(PREDICT, body, forward)
+        symbol = _symbol_of(body, forward["Content-Type"] if forward else None, limit)
+        if symbol is None:
+            return await self._forward(PREDICT, body, forward)
+        return await self._forward(predict_part(partition_of(symbol, self._settings.partitions)), body, forward)
 
     async def _info(self, request: web.Request) -> web.Response:
         return await self._forward(MODEL_INFO, b"", None)
@@ -265,8 +291,16 @@ class HttpGateway(Lifecycle):
         if not nc.is_connected:
             return _error(503, "nats_unavailable", "the gateway is not connected to NATS")
         timeout = self._settings.request_timeout_s
+        deadline = time.monotonic() + timeout
         try:
-            msg = await nc.request(subject, body, timeout=timeout, headers=headers)
+            try:
+                msg = await nc.request(subject, body, timeout=timeout, headers=headers)
+            except NoRespondersError:
+                if not subject.startswith(PREDICT + "."):
+                    raise
+                # No owner listens on the partition's subject: a worker of the queue group forwards or says why.
+                subject = PREDICT
+                msg = await nc.request(subject, body, timeout=max(deadline - time.monotonic(), 0.001), headers=headers)
         except NoRespondersError:
             return _error(503, "no_worker", f"no worker is serving {subject}")
         except NatsTimeoutError:

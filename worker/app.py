@@ -25,6 +25,7 @@ from spark_ml.core import features
 from spark_ml.core.engine import Engine, SignalPolicy
 from spark_ml.core.features import FeatureStore
 from spark_ml.core.partition import units
+from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.connect import connect, safe_url
 from spark_ml.worker.intake import Intake, PartitionedCoreIntake, PartitionedJetStreamIntake, make_intake
 from spark_ml.worker.metrics import Metrics
@@ -91,6 +92,8 @@ class WorkerApp:
         self.processor: StreamProcessor | None = None
         self.sidecar: MetricsServer | None = None
         self.intake: Intake | None = None
+        self.owned = OwnedUnits()
+        """The units this worker owns: the intake reports them, the ``ml.predict`` service follows."""
         self._services: list[Stoppable] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._consuming = False
@@ -121,7 +124,7 @@ class WorkerApp:
         self.nc = await connect(s, name=f"spark-ml-worker-{os.getpid()}", metrics=self.metrics)
         self.shadow = ShadowScorer(self.nc, self.metrics, self.engine.policy)
         self.drift = DriftTracker(self.metrics)
-        self.intake = make_intake(self.nc, s, self.metrics, features=self.engine.features)
+        self.intake = make_intake(self.nc, s, self.metrics, features=self.engine.features, owned=self.owned)
         self.processor = StreamProcessor(
             self.engine,
             self.metrics,

@@ -42,7 +42,8 @@ def stop_on_signals() -> asyncio.Event:
 
 
 async def predict_service(app: WorkerApp) -> Stoppable:
-    """The ``ml.predict`` micro service on the worker's connection, engine and models."""
+    """The ``ml.predict`` micro service on the worker's connection, engine and models, answering for the
+    partitions the worker's intake owns (``app.owned``)."""
     from spark_ml.worker.services.predict import PredictService
 
     assert app.nc is not None
@@ -53,6 +54,9 @@ async def predict_service(app: WorkerApp) -> Stoppable:
         resolve_model=app.models.resolve,
         model_info=app.models.info,
         max_payload=app.settings.max_payload,
+        partitions=app.settings.partitions,
+        owned=app.owned,
+        forward_timeout_s=app.settings.request_timeout_s,
     )
 
 

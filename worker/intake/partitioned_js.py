@@ -53,6 +53,7 @@ from spark_ml.core.features.checkpoint import decode_checkpoint, encode_checkpoi
 from spark_ml.core.features.layout import StateTuple
 from spark_ml.core.partition import part_filter, partition_of, stream_transform, units
 from spark_ml.worker.cluster import CheckpointStore, Membership
+from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.intake.base import Processor
 from spark_ml.worker.intake.jetstream import JetStreamOutcomes
 from spark_ml.worker.intake.partitioned_core import worker_id
@@ -116,10 +117,18 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         metrics: the process's metric set.
         features: the engine's feature store (restored and checkpointed per partition).
         member: this worker's member id (default: host, pid and a random suffix).
+        owned: where the units owned are reported (the ``ml.predict`` service follows it).
     """
 
     def __init__(
-        self, nc: Client, settings: Settings, metrics: Metrics, *, features: FeatureStore, member: str | None = None
+        self,
+        nc: Client,
+        settings: Settings,
+        metrics: Metrics,
+        *,
+        features: FeatureStore,
+        member: str | None = None,
+        owned: OwnedUnits | None = None,
     ) -> None:
         super().__init__(nc, settings, metrics)
         self.features = features
@@ -129,6 +138,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         self.membership: Membership | None = None
         self.ownership_changes = 0
         """Units taken over or given up since start."""
+        self.ownership = owned if owned is not None else OwnedUnits()
         self._units: dict[int, _Unit] = {}
         self._by_pull: dict[PullConsumer, _Unit] = {}
         self._processor: Processor | None = None
@@ -257,6 +267,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         unit = self._units.pop(n, None)
         if unit is None:
             return
+        self.ownership.set(self.owned)  # requests are refused from now on, not answered from a leaving state
         pull = unit.pull
         await pull.stop()
         await self._until_settled(unit, self.settings.drain_timeout_s)
@@ -276,6 +287,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         """Take unit over under a new pin: restore its checkpoint, RESET its consumer (deliveries are held)."""
         unit = self._by_pull[pull]
         unit.owned = False
+        self.ownership.set(self.owned)
         # Messages of an earlier ownership may still be in the pool: they finish with the state they began with.
         await self._until_settled(unit, self.settings.drain_timeout_s)
         data, revision = await self.checkpoints.claim(unit.n)
@@ -294,6 +306,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         unit.last_capture = time.monotonic()
         unit.owned = True
         self.ownership_changes += 1
+        self.ownership.set(self.owned)
         log.info("unit %d: taken over (%d symbols restored at stream sequence %d)", unit.n, len(states), seq)
         return True
 
@@ -314,6 +327,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
     async def _lost(self, unit: _Unit) -> None:
         """Another worker holds the unit's pin: forget its states once its batches in the pool are done."""
         was_owned, unit.owned = unit.owned, False
+        self.ownership.set(self.owned)
         await self._until_settled(unit, self.settings.member_ttl_s / 6)
         if unit.owned:  # pinned again meanwhile: the takeover restored it
             return

@@ -10,11 +10,26 @@ empty body (``nats/micro/service.py``, ``Endpoint._handle_request``), so the ``{
 contract cannot travel that way. The handler therefore sends the error reply with its body and counts it,
 and the service's ``stats_handler`` (the documented STATS hook, which receives each endpoint's stats before
 they are serialized) adds those counts to ``num_errors``/``last_error``: ``$SRV.STATS`` stays honest.
+
+Partitions (docs/SCALEOUT.md, ``ml.predict``): a symbol's features live with the worker that owns its
+partition, so a request is answered there. The service follows the worker's :class:`OwnedUnits`: for each
+partition n it owns it answers ``ml.predict.part.<n>`` (callers that know the partition, like the HTTP gateway,
+address the owner directly). A plain ``ml.predict`` (queue group: any worker) is decoded; when this worker owns
+the symbol's partition it answers at once (no extra hop), otherwise it requests ``ml.predict.part.<n>`` with the
+same bytes and headers and relays the owner's reply (body and headers, error headers included) unchanged.
+When nobody answers there (no owner during a hand-over, or no reply within ``forward_timeout_s``) the reply is
+503 ``unavailable``: never an answer from a worker that does not own the symbol's state. A request on
+``ml.predict.part.<n>`` that reaches a worker which no longer owns the symbol's partition (it was given up while
+the request was queued) gets the same 503; requests there are never forwarded again. A worker that is stopping
+(its connection draining) answers 503 ``unavailable`` for partitions it does not own instead of forwarding.
+``num_requests`` in STATS counts the requests of the partition subjects too (a forwarded request is counted by
+the worker that forwarded it and by the owner).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -25,6 +40,10 @@ from types import TracebackType
 from typing import Any, NotRequired, TypedDict, Unpack, cast
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service, ServiceConfig
@@ -35,8 +54,10 @@ from spark_ml.core.contracts import ErrorReply
 from spark_ml.core.engine import Engine
 from spark_ml.core.errors import InvalidInput, SparkMlError
 from spark_ml.core.models.base import Model
-from spark_ml.core.outcomes import Outcome, internal_failure, outcome_of
+from spark_ml.core.outcomes import Outcome, internal_failure, outcome_of, unavailable
+from spark_ml.core.partition import DEFAULT_PARTITIONS, partition_of, predict_part
 from spark_ml.core.subjects import PREDICT, QUEUE_GROUP, SERVICE_NAME
+from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.metrics import Metrics, Status
 
 __all__ = ["CONTENT_TYPES", "MODEL_INFO", "PredictService"]
@@ -50,6 +71,10 @@ CONTENT_TYPES: dict[Encoding, str] = {"json": "application/json", "msgpack": "ap
 _ENGINE_CACHE = 8
 """Engines kept for non-live versions asked by ``"model"``: each is a model in memory."""
 _DESCRIPTION_MAX = 256
+_FORWARDS_MAX = 1024
+"""Forwarded requests awaiting their owner's reply at once. Beyond it the endpoint awaits the forward itself, so
+that backpressure reaches the subscription's pending limits instead of piling up tasks."""
+_PART_CACHE_MAX = 100_000
 
 
 async def _server_has_seen(nc: Client) -> None:
@@ -94,6 +119,18 @@ class _Options(TypedDict):
     resolve_model: Callable[[str], Model]
     model_info: Callable[[], dict[str, Any]]
     max_payload: NotRequired[int]
+    partitions: NotRequired[int]
+    owned: NotRequired[OwnedUnits | None]
+    forward_timeout_s: NotRequired[float]
+
+
+class _Elsewhere(Exception):
+    """Control flow, not a failure: the request's symbol lives in a partition this worker does not own."""
+
+    def __init__(self, symbol: str, part: int) -> None:
+        super().__init__(symbol, part)
+        self.symbol = symbol
+        self.part = part
 
 
 def _unpack(data: Any) -> tuple[Any, str | None]:
@@ -114,7 +151,8 @@ def _header_safe(text: str) -> str:
 
 
 class PredictService:
-    """The ``spark-ml`` micro service: endpoints ``ml.predict`` and ``ml.model.info`` in a queue group.
+    """The ``spark-ml`` micro service: endpoints ``ml.predict`` and ``ml.model.info`` in a queue group, and
+    ``ml.predict.part.<n>`` for each partition n this worker owns (see the module docstring).
 
     Build it with :meth:`start`. Predictions use the engine's per-symbol feature state without advancing
     it (a request must not rewrite the stream's history).
@@ -130,6 +168,9 @@ class PredictService:
         resolve_model: a registry version -> its model; raises ``RegistryError`` when unknown.
         model_info: what ``ml.model.info`` replies (active version, kind, feature names, created, metrics).
         max_payload: largest request body accepted, in bytes.
+        partitions: the symbol partitions P (``settings.partitions``).
+        owned: the units this worker owns, as its intake reports them; None: every unit (a single worker).
+        forward_timeout_s: how long a forwarded request waits for its owner's reply.
     """
 
     def __init__(
@@ -141,6 +182,9 @@ class PredictService:
         resolve_model: Callable[[str], Model],
         model_info: Callable[[], dict[str, Any]],
         max_payload: int = DEFAULT_MAX_PAYLOAD,
+        partitions: int = DEFAULT_PARTITIONS,
+        owned: OwnedUnits | None = None,
+        forward_timeout_s: float = 2.0,
     ) -> None:
         self._nc = nc
         self._engine = engine
@@ -152,6 +196,16 @@ class PredictService:
         self._tallies: dict[str, _Tally] = {"predict": _Tally(), "model-info": _Tally()}
         self._service: Service | None = None
         self._stopped = False
+        self._partitions = partitions
+        self._owned = owned if owned is not None else OwnedUnits.everything(partitions)
+        self._forward_timeout_s = forward_timeout_s
+        self._part_subs: dict[int, Subscription] = {}
+        self._part_requests = 0
+        self._part_cache: dict[str, int] = {}
+        self._forwards: set[asyncio.Task[None]] = set()
+        self._owned_changed = asyncio.Event()
+        self._follower: asyncio.Task[None] | None = None
+        self._unlisten: Callable[[], None] | None = None
 
     @classmethod
     async def start(cls, nc: Client, **options: Unpack[_Options]) -> PredictService:
@@ -168,6 +222,9 @@ class PredictService:
         service = self._service = await add_service(nc, config)
         await service.add_endpoint(name="predict", subject=PREDICT, handler=self._on_predict)
         await service.add_endpoint(name="model-info", subject=MODEL_INFO, handler=self._on_model_info)
+        self._unlisten = self._owned.listen(lambda _owned: self._owned_changed.set())
+        await self._follow_owned()
+        self._follower = asyncio.create_task(self._follow_loop(), name="spark-ml-predict-parts")
         # add_endpoint does not flush: without this a request sent right after start() may find no responder.
         await _server_has_seen(nc)
         log.info("service %s %s serving %s and %s", SERVICE_NAME, config.version, PREDICT, MODEL_INFO)
@@ -178,8 +235,21 @@ class PredictService:
         if self._stopped or self._service is None:
             return
         self._stopped = True
+        if self._unlisten is not None:
+            self._unlisten()
+        if self._follower is not None:
+            self._follower.cancel()
+            await asyncio.gather(self._follower, return_exceptions=True)
+        if self._forwards:
+            _, late = await asyncio.wait(set(self._forwards), timeout=self._forward_timeout_s)
+            for task in late:
+                task.cancel()
         if self._nc.is_closed or self._nc.is_draining:
             return  # the drain has taken down (and answered) every subscription already
+        subs, self._part_subs = list(self._part_subs.values()), {}
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
         await self._service.stop()
 
     async def __aenter__(self) -> PredictService:
@@ -197,7 +267,47 @@ class PredictService:
 
     # --- handlers -------------------------------------------------------------------------------------
 
+    @property
+    def answering(self) -> frozenset[int]:
+        """The partitions whose ``ml.predict.part.<n>`` this service is subscribed to now."""
+        return frozenset(self._part_subs)
+
+    async def _follow_loop(self) -> None:
+        while True:
+            await self._owned_changed.wait()
+            self._owned_changed.clear()
+            try:
+                await self._follow_owned()
+            except Exception:
+                log.exception("ml.predict: following the owned partitions failed; retrying at the next change")
+
+    async def _follow_owned(self) -> None:
+        """Subscribe ``ml.predict.part.<n>`` for each partition owned now, drain those given up."""
+        owned = {n for n in self._owned.current if n < self._partitions}
+        for n in sorted(owned - self._part_subs.keys()):
+            self._part_subs[n] = await self._nc.subscribe(predict_part(n), queue=QUEUE_GROUP, cb=self._on_part)
+        gone = [self._part_subs.pop(n) for n in sorted(self._part_subs.keys() - owned)]
+        if gone:
+            # Drain rather than unsubscribe: the requests already queued get a reply (503: the partition is gone).
+            await asyncio.gather(*(sub.drain() for sub in gone), return_exceptions=True)  # type: ignore[no-untyped-call]
+
+    def _part_of(self, symbol: str) -> int:
+        part = self._part_cache.get(symbol)
+        if part is None:
+            part = partition_of(symbol, self._partitions)
+            if len(self._part_cache) >= _PART_CACHE_MAX:
+                self._part_cache.clear()
+            self._part_cache[symbol] = part
+        return part
+
     async def _on_predict(self, request: Request) -> None:
+        await self._predict(request, forward=True)
+
+    async def _on_part(self, msg: Msg) -> None:
+        self._part_requests += 1
+        await self._predict(Request(msg), forward=False)
+
+    async def _predict(self, request: Request, *, forward: bool) -> None:
         recv = time.perf_counter()
         raw = request.data
         headers = request.headers
@@ -210,6 +320,9 @@ class PredictService:
             data, encoding = parser.decode(raw, content_type)
             snap_data, wanted = _unpack(data)
             snap = parser.validate(snap_data, raw, request.subject, encoding, recv)
+            part = self._part_of(snap.symbol)
+            if part not in self._owned.current:
+                raise _Elsewhere(snap.symbol, part)
             engine = live if wanted is None or wanted == model_version else await self._engine_for(wanted)
             model_version = engine.model.version
             result = engine.run_batch([snap], commit=False)
@@ -217,6 +330,9 @@ class PredictService:
                 raise result.rejected[0][1]
             prediction = result.wire(time.perf_counter())[0]
             body = encode(prediction, encoding)
+        except _Elsewhere as elsewhere:
+            await self._hand_on(request, elsewhere.symbol, elsewhere.part, encoding, model_version, forward=forward)
+            return
         except Exception as exc:
             if not isinstance(exc, SparkMlError):
                 log.exception("ml.predict: unexpected failure")
@@ -227,6 +343,46 @@ class PredictService:
         m.predict_requests.labels(model_version, Status.OK).inc()
         m.predict_latency.labels(model_version).observe(cast(float, prediction["latencyMs"]))
         m.feature_extractions.inc()
+
+    async def _hand_on(
+        self, request: Request, symbol: str, part: int, encoding: Encoding, model_version: str, *, forward: bool
+    ) -> None:
+        """A request for a partition this worker does not own: forward it to the owner, or refuse it (503)."""
+        if not forward:
+            why = "this worker does not own it (given up while the request was queued); retry"
+            await self._unavailable(request, symbol, part, why, encoding, model_version)
+        elif self._nc.is_draining:
+            await self._unavailable(request, symbol, part, "this worker is stopping; retry", encoding, model_version)
+        elif len(self._forwards) >= _FORWARDS_MAX:
+            await self._forward(request, symbol, part, encoding, model_version)
+        else:
+            # A task: the endpoint's subscription handles one request at a time, and must not wait a round trip.
+            task = asyncio.create_task(self._forward(request, symbol, part, encoding, model_version))
+            self._forwards.add(task)
+            task.add_done_callback(self._forwards.discard)
+
+    async def _forward(self, request: Request, symbol: str, part: int, encoding: Encoding, model_version: str) -> None:
+        """Ask the owner of ``part`` (``ml.predict.part.<part>``) and relay its reply, headers included."""
+        timeout = self._forward_timeout_s
+        try:
+            reply = await self._nc.request(predict_part(part), request.data, timeout=timeout, headers=request.headers)
+        except NoRespondersError:
+            why = "no worker owns it now (a hand-over in progress?); retry shortly"
+        except NatsTimeoutError:
+            why = f"its owner did not answer within {timeout:g}s"
+        except Exception as exc:  # the connection is closing or closed: nobody to ask
+            why = f"could not reach its owner ({type(exc).__name__}: {exc})"
+        else:
+            await self._send(request.respond(reply.data, headers=reply.headers))
+            return
+        await self._unavailable(request, symbol, part, why, encoding, model_version)
+
+    async def _unavailable(
+        self, request: Request, symbol: str, part: int, why: str, encoding: Encoding, model_version: str
+    ) -> None:
+        self._metrics.predict_requests.labels(model_version, Status.ERROR).inc()
+        outcome = unavailable(f"symbol {symbol!r} (partition {part} of {self._partitions}): {why}")
+        await self._refuse(request, "predict", outcome, encoding, None)
 
     async def _on_model_info(self, request: Request) -> None:
         try:
@@ -284,6 +440,8 @@ class PredictService:
         tally = self._tallies.get(stats.name)
         if tally is None:
             return None
+        if stats.name == "predict":
+            stats.num_requests += self._part_requests
         stats.num_errors += tally.errors
         if tally.last_error:
             stats.last_error = tally.last_error
