@@ -74,7 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("worker", help="run a stream worker (and the ml.predict service) against an existing NATS")
     _add_settings_flags(p)
-    p.add_argument("--procs", type=int, default=1, help="worker processes in the same queue group")
+    p.add_argument(
+        "--procs",
+        type=int,
+        default=1,
+        help="worker processes, each owning its share of the symbol partitions (metrics ports from the base up)",
+    )
     p.add_argument("--check", action="store_true", help="exit 0 when the local worker's /readyz answers 200, else 1")
 
     p = sub.add_parser("gateway", help="run the HTTP gateway in front of ml.predict")

@@ -111,21 +111,27 @@ def _env_for(settings: Settings, **overrides: Any) -> dict[str, str]:
 
 
 def run_procs(settings: Settings, procs: int) -> int:
-    """Run ``procs`` worker processes in the same queue group (metrics ports counted up from the base port)."""
+    """Run ``procs`` partitioned worker processes: each its own member, splitting the symbol partitions with
+    every other worker of the deployment (docs/SCALEOUT.md); metrics ports counted up from the base port
+    (each a free port when the base is 0).
+
+    The children run in their own process group, so a terminal's Ctrl-C reaches them once, through this
+    process (a second one exits them at once, as for one worker); SIGHUP stops them too.
+    """
     children = []
     for i in range(procs):
         port = settings.metrics_port + i if settings.metrics_port else 0
         env = _env_for(settings, metrics_port=port)
         cmd = [sys.executable, "-c", "from spark_ml.worker.cli import main; raise SystemExit(main())", "worker"]
-        children.append(subprocess.Popen(cmd, env=env))
-        log.info("worker process %d: pid %d, metrics port %s", i, children[-1].pid, port)
+        children.append(subprocess.Popen(cmd, env=env, process_group=0))
+        log.info("worker process %d: pid %d, metrics port %s", i, children[-1].pid, port or "any free")
 
     def forward(sig: int, _: object) -> None:
         for child in children:
             if child.poll() is None:
-                child.send_signal(sig)
+                child.send_signal(signal.SIGINT if sig == signal.SIGINT else signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
     codes = [child.wait() for child in children]
     return max(codes, default=0)
