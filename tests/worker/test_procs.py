@@ -1,6 +1,6 @@
-"""``spark-ml worker --procs 3`` on a server with the partition mapping: three partitioned workers on consecutive
-metrics ports that split every unit between them, and a SIGTERM to the parent (or a terminal's Ctrl-C) stops them
-all cleanly, each handing its units over once."""
+"""``spark-ml worker --procs 3`` (core and jetstream mode) on a server with the partition mapping: three
+partitioned workers on consecutive metrics ports that split every unit between them, and a SIGTERM to the parent
+(or a terminal's Ctrl-C) stops them all cleanly, each handing its units over once."""
 
 from __future__ import annotations
 
@@ -70,10 +70,12 @@ def _wait(what: str, log: Path, done: Callable[[], bool], timeout: float, parent
     raise AssertionError(f"timed out waiting for {what}:\n{log.read_text()[-4000:]}")
 
 
-@pytest.mark.parametrize("stop", ["sigterm", "ctrl-c"])
-def test_procs_split_the_units_on_distinct_ports_and_stop_cleanly(nats_url: str, tmp_path: Path, stop: str) -> None:
+@pytest.mark.parametrize(("mode", "stop"), [("core", "sigterm"), ("core", "ctrl-c"), ("jetstream", "sigterm")])
+def test_procs_split_the_units_on_distinct_ports_and_stop_cleanly(
+    nats_url: str, tmp_path: Path, mode: str, stop: str
+) -> None:
     base = _free_run(PROCS)
-    env = worker_env(nats_url, tmp_path / "registry", metrics_port=base, bind_host="127.0.0.1")
+    env = worker_env(nats_url, tmp_path / "registry", metrics_port=base, bind_host="127.0.0.1", mode=mode)
     log = tmp_path / "procs.log"
     with log.open("wb") as out:
         parent = subprocess.Popen(
