@@ -2,8 +2,10 @@
 
 Starts its own nats-server per target on a free loopback port, a publisher and a sink process, and
 prints throughput (median, min, max of ``--runs``), the ratio to the ceiling of the same run, loss,
-worker CPU per message, resident memory and end-to-end latency at 1k/s and 10k/s. Writes JSON and
-Markdown to ``--out``. All measurement logic lives in :mod:`spark_ml.scripts.harness`.
+worker CPU per message, resident memory and end-to-end latency at 1k/s and 10k/s; partitioned workers
+beside the unpartitioned queue group (``worker-solo``, ``rr-solo``) and, opt-in, the failover time after a
+SIGKILL (``--only failover,failover-js``). Writes JSON and Markdown to ``--out``. All measurement logic
+lives in :mod:`spark_ml.scripts.harness`.
 """
 
 from __future__ import annotations

@@ -41,7 +41,7 @@ from spark_ml.scripts.harness.scenarios import Context, Scenario, child_env
 from spark_ml.scripts.harness.wire import RawNats, pub_frame
 from spark_ml.worker.natsserver import NatsServer
 
-__all__ = ["FAST", "GAP_S", "GOAL_S", "FailoverConfig", "run_failover"]
+__all__ = ["DEFAULTS", "FAST", "GAP_S", "GOAL_S", "TRIALS", "FailoverConfig", "run_failover"]
 
 GOAL_S = 5.0
 """Issue 15's goal for the kill -> first prediction of a moved partition, with the default settings."""
@@ -257,12 +257,22 @@ def _analyse(
     }
 
 
+TRIALS = (("default", DEFAULTS), ("smaller TTLs", FAST))
+
+
 def run_failover(
-    sc: Scenario, cfg: FailoverConfig, workdir: Path, log: Callable[[str], None] = print
+    sc: Scenario,
+    cfg: FailoverConfig,
+    workdir: Path,
+    log: Callable[[str], None] = print,
+    trials_of: tuple[tuple[str, dict[str, float]], ...] = TRIALS,
 ) -> list[dict[str, Any]]:
-    """The trials of one failover scenario: default settings, then :data:`FAST` when the defaults miss the goal."""
+    """The trials of one failover scenario: default settings, then :data:`FAST` when the defaults miss the goal.
+
+    ``trials_of`` replaces that list (label, settings); the next trial runs only while the goal is missed.
+    """
     trials: list[dict[str, Any]] = []
-    for label, settings in (("default", DEFAULTS), ("smaller TTLs", FAST)):
+    for label, settings in trials_of:
         log(f"  failover {sc.name}: {label} settings {settings}")
         try:
             result = _Trial(sc, cfg, settings, workdir / label.replace(" ", "-"), log).run()

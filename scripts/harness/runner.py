@@ -10,6 +10,8 @@ phase per offered rate each (skipped, with the reason, when the target cannot su
 resident memory at the end. Every process is stopped in ``finally``. The live analytics bed has no
 throughput phases (its output is coalesced per symbol by design): a short paced warm-up, then its own
 paced phases (``analytics_phases``: a slow one, 1k/s and 10k/s), measured as :mod:`.pnl` defines.
+Each partitioned scenario is set beside its unpartitioned reference of the same run (:data:`PAIRS`). The
+failover scenarios start their own servers and workers last, one trial at a time (:mod:`.failover`).
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ import json
 import pytest
 
 from spark_ml.scripts.bench import main
+from spark_ml.scripts.harness.failover import FailoverConfig, run_failover
 from spark_ml.scripts.harness.report import render, write
 from spark_ml.scripts.harness.runner import BenchConfig, run
+from spark_ml.scripts.harness.scenarios import SCENARIOS
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -116,3 +118,53 @@ def test_analytics_scenario_measures_every_snapshot(tmp_path):
 def test_cli_refuses_unknown_scenarios(capsys):
     assert main(["--only", "nope", "--no-write"]) == 2
     assert "unknown scenario(s): nope" in capsys.readouterr().err
+
+
+def test_partitioned_worker_is_measured_beside_its_reference():
+    # Given the partitioned worker and the unpartitioned queue group (its reference), stream and ml.predict
+    # When the harness runs a tiny benchmark
+    results = run(_tiny("worker", "worker-solo", "rr", "rr-solo"), log=lambda _line: None)
+
+    # Then every snapshot and request was answered by each
+    by_name = {s["name"]: s for s in results["scenarios"]}
+    for name in ("worker", "worker-solo", "rr", "rr-solo"):
+        sc = by_name[name]
+        assert sc["status"] == "ok", sc.get("error")
+        assert [r["received"] for r in sc["throughput"]["runs"]] == [3000, 3000]
+        assert sc["throughput"]["errors"] == 0
+
+    # And the cost of partitioning is reported against the reference of the same run
+    costs = {(c["scenario"], c["reference"]): c for c in results["partitioning"]}
+    assert set(costs) == {("worker", "worker-solo"), ("rr", "rr-solo")}
+    for c in costs.values():
+        assert c["throughput_ratio"] > 0
+        assert c["cpu_ratio"] is None or c["cpu_ratio"] >= 0  # /proc CPU ticks: a short run may round to zero
+    assert "partitioned workers against the unpartitioned queue group" in render(results)
+
+
+def test_failover_finds_the_moved_partitions(tmp_path):
+    # Given 3 partitioned workers under load, with small TTLs so that the trial stays short
+    cfg = FailoverConfig(before_s=1.5, margin_s=2.0)
+    settings = {"SPARK_ML_MEMBER_TTL_S": 3.0, "SPARK_ML_PIN_TTL_S": 2.0}
+
+    # When one is SIGKILLed
+    trials = run_failover(SCENARIOS["failover"], cfg, tmp_path, lambda _line: None, (("small", settings),))
+
+    # Then the partitions it owned paused and came back on the others, and the sink's counts add up
+    assert len(trials) == 1
+    t = trials[0]
+    assert "error" not in t, t.get("error")
+    assert t["moved"] and not t["not_resumed"]
+    assert 0 < t["failover_s"]["p50"] <= t["failover_s"]["max"] < 3.0 + 2.0 + 2.0
+    assert t["received"] + t["lost"] == t["sent"] and t["lost"] >= 0
+    text = render(
+        {**_empty_results(), "scenarios": [{"name": "failover", "kind": "failover", "status": "ok", "trials": trials}]}
+    )
+    assert "failover  small: member_ttl_s 3, pin_ttl_s 2" in text
+
+
+def _empty_results():
+    machine = {"cpu_model": "x", "cores": 2, "loadavg": (0.0, 0.0, 0.0), "python": "3", "nats_server": "v"}
+    machine |= {"nats_py": "2", "faststream": "0"}
+    config = {"runs": 1, "payload_bytes": 71, "symbols": 16}
+    return {"started": "now", "mode": "quick", "duration_s": 1.0, "machine": machine, "config": config}
