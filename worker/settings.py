@@ -91,10 +91,10 @@ class Settings(BaseSettings):
     partitions: int = Field(DEFAULT_PARTITIONS, ge=1)
     """Symbol partitions P (docs/SCALEOUT.md): a symbol's snapshots go to partition ``partition(P, token)``,
     owned by one worker at a time. Every worker, the stream's transform and the server's mapping must agree."""
-    member_ttl_s: float = Field(6.0, gt=0)
+    member_ttl_s: float = Field(3.0, gt=0)
     """How long a worker stays a member after its last heartbeat (it re-announces itself every third of it);
     a dead worker's partitions move after at most this long (core mode: also the partition lease TTL)."""
-    pin_ttl_s: float = Field(4.0, gt=0)
+    pin_ttl_s: float = Field(2.0, gt=0)
     """JetStream: a partition's pin (``priority_timeout``) lapses when its owner has not pulled for this long;
     a standby takes over then."""
     checkpoint_s: float = Field(1.0, gt=0)
