@@ -40,6 +40,7 @@ from spark_ml.scripts.harness.procs import Child
 from spark_ml.scripts.harness.scenarios import Context, Scenario, child_env
 from spark_ml.scripts.harness.wire import RawNats, pub_frame
 from spark_ml.worker.natsserver import NatsServer
+from spark_ml.worker.settings import Settings
 
 __all__ = ["DEFAULTS", "FAST", "GAP_S", "GOAL_S", "TRIALS", "FailoverConfig", "run_failover"]
 
@@ -47,10 +48,14 @@ GOAL_S = 5.0
 """Issue 15's goal for the kill -> first prediction of a moved partition, with the default settings."""
 GAP_S = 0.5
 """A partition whose predictions pause longer than this around the kill moved (its normal gap is milliseconds)."""
-DEFAULTS = {"SPARK_ML_MEMBER_TTL_S": 6.0, "SPARK_ML_PIN_TTL_S": 4.0}
-"""The settings' defaults (worker/settings.py), for the report and the length of a trial."""
-FAST = {"SPARK_ML_MEMBER_TTL_S": 3.0, "SPARK_ML_PIN_TTL_S": 2.0}
-"""The smaller TTLs tried when the defaults miss the goal."""
+_FIELDS = Settings.model_fields
+DEFAULTS = {
+    "SPARK_ML_MEMBER_TTL_S": float(_FIELDS["member_ttl_s"].default),
+    "SPARK_ML_PIN_TTL_S": float(_FIELDS["pin_ttl_s"].default),
+}
+"""The settings' defaults (read from worker/settings.py), for the report and the length of a trial."""
+FAST = {name: value / 2 for name, value in DEFAULTS.items()}
+"""The smaller TTLs tried when the defaults miss the goal: half of each."""
 
 
 @dataclass(frozen=True)
