@@ -19,7 +19,7 @@ import pytest
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
 from tests.support.connections import client
-from tests.support.jetstream import PREDICTIONS, add_file_stream, publish_until_acked, read_stream
+from tests.support.jetstream import PREDICTIONS, add_file_stream, intake_state, publish_until_acked, read_stream
 from tests.support.lifecycle import until
 from tests.support.messages import Sink, snapshot, ts_of
 from tests.support.processes import SpawnWorker
@@ -76,13 +76,12 @@ async def _restart_under_load(server: NatsServer, spawn_worker: SpawnWorker, res
         finally:
             publisher.cancel()
 
-        # Then the worker catches up by itself: the consumer settles with everything acknowledged
+        # Then the worker catches up by itself: its consumers settle with everything acknowledged
         async def settled() -> bool:
             try:
-                info = await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
+                return (await intake_state(js)).settled
             except Exception:
                 return False  # JetStream may still be recovering its store
-            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
         deadline = time.monotonic() + 30
         while not await settled():

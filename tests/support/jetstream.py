@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import nats
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, PubAck, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, PubAck, StorageType, StreamConfig
 
+from spark_ml.core import subjects
 from tests.support.messages import Raw
 
-__all__ = ["PREDICTIONS", "add_file_stream", "publish_until_acked", "read_stream"]
+__all__ = ["PREDICTIONS", "Intake", "add_file_stream", "intake_state", "publish_until_acked", "read_stream"]
 
 PREDICTIONS = "PREDICTIONS"
 """The stream the tests create over ``ml.prediction`` (a worker finds it at start and publishes through it)."""
@@ -51,3 +53,43 @@ async def publish_until_acked(
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.05)
+
+
+@dataclass
+class Intake:
+    """What every consumer of the snapshot stream holds, summed: the shared durable of a solo worker, or the
+    partitioned intake's one consumer per unit (the forwarder's too)."""
+
+    consumers: list[ConsumerInfo]
+
+    @property
+    def pending(self) -> int:
+        return sum(c.num_pending or 0 for c in self.consumers)
+
+    @property
+    def ack_pending(self) -> int:
+        return sum(c.num_ack_pending or 0 for c in self.consumers)
+
+    @property
+    def redelivered(self) -> int:
+        """Un-acked messages delivered more than once."""
+        return sum(c.num_redelivered or 0 for c in self.consumers)
+
+    @property
+    def waiting(self) -> int:
+        return sum(c.num_waiting or 0 for c in self.consumers)
+
+    @property
+    def ack_floor(self) -> int:
+        """The highest stream sequence below which some consumer acknowledged everything."""
+        return max((c.ack_floor.stream_seq or 0 for c in self.consumers if c.ack_floor), default=0)
+
+    @property
+    def settled(self) -> bool:
+        """Consumers exist, and none has anything to deliver or awaiting its ack."""
+        return bool(self.consumers) and self.pending == 0 and self.ack_pending == 0
+
+
+async def intake_state(js: JetStreamContext, stream: str = subjects.JS_STREAM) -> Intake:
+    """The state of every consumer on ``stream`` (:class:`Intake`)."""
+    return Intake(await js.consumers_info(stream))

@@ -1,4 +1,8 @@
-"""JetStream mode: a durable pull consumer shared by workers; ack after publish; poison dead-lettered and terminated."""
+"""JetStream mode: ack after publish; poison dead-lettered and terminated; stored predictions; a fast stop.
+
+Each behaviour holds for both intakes (``INTAKES``): the shared durable of a solo worker (``SPARK_ML_SOLO``) and
+the partitioned intake (one pinned consumer per unit), whose state is read from every consumer of the stream.
+What only the shared durable has (its in-flight bound, ordering across bare and symbol subjects) runs solo."""
 
 from __future__ import annotations
 
@@ -9,49 +13,76 @@ import sys
 import time
 
 import msgpack
+import pytest
 from nats.aio.client import Client
 from nats.js.api import DiscardPolicy, StorageType, StreamConfig
 
 import spark_ml.worker.intake.jetstream
 from spark_ml.core import subjects
+from spark_ml.core.partition import DEFAULT_PARTITIONS, stream_transform
 from spark_ml.worker.app import WorkerApp
-from spark_ml.worker.intake import JetStreamIntake
+from spark_ml.worker.intake import JetStreamIntake, PartitionedJetStreamIntake
+from spark_ml.worker.intake.jetstream import JetStreamOutcomes
+from spark_ml.worker.natsio import jsadmin
+from tests.support.connections import RawPublisher
+from tests.support.jetstream import Intake, intake_state
 from tests.support.messages import Collector
 
+INTAKES = pytest.mark.parametrize("solo", [True, False], ids=["solo", "partitioned"])
+"""Both jetstream intakes: the shared durable (solo) and the partitioned one."""
 
-async def _consumer_settled(nc: Client, expect_acked: int, timeout: float = 10.0) -> None:
+
+async def _consumer_settled(nc: Client, expect_acked: int, timeout: float = 10.0) -> Intake:
     js = nc.jetstream()
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        info = await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
-        if info.ack_floor.stream_seq >= expect_acked and info.num_ack_pending == 0 and info.num_pending == 0:
-            return
+        state = await intake_state(js)
+        if state.ack_floor >= expect_acked and state.settled:
+            return state
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"consumer not settled: {info}")
+            raise AssertionError(f"consumers not settled: {state}")
         await asyncio.sleep(0.05)
 
 
-async def test_stream_and_consumer_are_created_and_everything_is_acked(nc: Client, worker_factory, collect) -> None:
+def _intake_is(app: WorkerApp, solo: bool) -> JetStreamOutcomes:
+    intake = app.intake
+    assert isinstance(intake, JetStreamIntake if solo else PartitionedJetStreamIntake)
+    return intake
+
+
+@INTAKES
+async def test_stream_and_consumer_are_created_and_everything_is_acked(
+    nc: Client, worker_factory, collect, solo: bool
+) -> None:
     # Given a jetstream-mode worker
-    await worker_factory(mode="jetstream")
+    _intake_is(await worker_factory(mode="jetstream", solo=solo), solo)
     preds = await collect(subjects.PREDICTION)
-    # When snapshots are published on both subject forms
+    # When snapshots are published on both subject forms: solo, one symbol on both (the shared durable keeps
+    # their order); partitioned, each symbol on one kind (the bare ones take the forwarder's hop, and a mix is
+    # documented as unordered)
     for i in range(200):
         subject = subjects.snapshot_for("JS") if i % 2 else subjects.SNAPSHOT
-        await nc.jetstream().publish(subject, msgpack.packb({"ts": i, "mid": 10.0 + i % 5, "symbol": "JS"}))
-    # Then every one is predicted, in order, and acknowledged
+        symbol = "JS" if solo or i % 2 else "JB"
+        await nc.jetstream().publish(subject, msgpack.packb({"ts": i, "mid": 10.0 + i % 5, "symbol": symbol}))
+    # Then every one is predicted, in order (per symbol), and acknowledged
     await preds.wait(200)
-    assert [b["ts"] for b in preds.bodies()] == list(range(200))
+    bodies = preds.bodies()
+    if solo:
+        assert [b["ts"] for b in bodies] == list(range(200))
+    else:
+        assert [b["ts"] for b in bodies if b["symbol"] == "JS"] == list(range(1, 200, 2))
+        assert [b["ts"] for b in bodies if b["symbol"] == "JB"] == list(range(0, 200, 2))
     await _consumer_settled(nc, 200)
     # And each prediction carries Nats-Msg-Id derived from its input's stream sequence
     assert all(m.headers and m.headers["Nats-Msg-Id"].startswith(f"{subjects.JS_STREAM}-") for m in preds.msgs)
     assert len({m.headers["Nats-Msg-Id"] for m in preds.msgs if m.headers}) == 200
 
 
+@INTAKES
 async def test_poison_message_is_dead_lettered_with_sequence_and_terminated(
-    nc: Client, worker_factory, collect
+    nc: Client, worker_factory, collect, solo: bool
 ) -> None:
-    await worker_factory(mode="jetstream", ack_wait_s=1.0)
+    _intake_is(await worker_factory(mode="jetstream", ack_wait_s=1.0, solo=solo), solo)
     preds = await collect(subjects.PREDICTION)
     dlq = await collect(subjects.DLQ)
     js = nc.jetstream()
@@ -67,18 +98,42 @@ async def test_poison_message_is_dead_lettered_with_sequence_and_terminated(
     # Terminated, not redelivered: past the ack wait nothing more arrives
     await asyncio.sleep(1.5)
     assert len(dlq.msgs) == 1 and len(preds.msgs) == 2
-    info = await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
-    assert info.num_redelivered == 0
+    assert (await intake_state(js)).redelivered == 0
+
+
+@INTAKES
+async def test_a_stored_snapshot_whose_subject_is_not_utf8_is_dead_lettered_and_terminated(
+    nc: Client, nats_url: str, worker_factory, collect, solo: bool
+) -> None:
+    # Given a worker, and a snapshot stored under a subject that is not UTF-8 (a hostile publisher's)
+    _intake_is(await worker_factory(mode="jetstream", ack_wait_s=1.0, solo=solo), solo)
+    preds, dlq = await collect(subjects.PREDICTION), await collect(subjects.DLQ)
+    bad = subjects.snapshot_for("").encode() + b"\xff\xfe"
+    async with RawPublisher.connect(nats_url) as raw:
+        await raw.send(b"PUB %s 3\r\nabc\r\n" % bad)
+    await nc.jetstream().publish(subjects.snapshot_for("GOOD"), msgpack.packb({"ts": 1, "mid": 1.0}))
+    # Then it is one dead letter (decode, its subject escaped), terminated: never redelivered
+    dead = await dlq.wait(1)
+    await preds.wait(1)
+    assert dead[0].headers[subjects.H_ERROR] == "decode"
+    assert dead[0].data == b"abc"
+    assert "\\x" in dead[0].headers[subjects.H_SUBJECT]
+    await _consumer_settled(nc, 2)
+    await asyncio.sleep(1.5)
+    assert len(dlq.msgs) == 1
+    assert (await intake_state(nc.jetstream())).redelivered == 0
 
 
 def _worker_proc(nats_url: str, tmp_path, name: str) -> list[str]:
     return [sys.executable, "-c", "from spark_ml.worker.cli import main; raise SystemExit(main())", "worker"]
 
 
-async def test_sigkill_of_one_of_two_workers_loses_nothing(nc: Client, nats_url: str, tmp_path) -> None:
-    # Given two jetstream workers sharing the durable consumer, with a short ack wait
+@INTAKES
+async def test_sigkill_of_one_of_two_workers_loses_nothing(nc: Client, nats_url: str, tmp_path, solo: bool) -> None:
+    # Given two jetstream workers (sharing the durable consumer, or the partitions), with a short ack wait
     env = {**os.environ, "SPARK_ML_NATS_URL": nats_url, "SPARK_ML_METRICS_PORT": "0", "SPARK_ML_MODE": "jetstream"}
     env.update(SPARK_ML_ACK_WAIT_S="2", SPARK_ML_REGISTRY=str(tmp_path), SPARK_ML_BATCH_MAX="32")
+    env.update(SPARK_ML_SOLO=str(solo).lower(), SPARK_ML_MEMBER_TTL_S="2", SPARK_ML_PIN_TTL_S="1")
     preds, dlq = Collector(), Collector()
     await nc.subscribe(subjects.PREDICTION, cb=preds.cb)
     await nc.subscribe(subjects.DLQ, cb=dlq.cb)
@@ -135,14 +190,14 @@ async def _predictions_stream(nc: Client, **config: object) -> None:
     )
 
 
+@INTAKES
 async def test_with_a_predictions_stream_inputs_are_acked_after_their_prediction_is_stored(
-    nc: Client, worker_factory
+    nc: Client, worker_factory, solo: bool
 ) -> None:
     # Given a predictions stream of the user's, found by the worker at start
     await _predictions_stream(nc)
-    app = await worker_factory(mode="jetstream")
-    intake = app.intake
-    assert isinstance(intake, JetStreamIntake) and intake.acked is not None
+    intake = _intake_is(await worker_factory(mode="jetstream", solo=solo), solo)
+    assert intake.acked is not None
     # When snapshots flow
     js = nc.jetstream()
     for i in range(300):
@@ -160,35 +215,42 @@ async def test_with_a_predictions_stream_inputs_are_acked_after_their_prediction
     assert intake.acked.stored == 300 and intake.acked.refused == 0
 
 
-async def test_a_refused_prediction_naks_its_input_and_a_stored_one_acks_it(nc: Client, worker_factory) -> None:
+@INTAKES
+async def test_a_refused_prediction_naks_its_input_and_a_stored_one_acks_it(
+    nc: Client, worker_factory, solo: bool
+) -> None:
     # Given a predictions stream with room for 5 that refuses the rest
     await _predictions_stream(nc, max_msgs=5, discard=DiscardPolicy.NEW)
-    app = await worker_factory(mode="jetstream", ack_wait_s=5.0, max_deliver=10, batch_max=4)
+    app = await worker_factory(mode="jetstream", ack_wait_s=5.0, max_deliver=10, batch_max=4, solo=solo)
+    _intake_is(app, solo)
     js = nc.jetstream()
     # When 12 snapshots are consumed
     for i in range(12):
         await js.publish(subjects.snapshot_for(f"R{i}"), msgpack.packb({"ts": i, "mid": 10.0}))
     # Then 5 predictions are stored and their inputs acked, while the 7 others keep being redelivered
-    # (nak'ed with a delay, never acked), and nothing is dead-lettered before max_deliver
+    # (solo: nak'ed with a delay; partitioned: the unit is taken over again from its checkpoint after a delay,
+    # its consumer RESET), never acked, and nothing is dead-lettered before max_deliver
+    publish_errors = app.metrics.model_errors.labels("publish_error")
     deadline = asyncio.get_running_loop().time() + 10
     while True:
-        info = await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
-        if info.num_redelivered >= 7:
+        state = await intake_state(js)
+        if state.redelivered >= 7 if solo else publish_errors._value.get() >= 3:
             break
-        assert asyncio.get_running_loop().time() < deadline, f"no redeliveries: {info}"
+        assert asyncio.get_running_loop().time() < deadline, f"no redeliveries: {state}"
         await asyncio.sleep(0.1)
     assert (await js.stream_info("PREDICTIONS")).state.messages == 5
-    assert info.num_ack_pending + info.num_pending >= 7  # the refused ones are still owed
-    assert info.ack_floor.stream_seq < 12
+    assert state.ack_pending + state.pending >= 7  # the refused ones are still owed
+    if solo:  # (partitioned: the last input may be one of the 5 stored, acked on its own unit's consumer)
+        assert state.ack_floor < 12
     assert app.metrics.model_errors.labels("publish_error")._value.get() >= 1
 
 
-async def test_a_predictions_stream_created_later_is_found(nc: Client, worker_factory, monkeypatch) -> None:
+@INTAKES
+async def test_a_predictions_stream_created_later_is_found(nc: Client, worker_factory, monkeypatch, solo: bool) -> None:
     # Given a worker started with no predictions stream (core publish), checking often
     monkeypatch.setattr(spark_ml.worker.intake.jetstream, "_OUTPUT_CHECK_S", 0.1)
-    app = await worker_factory(mode="jetstream")
-    intake = app.intake
-    assert isinstance(intake, JetStreamIntake) and intake.acked is None
+    intake = _intake_is(await worker_factory(mode="jetstream", solo=solo), solo)
+    assert intake.acked is None
     # When the user creates one, the worker switches to PubAcks; and back when it is deleted
     await _predictions_stream(nc)
     deadline = asyncio.get_running_loop().time() + 5
@@ -204,16 +266,23 @@ async def test_a_predictions_stream_created_later_is_found(nc: Client, worker_fa
         await asyncio.sleep(0.05)
 
 
-async def test_forced_off_keeps_core_publish_even_with_a_stream(nc: Client, worker_factory) -> None:
+@INTAKES
+async def test_forced_off_keeps_core_publish_even_with_a_stream(nc: Client, worker_factory, solo: bool) -> None:
     await _predictions_stream(nc)
-    app = await worker_factory(mode="jetstream", js_output_ack="off")
-    assert isinstance(app.intake, JetStreamIntake) and app.intake.acked is None
+    app = await worker_factory(mode="jetstream", js_output_ack="off", solo=solo)
+    assert _intake_is(app, solo).acked is None
 
 
-async def _backlog(nc: Client, n: int, prefix: str) -> None:
-    """``n`` snapshots waiting in MARKET_SNAPSHOTS before any worker runs (the worker reuses the stream)."""
+async def _backlog(nc: Client, n: int, prefix: str, *, partitioned: bool = False) -> None:
+    """``n`` snapshots waiting in MARKET_SNAPSHOTS before any worker runs (the worker reuses the stream; a
+    partitioned one needs the stream's transform from the start: messages stored before keep their subject)."""
     js = nc.jetstream()
-    await js.add_stream(StreamConfig(name=subjects.JS_STREAM, subjects=[subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD]))
+    stream_subjects = [subjects.SNAPSHOT, subjects.SNAPSHOT_WILDCARD]
+    if partitioned:
+        transform = stream_transform(DEFAULT_PARTITIONS)
+        await jsadmin.ensure_stream(nc, subjects.JS_STREAM, subjects=stream_subjects, transform=transform)
+    else:
+        await js.add_stream(StreamConfig(name=subjects.JS_STREAM, subjects=stream_subjects))
     for i in range(n):
         await nc.publish(subjects.snapshot_for(f"{prefix}{i % 7}"), msgpack.packb({"ts": i, "mid": 10.0}))
     await nc.flush()
@@ -227,7 +296,7 @@ async def test_un_acked_messages_stay_within_the_in_flight_bound(nc: Client, wor
     # Given 3000 snapshots waiting and a worker allowed 64 in flight
     js = nc.jetstream()
     await _backlog(nc, 3000, "B")
-    app = await worker_factory(mode="jetstream", js_in_flight=64, batch_max=32)
+    app = await worker_factory(mode="jetstream", js_in_flight=64, batch_max=32, solo=True)
     intake = app.intake
     assert isinstance(intake, JetStreamIntake)
     pull = intake.pull
@@ -253,12 +322,16 @@ async def test_un_acked_messages_stay_within_the_in_flight_bound(nc: Client, wor
     assert app.processor is not None and app.processor.published == 3000
 
 
-async def test_stop_under_backlog_is_fast_and_leaves_nothing_to_the_ack_wait(nc: Client, settings_factory) -> None:
+@INTAKES
+async def test_stop_under_backlog_is_fast_and_leaves_nothing_to_the_ack_wait(
+    nc: Client, settings_factory, solo: bool
+) -> None:
     # Given a worker working through a backlog
     js = nc.jetstream()
-    await _backlog(nc, 30000, "T")
-    app = WorkerApp(settings_factory(mode="jetstream"), handle_signals=False)
+    await _backlog(nc, 30000, "T", partitioned=not solo)
+    app = WorkerApp(settings_factory(mode="jetstream", solo=solo), handle_signals=False)
     await app.start()
+    _intake_is(app, solo)
     try:
         while app.processor is not None and app.processor.published < 2000:
             await asyncio.sleep(0.001)
@@ -270,9 +343,13 @@ async def test_stop_under_backlog_is_fast_and_leaves_nothing_to_the_ack_wait(nc:
     # Then within a second, with everything it was delivered acked: nothing waits for the ack wait
     assert took < 1.0
     deadline = time.monotonic() + 2  # the server applies acks asynchronously; the ack wait is 30 s
-    while (info := await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)).num_ack_pending:
-        assert time.monotonic() < deadline, f"left un-acked: {info}"
+    while (state := await intake_state(js)).ack_pending:
+        assert time.monotonic() < deadline, f"left un-acked: {state}"
         await asyncio.sleep(0.02)
-    assert info.num_waiting == 0
+    assert state.waiting == 0
     assert app.processor is not None
-    assert info.ack_floor.stream_seq == app.processor.published < 30000
+    assert app.processor.published < 30000
+    if solo:
+        assert state.ack_floor == app.processor.published
+    else:  # each unit's consumer acked a prefix of its partition: the rest is all still to deliver
+        assert state.pending == 30000 - app.processor.published

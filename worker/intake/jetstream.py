@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -34,12 +34,23 @@ from spark_ml.worker.natsio.jswire import ACK, TERM, nak_body
 from spark_ml.worker.pipeline.publish import NatsOutput
 from spark_ml.worker.settings import Settings
 
-__all__ = ["JetStreamIntake", "JetStreamOutcomes", "settle_each"]
+__all__ = ["JetStreamIntake", "JetStreamOutcomes", "reject_undecodable", "settle_each"]
 
 log = logging.getLogger(__name__)
 
 _NAK_DELAY_S = 1.0
 _OUTPUT_CHECK_S = 10.0
+
+
+def reject_undecodable(processor: Processor) -> Callable[[JsMsg], Awaitable[None]]:
+    """A pull consumer's ``on_undecodable``: the processor dead-letters the message (``decode``), then it is
+    terminated (:meth:`JetStreamOutcomes.on_dead`)."""
+
+    async def reject(msg: JsMsg) -> None:
+        assert msg.undecodable is not None
+        await processor.reject(msg.data, msg.subject, msg.undecodable, ctx=msg)
+
+    return reject
 
 
 async def settle_each(ctxs: Iterable[object], body: bytes = ACK) -> None:
@@ -273,6 +284,7 @@ class JetStreamIntake(JetStreamOutcomes):
             batch=s.batch_max,
             ack_wait_s=s.ack_wait_s,
             recover=self.ensure,
+            on_undecodable=reject_undecodable(processor),
         )
         await self.pull.start()
 

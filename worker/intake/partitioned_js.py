@@ -47,7 +47,7 @@ from nats.aio.client import Client
 
 from spark_ml.core import subjects
 from spark_ml.core.codec import Snapshot, SnapshotParser
-from spark_ml.core.errors import InvalidInput, OwnershipLost
+from spark_ml.core.errors import InvalidInput, OwnershipLost, SparkMlError
 from spark_ml.core.features import FeatureStore
 from spark_ml.core.features.checkpoint import decode_checkpoint, encode_checkpoint
 from spark_ml.core.features.layout import StateTuple
@@ -105,6 +105,9 @@ class _Unit:
     """A publish failed: its states are ahead of what is out (taken over again before its next checkpoint)."""
     saving: bool = False
     last_capture: float = 0.0
+    failures: dict[int, int] = field(default_factory=dict)
+    """Stream sequence -> publishes of its prediction that failed. Retaking the unit RESETs its consumer, which
+    restarts the server's delivery count: ``max_deliver`` is kept here instead."""
 
 
 class PartitionedJetStreamIntake(JetStreamOutcomes):
@@ -255,6 +258,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             pin_ttl_s=s.pin_ttl_s,
             on_pinned=self._on_pinned,
             on_pin_lost=self._on_pin_lost,
+            on_undecodable=on_msg,
         )
         unit = _Unit(n, pull)
         holder.append(unit)
@@ -286,10 +290,13 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
     async def _on_pinned(self, pull: PullConsumer, pin: str) -> bool:
         """Take unit over under a new pin: restore its checkpoint, RESET its consumer (deliveries are held)."""
         unit = self._by_pull[pull]
+        retry = unit.broken and unit.owned
         unit.owned = False
         self.ownership.set(self.owned)
         # Messages of an earlier ownership may still be in the pool: they finish with the state they began with.
         await self._until_settled(unit, self.settings.drain_timeout_s)
+        if retry:  # a publish failed: wait as a nak's delay would (short of the pin's TTL: no pull goes out now)
+            await asyncio.sleep(min(_NAK_DELAY_S, self.settings.pin_ttl_s / 4))
         data, revision = await self.checkpoints.claim(unit.n)
         seq, states = self._decode(unit.n, data)
         self._forget(unit)
@@ -332,6 +339,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         if unit.owned:  # pinned again meanwhile: the takeover restored it
             return
         self._forget(unit)
+        unit.failures.clear()
         if was_owned:
             self.ownership_changes += 1
         log.warning("unit %d: pin lost (another worker owns it now); its symbols dropped", unit.n)
@@ -366,15 +374,28 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             await unit.pull.settle((msg,))  # folded into the restored states already
             return
         unit.in_flight += 1
-        if unit.n == self.partitions:
-            self._forwarding.put_nowait(msg)
-            return
         assert self._processor is not None
         try:
-            await self._processor.on_msg(msg)
+            refused = msg.undecodable or (self._exhausted(unit, msg.seq) if unit.failures else None)
+            if refused is not None:  # dead-lettered, then terminated: on_dead
+                await self._processor.reject(msg.data, msg.subject, refused, ctx=msg)
+            elif unit.n == self.partitions:
+                self._forwarding.put_nowait(msg)
+            else:
+                await self._processor.on_msg(msg)
         except Exception:
             unit.in_flight -= 1
             raise
+
+    def _exhausted(self, unit: _Unit, seq: int) -> SparkMlError | None:
+        """Why message ``seq`` is not tried again: its prediction failed ``max_deliver`` times (else None)."""
+        failed = unit.failures.get(seq, 0)
+        if failed < self.settings.max_deliver:
+            return None
+        del unit.failures[seq]
+        return SparkMlError(
+            f"not acknowledged after {failed} deliveries (its prediction was not stored)", code="max_deliver"
+        )
 
     def _unit_of(self, ctx: object) -> _Unit | None:
         if isinstance(ctx, JsMsg) and ctx.consumer is not None:
@@ -391,6 +412,8 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
                 continue
             unit.in_flight -= 1
             unit.symbols.add(snap.symbol)
+            if unit.failures:
+                unit.failures.pop(ctx.seq, None)
             if ctx.seq > unit.settled_seq:
                 unit.settled_seq = ctx.seq
             touched.add(unit)
@@ -406,7 +429,12 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             unit.in_flight -= 1
 
     async def on_publish_failed(self, snaps: Sequence[Snapshot]) -> None:
+        partial = self._partial
+        stored = partial[1] if partial is not None and partial[0] is snaps else [False] * len(snaps)
         await super().on_publish_failed(snaps)
+        for snap, ok in zip(snaps, stored, strict=True):
+            if not ok and isinstance(snap.ctx, JsMsg) and (failed := self._unit_of(snap.ctx)) is not None:
+                failed.failures[snap.ctx.seq] = failed.failures.get(snap.ctx.seq, 0) + 1
         for unit in {u for s in snaps if (u := self._unit_of(s.ctx)) is not None}:
             unit.in_flight -= sum(1 for s in snaps if self._unit_of(s.ctx) is unit)
             if unit.owned and not unit.broken:

@@ -37,26 +37,39 @@ NS = 1_000_000_000
 """Durations on the JetStream API are nanoseconds."""
 
 _API = "$JS.API"
-_PIN_SERVER = "nats-server >= 2.11 (priority groups with pinned_client)"
-_RESET_SERVER = "nats-server >= 2.14 (consumer RESET)"
+_PIN_SERVER = ("nats-server >= 2.11 (priority groups with pinned_client)", (2, 11))
+_RESET_SERVER = ("nats-server >= 2.14 (consumer RESET)", (2, 14))
 _TRANSFORM_SERVER = "nats-server >= 2.10 (stream subject transforms)"
 
 JsonObj = dict[str, Any]
 
 
-async def _request(nc: Client, subject: str, body: JsonObj, *, timeout: float, feature: str | None = None) -> JsonObj:
+def _older(nc: Client, version: tuple[int, int]) -> bool:
+    """Whether the server ``nc`` is connected to says it is older than ``version`` (unknown: not older)."""
+    try:
+        held = nc.connected_server_version
+        return (held.major, held.minor) < version
+    except Exception:
+        return False
+
+
+async def _request(
+    nc: Client, subject: str, body: JsonObj, *, timeout: float, feature: tuple[str, tuple[int, int]] | None = None
+) -> JsonObj:
     """One API request; an error reply raises nats-py's own APIError subclass (NotFoundError, ...).
 
-    ``feature`` names the server version an API subject needs: a server without it does not answer at all.
+    ``feature`` names the server version an API subject needs: a server without it does not answer at all. A
+    request that is not answered is refused as needing it only when the server is older; on a recent one it is
+    a plain timeout (a busy or recovering server), for the caller to retry.
     """
     try:
         msg = await nc.request(subject, json.dumps(body, separators=(",", ":")).encode(), timeout=timeout)
     except nats.errors.NoRespondersError as exc:
         raise ServiceUnavailableError from exc
     except nats.errors.TimeoutError as exc:
-        if feature is None:
+        if feature is None or not _older(nc, feature[1]):
             raise
-        raise ClusterRefused(f"{subject} was not answered in {timeout}s: it needs {feature}") from exc
+        raise ClusterRefused(f"{subject} was not answered in {timeout}s: it needs {feature[0]}") from exc
     reply: JsonObj = json.loads(msg.data)
     if "error" in reply:
         APIError.from_error(reply["error"])  # raises
@@ -194,7 +207,7 @@ async def ensure_pinned_consumer(nc: Client, stream: str, consumer: PinnedConsum
         raise ClusterRefused(
             f"consumer {consumer.name} on {stream} came back without the priority group {consumer.group!r}"
             f" and policy pinned_client (it has {held.get('priority_groups')!r}, {held.get('priority_policy')!r}):"
-            f" partitioned jetstream mode needs {_PIN_SERVER}"
+            f" partitioned jetstream mode needs {_PIN_SERVER[0]}"
         )
     return info
 
@@ -230,5 +243,5 @@ async def reset(nc: Client, stream: str, consumer: str, seq: int, *, timeout: fl
     )
     reset_seq = reply.get("reset_seq")
     if not isinstance(reset_seq, int):
-        raise ClusterRefused(f"consumer {consumer} was not reset (reply {reply!r}): it needs {_RESET_SERVER}")
+        raise ClusterRefused(f"consumer {consumer} was not reset (reply {reply!r}): it needs {_RESET_SERVER[0]}")
     return reset_seq

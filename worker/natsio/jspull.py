@@ -29,6 +29,10 @@ out from a fresh inbox and the held messages are dropped (reset) or handed on (n
 the pin went to another client: the id is forgotten, ``on_pin_lost`` is told, and no request goes out
 until :meth:`PullConsumer.reacquire`; an ``on_pinned`` that raises is treated the same way (its held
 messages dropped).
+
+A message whose subject is not UTF-8 (stored from a hostile publisher) goes to ``on_undecodable`` instead of
+``on_msg``, its subject escaped and :attr:`JsMsg.undecodable` set: the intake dead-letters it as ``decode`` and
+terminates it (every redelivery would fail the same way).
 """
 
 from __future__ import annotations
@@ -44,7 +48,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from spark_ml.core.errors import InvalidInput, SparkMlError
 from spark_ml.worker.natsio import writer
+from spark_ml.worker.natsio.fastparser import wire_error
 from spark_ml.worker.natsio.jsroute import subscribe_raw, unroute
 from spark_ml.worker.natsio.jswire import ACK, NAK, PIN_ID, Status, next_request, status_of, stream_seq
 
@@ -72,7 +78,15 @@ class JsMsg(Msg):
     ``__init__``, and with the stream sequence parsed once.
     """
 
-    def __init__(self, nc: Client, subject: str, ack: bytes, data: bytes, headers: dict[str, str] | None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        subject: str,
+        ack: bytes,
+        data: bytes,
+        headers: dict[str, str] | None,
+        undecodable: SparkMlError | None = None,
+    ) -> None:
         self._client = nc
         self.subject = subject
         self.reply = ack.decode()
@@ -86,6 +100,8 @@ class JsMsg(Msg):
         self.received = _now()
         self.consumer: PullConsumer | None = None
         """The pull consumer that received it (it settles it)."""
+        self.undecodable = undecodable
+        """Why it cannot be processed as delivered (its subject is not UTF-8; ``subject`` is escaped), or None."""
 
 
 class _Requests:
@@ -155,6 +171,8 @@ class PullConsumer:
             with the pin id goes out at least every third of it.
         on_pinned: awaited when a message carries a new pin id, before it is handed on (:data:`OnPinned`).
         on_pin_lost: called on a ``423`` (:data:`OnPinLost`).
+        on_undecodable: ``await on_undecodable(msg)`` in place of ``on_msg`` for a message whose subject is not
+            UTF-8 (:attr:`JsMsg.undecodable` says why); without it such a message is left unsettled.
     """
 
     def __init__(
@@ -174,6 +192,7 @@ class PullConsumer:
         pin_ttl_s: float = 0.0,
         on_pinned: OnPinned | None = None,
         on_pin_lost: OnPinLost | None = None,
+        on_undecodable: Callable[[JsMsg], Awaitable[None]] | None = None,
     ) -> None:
         if max_in_flight < 1 or batch < 1:
             raise ValueError("max_in_flight and batch must be >= 1")
@@ -201,6 +220,7 @@ class PullConsumer:
         self.heartbeat_s = heartbeat_s
         self._on_pinned = on_pinned
         self._on_pin_lost = on_pin_lost
+        self._on_undecodable = on_undecodable
         self._held: list[JsMsg] | None = None
         self._lost = False
         self._last_pin_request = 0.0
@@ -328,8 +348,15 @@ class PullConsumer:
                 self._on_status(subject, status)
             return
         self._requests.delivered()
+        undecodable: SparkMlError | None = None
         try:
-            msg = JsMsg(self.nc, subject.decode(), reply, data, headers)
+            text = subject.decode()
+        except UnicodeDecodeError as exc:
+            wire_error(self.nc, "subject", exc)
+            text = subject.decode("utf-8", "backslashreplace")
+            undecodable = InvalidInput(f"subject is not UTF-8: {exc}", code="decode")
+        try:
+            msg = JsMsg(self.nc, text, reply, data, headers, undecodable)
         except ValueError:
             log.warning("ignoring a message on the pull inbox with reply %r", reply[:80])
             return
@@ -339,8 +366,14 @@ class PullConsumer:
         self._live.append(msg)
         if self.group is not None and not self._pinned_delivery(msg, headers):
             return
+        await self._deliver(msg)
+
+    async def _deliver(self, msg: JsMsg) -> None:
         try:
-            await self._on_msg(msg)
+            if msg.undecodable is None:
+                await self._on_msg(msg)
+            elif self._on_undecodable is not None:
+                await self._on_undecodable(msg)
         except Exception as exc:  # closing pool: give it straight back for another worker
             log.debug("delivery refused (%s); nak", exc)
             await self.settle((msg,), NAK)
@@ -396,11 +429,7 @@ class PullConsumer:
             self.drop(held)
             return
         for msg in held:
-            try:
-                await self._on_msg(msg)
-            except Exception as exc:
-                log.debug("delivery refused (%s); nak", exc)
-                await self.settle((msg,), NAK)
+            await self._deliver(msg)
 
     def retake(self) -> bool:
         """Run the takeover again under the current pin (its owner's state went wrong); False when not pinned."""
