@@ -56,9 +56,14 @@ class Sink:
         self.msgs: list[JsMsg] = []
         self.peak_in_flight = 0
         self.consumer: PullConsumer | None = None
+        self.reached: dict[int, asyncio.Event] = {}
+        """Events set when that many messages have arrived (to act at a point of the stream, not after a poll)."""
 
     async def on_msg(self, msg: JsMsg) -> None:
         self.msgs.append(msg)
+        reached = self.reached.get(len(self.msgs))
+        if reached is not None:
+            reached.set()
         c = self.consumer
         if c is not None:
             self.peak_in_flight = max(self.peak_in_flight, c.unsettled + c.requested)
@@ -248,8 +253,10 @@ async def test_stop_is_fast_and_loses_nothing_the_server_sent(nc: Client, pull_f
     await _setup(nc)
     await _publish(nc, 3000)
     consumer, sink = await pull_factory(max_in_flight=512, batch=128)
+    flowing = sink.reached[500] = asyncio.Event()
     async with _acking(consumer, sink):
-        await _until(lambda: len(sink.msgs) >= 500, 10, "flowing")
+        # (an event, not a poll: within one 20 ms poll a fast consumer can take the whole backlog)
+        await asyncio.wait_for(flowing.wait(), 10)
         # When it stops mid-stream
         t0 = time.monotonic()
         await consumer.stop()
