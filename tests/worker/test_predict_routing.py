@@ -39,6 +39,10 @@ BARS = 80
 ASKS = 12
 """Plain ``ml.predict`` requests per symbol: with 3 workers in the queue group, non-owners receive some."""
 FAST: dict[str, Any] = {"partitions": P, "member_ttl_s": 1.5, "checkpoint_s": 0.2}
+MODES: dict[str, dict[str, Any]] = {
+    "core": {},
+    "jetstream": {"mode": "jetstream", "pin_ttl_s": 1.0, "ack_wait_s": 30.0},
+}
 
 
 def _snap(symbol: str, i: int, k: int) -> dict[str, Any]:
@@ -62,10 +66,16 @@ def _service(app: WorkerApp) -> PredictService:
     return service
 
 
-async def _stream_and_ask(url: str, tmp_path: Path, workers: int) -> dict[str, Any]:
+async def _stream_and_ask(url: str, tmp_path: Path, workers: int, mode: str) -> dict[str, Any]:
     """Start ``workers`` workers, stream every symbol's bars, then ask ``ml.predict`` (and the gateway) about each."""
     settings = Settings(
-        nats_url=url, metrics_port=0, http_port=0, registry=tmp_path / "registry", rate_limit="1000/second", **FAST
+        nats_url=url,
+        metrics_port=0,
+        http_port=0,
+        registry=tmp_path / "registry",
+        rate_limit="1000/second",
+        **FAST,
+        **MODES[mode],
     )
     async with started() as group, connected(url) as nc:
         apps = [
@@ -132,12 +142,13 @@ async def _stream_and_ask(url: str, tmp_path: Path, workers: int) -> dict[str, A
         return answers
 
 
-async def test_ml_predict_with_three_workers_answers_what_one_worker_answers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", MODES)
+async def test_ml_predict_with_three_workers_answers_what_one_worker_answers(tmp_path: Path, mode: str) -> None:
     assert len({partition_of(s, P) for s in SYMBOLS}) > 1, "the symbols must spread over partitions"
     with NatsServer(store_dir=tmp_path / "one", mappings=server_mappings(P)) as server:
-        single = await _stream_and_ask(server.url, tmp_path / "one", 1)
+        single = await _stream_and_ask(server.url, tmp_path / "one", 1, mode)
     with NatsServer(store_dir=tmp_path / "three", mappings=server_mappings(P)) as server:
-        three = await _stream_and_ask(server.url, tmp_path / "three", 3)
+        three = await _stream_and_ask(server.url, tmp_path / "three", 3, mode)
     assert single == three
     assert all(a["features"] for a in single.values()), "the answers carry features"
 

@@ -415,7 +415,9 @@ class PartitionedCoreIntake:
 
     async def _reconcile_loop(self) -> None:
         tick = self.settings.member_ttl_s / 3
-        while True:
+        # Not `while True`: Python 3.11's wait_for returns (and swallows the cancel) when the wake-up and stop()'s
+        # cancel arrive together, and the loop would go on for ever while stop() waits for it.
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), tick)
             self._wake.clear()
