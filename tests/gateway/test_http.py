@@ -18,6 +18,7 @@ from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from spark_ml.core.contracts import ErrorReply, Prediction
+from spark_ml.core.partition import DEFAULT_PARTITIONS, partition_of, predict_part
 from spark_ml.core.subjects import PREDICT, QUEUE_GROUP
 from spark_ml.gateway.http import HttpGateway, run_gateway
 from spark_ml.worker.settings import Settings
@@ -111,6 +112,36 @@ async def test_health_and_model_info_with_a_worker(nc, gateway_factory, http):
         assert resp.status == 200
         info = await resp.json()
     assert info["version"] == "baseline" and info["featureNames"] == list(engine.model.feature_names)
+
+
+async def test_predict_asks_the_partition_owner_directly_and_falls_back_to_the_queue_group(nc, gateway_factory, http):
+    # Given a responder in the queue group only
+    def answer(by: bytes) -> Any:
+        async def cb(msg: Any) -> None:
+            await nc.publish(msg.reply, b'{"by":"' + by + b'"}', headers={"Content-Type": "application/json"})
+
+        return cb
+
+    await nc.subscribe(PREDICT, queue=QUEUE_GROUP, cb=answer(b"queue"))
+    await nc.flush()
+    gateway = await gateway_factory()
+    snapshot = {"ts": 1696723200000, "mid": 45000.0, "symbol": "EURUSD"}
+    as_json = json.dumps({"snapshot": snapshot}).encode()
+    as_msgpack = msgpack.packb({"snapshot": snapshot})
+    # When nobody answers the symbol's partition subject, plain ml.predict does
+    status, _, body = await post(http, gateway, as_json, **{"Content-Type": "application/json"})
+    assert status == 200 and json.loads(body) == {"by": "queue"}
+    # Once an owner answers ml.predict.part.<n> (n = the symbol's partition of settings.partitions), it is asked
+    await nc.subscribe(predict_part(partition_of("EURUSD", DEFAULT_PARTITIONS)), cb=answer(b"owner"))
+    await nc.subscribe(predict_part(partition_of("_", DEFAULT_PARTITIONS)), cb=answer(b"owner of _"))
+    await nc.flush()
+    for body_sent, content_type in ((as_json, "application/json"), (as_msgpack, "application/msgpack")):
+        status, _, body = await post(http, gateway, body_sent, **{"Content-Type": content_type})
+        assert status == 200 and json.loads(body) == {"by": "owner"}, content_type
+    # A snapshot without a symbol is the worker's "_"; a body the gateway cannot read goes to the queue group
+    no_symbol = json.dumps({"snapshot": {"ts": 1, "mid": 2.0}}).encode()
+    assert json.loads((await post(http, gateway, no_symbol))[2]) == {"by": "owner of _"}
+    assert json.loads((await post(http, gateway, b"{not json"))[2]) == {"by": "queue"}
 
 
 # --- 4xx -------------------------------------------------------------------------------------------------
