@@ -2,7 +2,8 @@
 
 Every request gets exactly one reply: a Prediction, or ``{"error": {"code", "message"}}`` with the micro
 error headers ``Nats-Service-Error`` / ``Nats-Service-Error-Code`` (400 bad input, 413 oversized, 500 model
-failure). The service also answers ``$SRV.PING|INFO|STATS`` through ``nats.micro``.
+failure, 503 ``unavailable``: no owner of the symbol's partition now). The service also answers
+``$SRV.PING|INFO|STATS`` through ``nats.micro``.
 
 Why the handler replies to errors itself: in nats-py 2.16 an endpoint counts an error only when its
 handler raises, and for a raised ``ServiceError`` it replies ``respond_error(code, description)`` with an
