@@ -34,6 +34,7 @@ from spark_ml.worker.natsio import batchpub
 from spark_ml.worker.pipeline.publish import header_block_size
 from spark_ml.worker.pipeline.stream import StreamProcessor
 from tests.support.connections import RawPublisher
+from tests.support.jetstream import intake_state
 from tests.support.messages import SEED, Collector
 from tests.support.processes import WorkerProcess, worker_env
 
@@ -252,8 +253,8 @@ async def test_a_payload_at_the_server_limit_is_dead_lettered_cut_to_fit(
         # ... and the message is terminated, never redelivered (the ack wait is 2 s)
         await asyncio.sleep(2.5)
         assert len(dlq.msgs) == 1
-        info = await nc.jetstream().consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
-        assert info.num_ack_pending == 0 and info.num_redelivered == 0
+        state = await intake_state(nc.jetstream())  # every consumer: the partitioned intake has one per unit
+        assert state.ack_pending == 0 and state.redelivered == 0
 
 
 async def test_a_prediction_frame_over_the_limit_is_never_written(nc: Client, uid: str) -> None:

@@ -71,6 +71,7 @@ GROUP = "ml"
 """The priority group of every unit's consumer."""
 _FWD_BATCH = 256
 _NAK_DELAY_S = 1.0
+_FIRST_PROBE_S = 0.5
 
 
 def unit_consumer(n: int, partitions: int) -> str:
@@ -91,6 +92,9 @@ class _Unit:
     pull: PullConsumer
     owned: bool = False
     """Taken over under the current pin (checkpoint restored, consumer reset)."""
+    idle: bool = False
+    """Assigned here, nothing to deliver and nobody pinned (a pin comes only with a message): its checkpoint's
+    states are loaded so that ``ml.predict`` is answered for its symbols; the first message's pin takes it over."""
     revision: int = 0
     """Of its checkpoint: the next save names it."""
     restored_seq: int = 0
@@ -155,8 +159,8 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
 
     @property
     def owned(self) -> frozenset[int]:
-        """The units this worker is pinned on and has taken over."""
-        return frozenset(n for n, u in self._units.items() if u.owned)
+        """The units this worker is pinned on and has taken over, and the idle ones assigned to it."""
+        return frozenset(n for n, u in self._units.items() if u.owned or u.idle)
 
     @property
     def pulling(self) -> frozenset[int]:
@@ -210,6 +214,10 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             on_change=self._on_assignment,
         )
         await self.membership.start()
+        # Idle units answer ml.predict from the start when the probe is quick (it goes on in the background).
+        first = asyncio.create_task(self._probe_pins(), name="spark-ml-js-pins-first")
+        self._tasks.append(first)
+        await asyncio.wait((first,), timeout=_FIRST_PROBE_S)
         log.info("partitions (jetstream): member %s pulls on units %s", self.member, sorted(self._units))
 
     async def stop(self) -> None:
@@ -291,7 +299,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         """Take unit over under a new pin: restore its checkpoint, RESET its consumer (deliveries are held)."""
         unit = self._by_pull[pull]
         retry = unit.broken and unit.owned
-        unit.owned = False
+        unit.owned = unit.idle = False
         self.ownership.set(self.owned)
         # Messages of an earlier ownership may still be in the pool: they finish with the state they began with.
         await self._until_settled(unit, self.settings.drain_timeout_s)
@@ -333,7 +341,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
 
     async def _lost(self, unit: _Unit) -> None:
         """Another worker holds the unit's pin: forget its states once its batches in the pool are done."""
-        was_owned, unit.owned = unit.owned, False
+        was_owned, unit.owned, unit.idle = unit.owned, False, False
         self.ownership.set(self.owned)
         await self._until_settled(unit, self.settings.member_ttl_s / 6)
         if unit.owned:  # pinned again meanwhile: the takeover restored it
@@ -355,14 +363,42 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
                 log.debug("pin probe failed: %r", exc)
 
     async def _probe_pins(self) -> None:
-        """RESET assigned, unpinned units whose pending messages nobody pinned holds (a dead owner's)."""
-        for unit in list(self._units.values()):
-            if unit.owned or not unit.pull.pulling or unit.pull.pin_id is not None:
+        """Assigned units nobody is pinned on: RESET those with a dead owner's un-acked messages (else nothing is
+        deliverable until their ack wait ends); load the checkpoint of those with nothing to deliver (idle)."""
+        probed = [u for u in self._units.values() if not u.owned and u.pull.pulling and u.pull.pin_id is None]
+        infos = await asyncio.gather(
+            *(jsadmin.consumer_info(self.nc, subjects.JS_STREAM, u.pull.name) for u in probed), return_exceptions=True
+        )
+        for unit, info in zip(probed, infos, strict=True):
+            if isinstance(info, BaseException):
+                log.debug("unit %d: pin probe failed: %r", unit.n, info)
                 continue
-            info = await jsadmin.consumer_info(self.nc, subjects.JS_STREAM, unit.pull.name)
-            if jsadmin.pinned_client_id(info, GROUP) is None and info.get("num_ack_pending", 0) > 0:
+            if unit.owned or unit.pull.pin_id is not None:
+                continue  # pinned while the info was on its way
+            pinned = jsadmin.pinned_client_id(info, GROUP) is not None
+            if not pinned and info.get("num_ack_pending", 0) > 0:
                 log.info("unit %d: un-acked messages of a pin that lapsed; resetting to its ack floor", unit.n)
                 await jsadmin.reset(self.nc, subjects.JS_STREAM, unit.pull.name, 0)
+            elif not pinned and not info.get("num_pending", 0) and not unit.idle:
+                await self._idle(unit)
+            elif pinned and unit.idle:  # pinned elsewhere (the assignment moved): not ours to answer for
+                unit.idle = False
+                self._forget(unit)
+                self.ownership.set(self.owned)
+
+    async def _idle(self, unit: _Unit) -> None:
+        """Load an idle unit's checkpoint (read only: the pin's takeover claims it) for ml.predict."""
+        loaded = await self.checkpoints.load(unit.n)
+        if unit.owned or unit.pull.pin_id is not None or self._units.get(unit.n) is not unit:
+            return  # pinned meanwhile: the takeover restores it
+        _, states = self._decode(unit.n, loaded[0] if loaded else None)
+        self._forget(unit)
+        with contextlib.suppress(ValueError):
+            self.features.restore(states)
+            unit.symbols = set(states)
+        unit.idle = True
+        self.ownership.set(self.owned)
+        log.info("unit %d: idle here (%d symbols loaded for requests)", unit.n, len(unit.symbols))
 
     # ---- delivery and settlement ----------------------------------------------------------------
 
