@@ -26,12 +26,18 @@ class UrlRun:
 
 @pytest.fixture(scope="module")
 def url_run(methods: dict[str, Method], tmp_path_factory: pytest.TempPathFactory) -> Iterator[UrlRun]:
-    """A worker whose only credential is in ``SPARK_ML_NATS_URL``, run at DEBUG and stopped."""
+    """A worker whose only credential is in ``SPARK_ML_NATS_URL``, run at DEBUG and stopped.
+
+    The auth servers have no JetStream, so the worker runs as the only one (``SPARK_ML_SOLO``)."""
     method = methods["userpass"]
     user, password = method.client["user"], method.client["password"]
     url = method.url.replace("nats://", f"nats://{user}:{password}@")
     d = tmp_path_factory.mktemp("url-creds")
-    worker = SparkMl(["worker", "--log-level", "DEBUG"], service_env(d, {"SPARK_ML_NATS_URL": url}), d / "w.log")
+    worker = SparkMl(
+        ["worker", "--log-level", "DEBUG"],
+        service_env(d, {"SPARK_ML_NATS_URL": url, "SPARK_ML_SOLO": "true"}),
+        d / "w.log",
+    )
     try:
         got = asyncio.run(predict_end_to_end(method.url, method.client, worker))
     finally:
@@ -86,7 +92,9 @@ def test_user_facing_commands_print_the_url_without_its_password(
     user, password = method.client["user"], method.client["password"]
     url = method.url.replace("nats://", f"nats://{user}:{password}@")
     # When a command that prints where it connects starts on it
-    proc = SparkMl(args, service_env(tmp_path, {"SPARK_ML_NATS_URL": url}), tmp_path / "out.log")
+    proc = SparkMl(
+        args, service_env(tmp_path, {"SPARK_ML_NATS_URL": url, "SPARK_ML_SOLO": "true"}), tmp_path / "out.log"
+    )
     try:
         assert proc.wait_for_output((ready,), timeout=30), proc.output()
     finally:
