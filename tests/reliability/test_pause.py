@@ -1,8 +1,16 @@
 """A jetstream worker frozen (SIGSTOP) past the ack wait and resumed, while a second one runs.
 
-The server redelivers what the frozen worker held to the other one; when the frozen one resumes it still
-publishes its copies. Raw ``ml.prediction`` may therefore carry a prediction twice (at-least-once), but a
-predictions stream deduplicating on the ``Nats-Msg-Id`` the worker sets holds each input exactly once.
+Solo workers (one shared durable): the server redelivers what the frozen worker held to the other one; when the
+frozen one resumes it still publishes its copies. Raw ``ml.prediction`` may therefore carry a prediction twice
+(at-least-once), but a predictions stream deduplicating on the ``Nats-Msg-Id`` the worker sets holds each input
+exactly once.
+
+Partitioned workers: the frozen worker's pins lapse (pin TTL) and its member key expires (member TTL); the other
+one takes its units over from their checkpoints and replays what came after them, so raw ``ml.prediction``
+carries again what the frozen one had published since its last checkpoint (same ``Nats-Msg-Id``, same
+features). When the frozen one resumes, it fences itself: its pull loop finds itself late by more than the
+pin's TTL, so it holds back (neither publishes nor acks) what it held, forgets those units' states, and only
+works on what a new pin gives it. The predictions stream holds each input exactly once either way.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ import pytest
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
 from tests.support.connections import client
-from tests.support.jetstream import PREDICTIONS, add_file_stream, read_stream
+from tests.support.jetstream import PREDICTIONS, add_file_stream, intake_state, read_stream
 from tests.support.lifecycle import until
 from tests.support.messages import Sink, snapshot, ts_of
 from tests.support.processes import SpawnWorker
@@ -27,17 +35,18 @@ N = 3000
 ACK_WAIT_S = 1.0
 
 
+@pytest.mark.parametrize("solo", [True, False], ids=["solo", "partitioned"])
 async def test_paused_worker_resumed_past_ack_wait_doubles_no_output(
-    server: NatsServer, spawn_worker: SpawnWorker
+    server: NatsServer, spawn_worker: SpawnWorker, solo: bool
 ) -> None:
     async with client(server.url) as nc:
         js = nc.jetstream()
         # Given a predictions stream that deduplicates on Nats-Msg-Id, and two jetstream workers
         await add_file_stream(js, PREDICTIONS, subjects.PREDICTION, duplicate_window=120.0)
         raw, dlq = await Sink.on(nc, subjects.PREDICTION), await Sink.on(nc, subjects.DLQ)
-        settings = {"mode": "jetstream", "ack_wait_s": ACK_WAIT_S, "batch_max": 32}
+        settings = {"mode": "jetstream", "ack_wait_s": ACK_WAIT_S, "batch_max": 32, "solo": solo}
         frozen = await spawn_worker(server.url, **settings).ready()  # the first one creates stream and consumer
-        await spawn_worker(server.url, **settings).ready()
+        other = await spawn_worker(server.url, **settings).ready()
 
         # When inputs flow (one symbol each, so a redelivered input is predicted again, never refused as
         # out of order) and one worker is frozen past the ack wait, then resumed
@@ -57,10 +66,13 @@ async def test_paused_worker_resumed_past_ack_wait_doubles_no_output(
         publisher = asyncio.create_task(publish())
         try:
             await until(lambda: published >= N // 4, 20, "a quarter published")
+            taken = other.log().count("taken over")
             frozen.send(signal.SIGSTOP)
             redelivered = 0
 
             async def redeliveries() -> int:
+                if not solo:  # the other worker took a unit over (its log says so): the frozen one's copies are stale
+                    return other.log().count("taken over") - taken
                 # Deliveries counted by the consumer beyond the stream's sequence (the consumer sees every
                 # message from the first): redeliveries so far. num_redelivered only counts un-acked ones.
                 info = await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
@@ -77,10 +89,9 @@ async def test_paused_worker_resumed_past_ack_wait_doubles_no_output(
             frozen.send(signal.SIGCONT)
             publisher.cancel()
 
-        # Then the consumer settles with everything acknowledged
+        # Then the consumers settle with everything acknowledged
         async def settled() -> bool:
-            info = await js.consumer_info(subjects.JS_STREAM, subjects.JS_CONSUMER)
-            return bool(info.num_pending == 0 and info.num_ack_pending == 0)
+            return (await intake_state(js)).settled
 
         deadline = asyncio.get_running_loop().time() + 20
         while not await settled():
@@ -99,4 +110,7 @@ async def test_paused_worker_resumed_past_ack_wait_doubles_no_output(
         assert max(stored.values()) == 1, {ts: c for ts, c in stored.items() if c > 1}
         assert dlq.msgs == []
         assert set(raw_counts) == set(range(N))
-        assert duplicates > 0, "the resumed worker published none of its stale copies: nothing was deduplicated"
+        if solo:
+            assert duplicates > 0, "the resumed worker published none of its stale copies: nothing was deduplicated"
+        else:  # the resumed worker fenced itself before publishing anything of the units it had lost
+            assert "it may have lapsed" in frozen.log(), frozen.log()[-3000:]

@@ -59,6 +59,7 @@ from spark_ml.worker.intake.jetstream import JetStreamOutcomes
 from spark_ml.worker.intake.partitioned_core import worker_id
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio import jsadmin
+from spark_ml.worker.natsio.jspub import NotStored
 from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
 from spark_ml.worker.natsio.jswire import ACK, PIN_ID, nak_body
 from spark_ml.worker.settings import Settings
@@ -284,10 +285,12 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         await pull.stop()
         await self._until_settled(unit, self.settings.drain_timeout_s)
         if unit.owned:
-            if not unit.broken:
+            fenced = self._fenced(unit)  # the drain outlasted the pin: another worker may hold it now
+            if not unit.broken and not fenced:
                 await self._save(unit, self._capture(unit), final=True)
-            with contextlib.suppress(Exception):
-                await jsadmin.unpin(self.nc, subjects.JS_STREAM, pull.name, GROUP)
+            if not fenced:
+                with contextlib.suppress(Exception):
+                    await jsadmin.unpin(self.nc, subjects.JS_STREAM, pull.name, GROUP)
             self.ownership_changes += 1
         self._forget(unit)
         self._by_pull.pop(pull, None)
@@ -438,7 +441,58 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             return self._by_pull.get(ctx.consumer)
         return None
 
+    def _fenced(self, unit: _Unit) -> bool:
+        """Whether nothing of ``unit`` may be published, acked or checkpointed: it is not taken over under a pin
+        this worker still holds (lost, or it may have lapsed while the process stalled). Another worker may own
+        it now: its messages are left to that worker's replay from the checkpoint (docs/SCALEOUT.md)."""
+        return not unit.owned or unit.pull.pin_id is None or unit.pull.stalled()
+
+    def _fence(self, snaps: Sequence[Snapshot]) -> list[bool] | None:
+        """Which of ``snaps`` belong to a fenced unit; None when none does (the common case)."""
+        verdicts: dict[_Unit, bool] = {}
+        mask: list[bool] = []
+        for snap in snaps:
+            unit = self._unit_of(snap.ctx)
+            if unit is None:
+                mask.append(False)
+                continue
+            fenced = verdicts.get(unit)
+            if fenced is None:
+                fenced = verdicts[unit] = self._fenced(unit)
+                if fenced and unit.owned:
+                    log.warning("unit %d: the pin may have lapsed (process stalled): its output is held back", unit.n)
+            mask.append(fenced)
+        return mask if any(mask) else None
+
+    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
+        """Output, fenced: predictions of a unit this worker may no longer own are not published (nor acked)."""
+        fenced = self._fence(snaps)
+        if fenced is None:
+            await super().publish(snaps, payloads)
+            return
+        keep = [i for i, f in enumerate(fenced) if not f]
+        if not keep:
+            return
+        kept = [snaps[i] for i in keep]
+        try:
+            await super().publish(kept, [payloads[i] for i in keep])
+        except NotStored:
+            partial = self._partial
+            if partial is not None and partial[0] is kept:  # as on_publish_failed will see the batch: whole
+                stored = [False] * len(snaps)
+                for j, i in enumerate(keep):
+                    stored[i] = partial[1][j]
+                self._partial = (snaps, stored)
+            raise
+
     async def settle(self, published: Sequence[Snapshot]) -> None:
+        fenced = self._fence(published)
+        if fenced is not None:
+            for snap, f in zip(published, fenced, strict=True):
+                if f and isinstance(snap.ctx, JsMsg) and (unit := self._unit_of(snap.ctx)) is not None:
+                    unit.pull.drop((snap.ctx,))  # not acked: the owner's replay brings it again
+                    unit.in_flight -= 1
+            published = [s for s, f in zip(published, fenced, strict=True) if not f]
         await super().settle(published)
         touched: set[_Unit] = set()
         by_pull = self._by_pull
@@ -504,7 +558,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
     def _save_soon(self, unit: _Unit) -> None:
         if unit.owned and not unit.broken and unit.settled_seq == unit.saved_seq:
             self.metrics.checkpointed(unit.n)  # nothing settled since the last checkpoint: it is current
-        if unit.saving or unit.broken or not unit.owned or unit.settled_seq == unit.saved_seq:
+        if unit.saving or unit.broken or unit.settled_seq == unit.saved_seq or self._fenced(unit):
             return
         unit.saving = True
         captured = self._capture(unit)
@@ -520,7 +574,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
                 self.metrics.checkpointed(unit.n)
         except OwnershipLost as exc:
             log.warning("unit %d: %s", unit.n, exc)
-            if not final and unit.owned:
+            if not final and not self._fenced(unit):
                 unit.pull.retake()  # the checkpoint says another worker took it: take it over again or lose the pin
         except Exception as exc:
             log.warning("unit %d: checkpoint not written (%r)", unit.n, exc)
@@ -553,6 +607,12 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         assert self._processor is not None
         sends: list[tuple[JsMsg, str, dict[str, str]]] = []
         for msg in batch:
+            unit = self._unit_of(msg)
+            if unit is not None and self._fenced(unit):
+                if msg.consumer is not None:
+                    msg.consumer.drop((msg,))  # the forwarder's new owner forwards it (fwd-<seq>: stored once)
+                unit.in_flight -= 1
+                continue
             headers = {k: v for k, v in (msg.headers or {}).items() if k != PIN_ID}
             try:
                 snap = self._parser.parse(msg.data, msg.subject, headers.get("Content-Type"), 0.0)

@@ -30,6 +30,13 @@ the pin went to another client: the id is forgotten, ``on_pin_lost`` is told, an
 until :meth:`PullConsumer.reacquire`; an ``on_pinned`` that raises is treated the same way (its held
 messages dropped).
 
+A process that stalls (SIGSTOP, a long GC or blocking call, a lost connection) sends no request with its pin id
+meanwhile, and the server may give the pin to another client. So once no request with the id went out for
+longer than the pin TTL minus the keep-alive interval, the pin is presumed lost, as on a ``423``
+(:meth:`PullConsumer.stalled` says so even before the loop runs: an intake must not publish, ack or UNPIN then).
+Messages still arriving with a pin id this client gave up (read from the socket after a stall) are dropped,
+never taken for a new pin.
+
 A message whose subject is not UTF-8 (stored from a hostile publisher) goes to ``on_undecodable`` instead of
 ``on_msg``, its subject escaped and :attr:`JsMsg.undecodable` set: the intake dead-letters it as ``decode`` and
 terminates it (every redelivery would fail the same way).
@@ -224,6 +231,8 @@ class PullConsumer:
         self._held: list[JsMsg] | None = None
         self._lost = False
         self._last_pin_request = 0.0
+        self._stall_s = pin_ttl_s - self._keepalive_s if group is not None else 0.0
+        self._forgotten: deque[str] = deque(maxlen=8)
         self._takeover: asyncio.Task[None] | None = None
         self.pins = 0
         """How many new pins this consumer was given."""
@@ -388,9 +397,13 @@ class PullConsumer:
         pin = headers.get(PIN_ID) if headers else None
         if pin is None or pin == self.pin_id:
             return True
+        if pin in self._forgotten:  # sent under a pin given up since: another client may hold the unit now
+            self.drop((msg,))
+            return False
         self.pin_id = pin
         self.pins += 1
         self._lost = False
+        self._last_pin_request = _now()  # the server (re)started the pin's timer at most this long ago
         self._held = [msg]
         log.info("consumer %s: pinned (%s)", self.name, pin)
         self._takeover = asyncio.get_running_loop().create_task(self._take_over(pin), name="spark-ml-js-pin")
@@ -434,7 +447,7 @@ class PullConsumer:
     def retake(self) -> bool:
         """Run the takeover again under the current pin (its owner's state went wrong); False when not pinned."""
         pin = self.pin_id
-        if pin is None or self._held is not None or not self._running:
+        if pin is None or self._held is not None or not self._running or self.stalled():
             return False
         self._held = []
         self._takeover = asyncio.get_running_loop().create_task(self._take_over(pin), name="spark-ml-js-pin")
@@ -452,6 +465,8 @@ class PullConsumer:
         if self.pin_id is None and self._lost:
             return
         log.info("consumer %s: pin lost (%s)", self.name, description)
+        if self.pin_id is not None:
+            self._forgotten.append(self.pin_id)
         self.pin_id = None
         self._lost = True
         self._requests.clear()
@@ -517,10 +532,17 @@ class PullConsumer:
 
     # ---- the request loop ------------------------------------------------------------------------
 
+    def stalled(self) -> bool:
+        """Whether this client may have lost its pin without hearing of it: pinned, and no request with the id
+        went out for longer than the pin TTL minus the keep-alive interval (stalled, stopped or disconnected)."""
+        return self.pin_id is not None and self._stall_s > 0 and _now() - self._last_pin_request > self._stall_s
+
     async def _run(self) -> None:
         while self._running:
             self._wake.clear()
             now = _now()
+            if self._held is None and self.stalled():
+                self._pin_lost(f"no request with it for {now - self._last_pin_request:.1f}s: it may have lapsed")
             self._housekeeping(now)
             if now >= self._pause_until and self.nc.is_connected:
                 try:
