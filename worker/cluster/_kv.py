@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Literal
 
 import nats.errors
@@ -19,6 +21,22 @@ log = logging.getLogger(__name__)
 
 _MARKER_TTL_S = 1.0
 """How long the server keeps the marker it writes when a key's TTL runs out (watchers see it as a PURGE)."""
+_LEADER_WAIT_S = 10.0
+
+
+async def _until_led(nc: Client, bucket: str) -> None:
+    """Wait (bounded) until the bucket's stream has a leader: in a cluster a replicated stream answers nothing,
+    writes included (no responders), between its creation and its first leader election."""
+    js = nc.jetstream()
+    deadline = time.monotonic() + _LEADER_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            info = await js.stream_info(f"KV_{bucket}")
+            if info.cluster is None or info.cluster.leader:
+                return
+        except Exception as exc:
+            log.debug("KV bucket %s: no leader yet (%r)", bucket, exc)
+        await asyncio.sleep(0.1)
 
 
 async def open_bucket(nc: Client, bucket: str, *, ttl_s: float | None = None, replicas: int = 1) -> KeyValue:
@@ -37,17 +55,20 @@ async def open_bucket(nc: Client, bucket: str, *, ttl_s: float | None = None, re
     if ttl_s:
         config.limit_marker_ttl = _MARKER_TTL_S
     try:
-        return await js.create_key_value(config)
+        kv = await js.create_key_value(config)
     except nats.js.errors.KeyValueLimitMarkerTTLNotSupportedError:
         # A server before 2.11: no marker when a key expires, so watchers learn it at the next resync.
         log.warning("KV bucket %s: the server writes no expiry markers (nats-server < 2.11)", bucket)
         config.limit_marker_ttl = None
-        return await js.create_key_value(config)
+        kv = await js.create_key_value(config)
     except nats.js.errors.BadRequestError:
         # Another worker created it between our look-up and our create, with its own idea of the config.
-        return await js.key_value(bucket)
+        kv = await js.key_value(bucket)
     except (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError) as exc:
         raise ClusterRefused(f"the NATS server has no JetStream (needed for KV bucket {bucket}): {exc!r}") from exc
+    if replicas > 1:
+        await _until_led(nc, bucket)
+    return kv
 
 
 Prior = Literal["none", "released", "expired"]

@@ -213,6 +213,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             units=units(self.partitions),
             ttl_s=s.member_ttl_s,
             on_change=self._on_assignment,
+            replicas=s.js_replicas,
         )
         await self.membership.start()
         # Idle units answer ml.predict from the start when the probe is quick (it goes on in the background).
