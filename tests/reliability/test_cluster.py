@@ -1,4 +1,5 @@
-"""A three-node NATS cluster, MARKET_SNAPSHOTS replicated three times, the stream's leader killed mid-stream.
+"""A three-node NATS cluster, MARKET_SNAPSHOTS replicated three times: the stream's leader killed mid-stream; one
+of two partitioned workers killed mid-stream.
 
 Every snapshot the publisher got a JetStream acknowledgement for was stored on a quorum, so it must be
 predicted (or, redelivered behind newer snapshots of its symbol, dead-lettered as ``out_of_order``) after
@@ -86,3 +87,58 @@ async def test_acknowledged_snapshots_survive_the_stream_leader_being_killed(
             assert new_leader is not None and new_leader.leader not in (None, victim_name)
             assert len(acked) > N // 2  # the cluster kept accepting writes after the loss
             assert worker.proc is not None and worker.proc.poll() is None
+
+
+async def test_partitioned_workers_on_a_cluster_lose_nothing_when_one_is_killed(
+    cluster: NatsCluster, spawn_worker: SpawnWorker
+) -> None:
+    # Given two partitioned jetstream workers on the three nodes (stream, consumers and KV buckets replicated
+    # three times), with short pin and member TTLs
+    settings: dict[str, object] = {
+        "mode": "jetstream",
+        "js_replicas": 3,
+        "partitions": 8,
+        "member_ttl_s": 2.0,
+        "pin_ttl_s": 1.0,
+        "checkpoint_s": 0.2,
+        "ack_wait_s": 30.0,
+        "batch_max": 64,
+    }
+    victim = await spawn_worker(cluster.url, **settings).ready(30)
+    survivor = await spawn_worker(cluster.url, **settings).ready(30)
+    async with client(cluster.url) as nc:
+        js = nc.jetstream()
+        raw, dlq = await Sink.on(nc, subjects.PREDICTION), await Sink.on(nc, subjects.DLQ)
+
+        # When snapshots are published (each until acknowledged) and one worker is SIGKILLed a third of the way
+        acked: set[int] = set()
+
+        async def publish() -> None:
+            deadline = time.monotonic() + 60
+            for i in range(N):
+                symbol = f"C{i % SYMBOLS}"
+                await publish_until_acked(js, subjects.snapshot_for(symbol), snapshot(i, symbol), f"in-{i}", deadline)
+                acked.add(i)
+
+        publisher = asyncio.create_task(publish())
+        try:
+            await until(lambda: len(acked) >= N // 3, 30, "a third acknowledged")
+            victim.kill()
+            await asyncio.wait_for(publisher, 60)
+        finally:
+            publisher.cancel()
+
+        # Then the survivor takes the dead worker's partitions over (after its pins and member key lapse) from
+        # their checkpoints: every snapshot is predicted, none is refused (replayed in order), and it owns every unit
+        waited = await until(lambda: acked <= set(raw.ids()), 30, "every acknowledged snapshot predicted")
+        deadline = time.monotonic() + 10
+        while (owned := (await survivor.scrape()).total("ml_partitions_owned")) < 9:  # 8 partitions + forwarder
+            assert time.monotonic() < deadline, f"the survivor owns {owned} units"
+            await asyncio.sleep(0.2)
+        print(
+            f"\nRESULT cluster partitioned: acked={len(acked)} predicted={len(set(raw.ids()))} "
+            f"dead_letters={len(dlq.msgs)} survivor_owns={owned:.0f} catch_up_after_publisher={waited:.1f}s"
+        )
+        assert len(acked) == N
+        assert dlq.msgs == [], dlq.reasons()
+        assert survivor.proc is not None and survivor.proc.poll() is None

@@ -104,7 +104,8 @@ class _Unit:
     """The highest stream sequence whose prediction is out (or that was forwarded)."""
     saved_seq: int = -1
     in_flight: int = 0
-    """Handed on (to the processor or the forwarder) and not yet settled."""
+    """Handed on (to the processor or the forwarder) and not yet settled (never below 0: a drain that timed out
+    sets it to 0, and what was still in the pool settles later)."""
     symbols: set[str] = field(default_factory=set)
     broken: bool = False
     """A publish failed: its states are ahead of what is out (taken over again before its next checkpoint)."""
@@ -424,7 +425,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             else:
                 await self._processor.on_msg(msg)
         except Exception:
-            unit.in_flight -= 1
+            unit.in_flight = max(0, unit.in_flight - 1)
             raise
 
     def _exhausted(self, unit: _Unit, seq: int) -> SparkMlError | None:
@@ -492,7 +493,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             for snap, f in zip(published, fenced, strict=True):
                 if f and isinstance(snap.ctx, JsMsg) and (unit := self._unit_of(snap.ctx)) is not None:
                     unit.pull.drop((snap.ctx,))  # not acked: the owner's replay brings it again
-                    unit.in_flight -= 1
+                    unit.in_flight = max(0, unit.in_flight - 1)
             published = [s for s, f in zip(published, fenced, strict=True) if not f]
         await super().settle(published)
         touched: set[_Unit] = set()
@@ -501,7 +502,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             ctx = snap.ctx
             if not isinstance(ctx, JsMsg) or ctx.consumer is None or (unit := by_pull.get(ctx.consumer)) is None:
                 continue
-            unit.in_flight -= 1
+            unit.in_flight = max(0, unit.in_flight - 1)
             unit.symbols.add(snap.symbol)
             if unit.failures:
                 unit.failures.pop(ctx.seq, None)
@@ -517,7 +518,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         await super().on_dead(ctx)
         unit = self._unit_of(ctx)
         if unit is not None:
-            unit.in_flight -= 1
+            unit.in_flight = max(0, unit.in_flight - 1)
 
     async def on_publish_failed(self, snaps: Sequence[Snapshot]) -> None:
         partial = self._partial
@@ -527,7 +528,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             if not ok and isinstance(snap.ctx, JsMsg) and (failed := self._unit_of(snap.ctx)) is not None:
                 failed.failures[snap.ctx.seq] = failed.failures.get(snap.ctx.seq, 0) + 1
         for unit in {u for s in snaps if (u := self._unit_of(s.ctx)) is not None}:
-            unit.in_flight -= sum(1 for s in snaps if self._unit_of(s.ctx) is unit)
+            unit.in_flight = max(0, unit.in_flight - sum(1 for s in snaps if self._unit_of(s.ctx) is unit))
             if unit.owned and not unit.broken:
                 unit.broken = True
                 log.warning("unit %d: predictions not published; taking it over again from its checkpoint", unit.n)
@@ -612,7 +613,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             if unit is not None and self._fenced(unit):
                 if msg.consumer is not None:
                     msg.consumer.drop((msg,))  # the forwarder's new owner forwards it (fwd-<seq>: stored once)
-                unit.in_flight -= 1
+                unit.in_flight = max(0, unit.in_flight - 1)
                 continue
             headers = {k: v for k, v in (msg.headers or {}).items() if k != PIN_ID}
             try:
@@ -642,6 +643,6 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             await msg.consumer.settle((msg,), body)
         unit = self._unit_of(msg)
         if unit is not None:
-            unit.in_flight -= 1
+            unit.in_flight = max(0, unit.in_flight - 1)
             if body == ACK and msg.seq > unit.settled_seq:
                 unit.settled_seq = msg.seq
