@@ -50,6 +50,7 @@ from spark_ml.core.partition import part_filter, part_subject, partition_of, ser
 from spark_ml.worker.cluster import CheckpointStore, Membership
 from spark_ml.worker.cluster.leases import SOLO, LeaseKeeper, unit_lease
 from spark_ml.worker.cluster.owned import OwnedUnits
+from spark_ml.worker.connect import connect
 from spark_ml.worker.intake.base import AtMostOnce, Delivery, Processor
 from spark_ml.worker.intake.core import _PENDING_BYTES, _PENDING_MSGS, CoreIntake
 from spark_ml.worker.metrics import Metrics
@@ -298,6 +299,8 @@ class PartitionedCoreIntake:
         self._units: dict[int, _Unit] = {}
         self._processor: _ProbeFilter | None = None
         self._solo: CoreIntake | None = None
+        self.control: Client | None = None
+        """The connection of leases, membership and checkpoints (opened at start)."""
         self._parser = SnapshotParser(settings.max_payload)
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -322,8 +325,28 @@ class PartitionedCoreIntake:
     async def start(self, processor: Processor) -> None:
         s = self.settings
         self._processor = _ProbeFilter(processor)
+        # Leases, membership and checkpoints get a connection of their own: under a burst the intake pauses the
+        # data connection's reader (backpressure), and lease renewals waiting behind it would expire.
+        self.control = await connect(s, name=f"spark-ml-control-{os.getpid()}")
+        try:
+            await self._start(processor)
+        except BaseException:
+            await self._close_control()
+            raise
+
+    async def _close_control(self) -> None:
+        # close, not drain: by now the leases are released and the checkpoints saved (request-reply, answered);
+        # draining would wait on the KV watchers' subscriptions for nothing.
+        if self.control is not None:
+            with contextlib.suppress(Exception):
+                await self.control.close()
+            self.control = None
+
+    async def _start(self, processor: Processor) -> None:
+        s = self.settings
+        assert self.control is not None
         self.leases = LeaseKeeper(
-            self.nc,
+            self.control,
             holder=self.member,
             ttl_s=s.member_ttl_s,
             on_lost=self._on_lost,
@@ -342,7 +365,7 @@ class PartitionedCoreIntake:
             log.warning("no JetStream on the server: running unpartitioned as the only worker (SPARK_ML_SOLO)")
             await self._start_solo()
             return
-        missing = await probe_mapping(self.nc, self.partitions)
+        missing = await probe_mapping(self.control, self.partitions)
         if missing is not None:
             if not await self.leases.acquire(SOLO):
                 holder = await self.leases.holder_of(SOLO)
@@ -362,11 +385,11 @@ class PartitionedCoreIntake:
             await self._start_solo()
             self._tasks.append(asyncio.create_task(self._solo_loop(), name="spark-ml-solo-lease"))
             return
-        self.checkpoints = CheckpointStore(self.nc)
+        self.checkpoints = CheckpointStore(self.control)
         await self.checkpoints.open()
         self.mode = "partitioned"
         self.membership = Membership(
-            self.nc,
+            self.control,
             worker_id=self.member,
             units=units(self.partitions),
             ttl_s=s.member_ttl_s,
@@ -405,6 +428,7 @@ class PartitionedCoreIntake:
             await self._hand_over(sorted(self._units))
         if self.leases is not None:
             await self.leases.stop()
+        await self._close_control()
         self.mode = "stopped"
         self._report()
 
