@@ -15,11 +15,21 @@ shared assignment gives it (:class:`~spark_ml.worker.cluster.Membership`), with 
   sequence whose prediction is out, taken when the two agree (module notes below);
 - the unit assigned elsewhere, or shutdown: stop pulling, let its batches finish, save its checkpoint, UNPIN
   (the successor's waiting request is pinned at once), forget its symbols;
-- a ``423`` (the pin went elsewhere): its symbols are forgotten once its batches in the pool are done.
+- a ``423`` (the pin went elsewhere), or no request with the pin id for longer than the pin could last (the
+  process stalled, or lost its connection: a restarted server knows no pins): its symbols are forgotten once
+  its batches in the pool are done, and the next takeover waits for them before it restores.
+
+Fence (a stalled owner, research notes pitfall 2): the pin guarantees one *delivery*, not one *processing*. A
+worker resumed after a pause longer than its pin's TTL holds messages another worker now replays from the
+checkpoint. So nothing of a unit is published, acked, checkpointed or UNPINned unless this worker is pinned on
+it and a request with the pin id went out less than the TTL minus the keep-alive ago (:meth:`_fenced`): what
+it held is dropped (the new owner's replay brings it, with the same ``Nats-Msg-Id`` and the same features).
 
 A standby learns of its pin only from a delivered message. When the previous owner died holding a unit's
 last messages un-acked, nothing is deliverable until their ack wait ends, so an assigned, unpinned unit whose
-consumer shows nobody pinned and messages pending is RESET to its ack floor (:meth:`_probe_pins`).
+consumer shows nobody pinned and messages pending is RESET to its ack floor (:meth:`_probe_pins`). An assigned
+unit with nothing to deliver is idle here: its checkpoint is loaded (read only) and it counts as owned, so that
+``ml.predict`` is answered for its symbols before any message brings a pin.
 
 The forwarder's owner republishes each bare snapshot, payload and headers unchanged, through JetStream to
 ``market.snapshot.<SYMBOL>`` with ``Nats-Msg-Id: fwd-<stream seq>`` (a replay stores nothing twice within the
@@ -31,7 +41,9 @@ each unit's settled sequence. When is a checkpoint consistent: a symbol's state 
 its prediction is out. With one shard (the default) a batch is settled before the next one is processed, so
 at settle time every processed message is settled and the checkpoint is taken then; with more shards, only
 when none of the unit's messages is in the pool. A batch whose publish failed leaves states ahead of what is
-out: the unit is taken over again (restore, RESET) once its other batches are done.
+out: the unit is taken over again (restore, RESET) once its other batches are done, after a nak's delay.
+A RESET restarts the server's delivery count, so ``max_deliver`` is counted here: a message whose prediction
+failed that often is dead-lettered (``max_deliver``) and terminated when it comes again.
 """
 
 from __future__ import annotations
