@@ -260,6 +260,11 @@ def _table(rows: list[list[str]], markdown: bool) -> list[str]:
     return [fmt.format(*r).rstrip() for r in rows]
 
 
+def _section(title: str, rows: list[list[str]], markdown: bool, note: str = "") -> list[str]:
+    """A table after a blank line and its title, with a note below it when there is one."""
+    return ["", title, *_table(rows, markdown), *([note] if note else [])]
+
+
 def _header(results: dict[str, Any]) -> list[str]:
     m = results["machine"]
     lines = [
@@ -309,29 +314,34 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
     if request:
         out += [""] + _table([list(_RR_COLUMNS)] + [_rr_row(sc) for sc in request], markdown)
     if pnl:
-        out += ["", "live analytics: each snapshot -> first analytics.pnl.<SYMBOL> update reflecting it (at the sink):"]
-        out += _table([list(_PNL_COLUMNS)] + [r for sc in pnl for r in _pnl_rows(sc)], markdown)
-        out += [
+        out += _section(
+            "live analytics: each snapshot -> first analytics.pnl.<SYMBOL> update reflecting it (at the sink):",
+            [list(_PNL_COLUMNS)] + [r for sc in pnl for r in _pnl_rows(sc)],
+            markdown,
             "(max gap: longest time without an update of a symbol while its data flowed, heartbeats included; "
-            "CPU: the whole `spark-ml up` process, worker included, so at the slow rate mostly its idle cost)"
-        ]
+            "CPU: the whole `spark-ml up` process, worker included, so at the slow rate mostly its idle cost)",
+        )
     parting = results.get("partitioning")
     if parting:
-        out += ["", "partitioned workers against the unpartitioned queue group, same run (goal: CPU ratio <= 1.10):"]
-        out += _table([list(_COST_COLUMNS)] + [_cost_row(c) for c in parting], markdown)
+        out += _section(
+            "partitioned workers against the unpartitioned queue group, same run (goal: CPU ratio <= 1.10):",
+            [list(_COST_COLUMNS)] + [_cost_row(c) for c in parting],
+            markdown,
+        )
     failover = [sc for sc in results["scenarios"] if sc["kind"] == "failover" and sc.get("trials")]
     if failover:
-        out += ["", "failover: SIGKILL of 1 of 3 partitioned workers under 2k/s over 16 symbols (goal: < 5 s):"]
-        out += _table([list(_FAILOVER_COLUMNS)] + [r for sc in failover for r in _failover_rows(sc)], markdown)
-        out += [
+        out += _section(
+            "failover: SIGKILL of 1 of 3 partitioned workers under 2k/s over 16 symbols (goal: < 5 s):",
+            [list(_FAILOVER_COLUMNS)] + [r for sc in failover for r in _failover_rows(sc)],
+            markdown,
             "(a moved partition: its predictions paused > 0.5 s around the kill; time from the kill to its first "
-            "prediction after the pause, at the sink. Core mode loses what was published meanwhile, by design)"
-        ]
+            "prediction after the pause, at the sink. Core mode loses what was published meanwhile, by design)",
+        )
     costs = results.get("model_cost_us_per_row")
     if costs:
         rows = [["model", "us/row at batch 1", "us/row at batch 256"]]
         rows += [[kind, f"{c['1']:.1f}", f"{c['256']:.2f}"] for kind, c in costs.items()]
-        out += ["", "one model call (predict_proba), in-process:"] + _table(rows, markdown)
+        out += _section("one model call (predict_proba), in-process:", rows, markdown)
     if results.get("workdir"):
         notes.append(f"logs and raw files kept in {results['workdir']}")
     out += [""] + ([f"- {n}" for n in notes] if markdown else notes)

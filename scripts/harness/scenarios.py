@@ -141,8 +141,19 @@ def _worker_help() -> str:
 def _worker_target(ctx: Context, *args: str, note: str = "", **extra: str) -> Target:
     """``spark-ml worker ARGS`` with the bed's environment plus ``extra`` (``SPARK_ML_*`` settings)."""
     env = _worker_env(ctx, **extra)
-    url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
-    return Target([spark_ml_exe(), "worker", *args], env, note=note, metrics_url=url)
+    return Target([spark_ml_exe(), "worker", *args], env, note=note, metrics_url=_metrics_url(env))
+
+
+def _up_target(env: dict[str, str], *, http_url: str = "", sink_subject: str = PREDICTION_SUBJECT) -> Target:
+    """``spark-ml up`` (worker, ml.predict, the HTTP bridge and analytics in one process) with ``env``."""
+    argv = [spark_ml_exe(), "up"]
+    return Target(
+        argv, env, note="spark-ml up", metrics_url=_metrics_url(env), http_url=http_url, sink_subject=sink_subject
+    )
+
+
+def _metrics_url(env: dict[str, str]) -> str:
+    return f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
 
 
 def _worker_env(ctx: Context, **extra: str) -> dict[str, str]:
@@ -263,9 +274,7 @@ def _http(ctx: Context) -> Target:
     # `spark-ml up` on the bed's server: worker, ml.predict and the HTTP bridge in one process, as a user
     # runs it. The rate limit is lifted: the benchmark measures the path, not the limiter.
     env = _worker_env(ctx, SPARK_ML_RATE_LIMIT="1000000/second")
-    url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
-    http = f"http://127.0.0.1:{env['SPARK_ML_HTTP_PORT']}/ml/predict"
-    return Target([spark_ml_exe(), "up"], env, metrics_url=url, http_url=http, note="spark-ml up")
+    return _up_target(env, http_url=f"http://127.0.0.1:{env['SPARK_ML_HTTP_PORT']}/ml/predict")
 
 
 @scenario(
@@ -279,9 +288,7 @@ def _analytics(ctx: Context) -> Target:
     _worker_help()
     # The whole of `spark-ml up` on the bed's server, as a user runs it: the worker's predictions reach the
     # analytics consumer too, and both share the process and its event loop, so their costs add up.
-    env = _worker_env(ctx)
-    url = f"http://127.0.0.1:{env['SPARK_ML_METRICS_PORT']}/metrics"
-    return Target([spark_ml_exe(), "up"], env, metrics_url=url, sink_subject=PNL_SUBJECT, note="spark-ml up")
+    return _up_target(_worker_env(ctx), sink_subject=PNL_SUBJECT)
 
 
 @scenario(
