@@ -6,27 +6,14 @@ machine we run on build it, so its absence here is a failure: the stream would s
 
 from __future__ import annotations
 
-import math
-import struct
-
 import pytest
 from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from spark_ml.core.codec import Snapshot
 from spark_ml.core.errors import InvalidInput
 from spark_ml.core.features import KERNEL, FeatureStore, SymbolState, new_state, series_features
 from spark_ml.core.ml.sources import load
-
-
-def _bits(row: list[float]) -> list[bytes]:
-    """Exact bit patterns (so -0.0 != 0.0), except that every NaN is one NaN.
-
-    x86 arithmetic makes NaNs whose sign bit depends on the instruction that made them (inf - inf is
-    negative, a NaN carried through sqrt keeps its own); no stage reads a NaN's sign (the engine refuses
-    non-finite rows), so only NaN-ness has to match.
-    """
-    return [b"nan" if math.isnan(x) else struct.pack("<d", float(x)) for x in row]
+from tests.support.featseries import bits, run, series
 
 
 def _kernel_state() -> object:
@@ -47,49 +34,14 @@ def test_equal_on_real_series(name: str) -> None:
     c, py = new_state(), SymbolState()
     for i, snap in enumerate(snaps):
         got, want = c.update(snap), py.update(snap)
-        assert _bits(got) == _bits(want), (i, got, want)
+        assert bits(got) == bits(want), (i, got, want)
     assert (c.n, c.last_ts) == (py.n, py.last_ts)
 
 
-_mid = st.one_of(
-    st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinity=False),
-    st.floats(min_value=5e-324, max_value=1.7e308, allow_nan=False, allow_infinity=False),
-)
-# Anything a Snapshot built in code may hold (the parser refuses most of it, the kernel must not care).
-_opt = st.one_of(st.none(), st.floats(), st.just(-0.0), st.just(-1.0), st.integers(-5, 5))
-
-
-def _run(state: object, snaps: list[Snapshot]) -> list[object]:
-    """Per snapshot: the row's bits, or the exception's type and text (and the state's n after it)."""
-    out: list[object] = []
-    for snap in snaps:
-        try:
-            out.append(_bits(state.update(snap)))  # type: ignore[attr-defined]
-        except Exception as exc:  # the comparison is the point: same type, same message
-            out.append((type(exc).__name__, str(exc), getattr(exc, "code", None)))
-        out.append((state.n, state.last_ts))  # type: ignore[attr-defined]
-    return out
-
-
 @settings(max_examples=300, deadline=None)
-@given(
-    mids=st.lists(st.one_of(_mid, st.sampled_from([math.nan, math.inf, -1.0, 0.0, -0.0])), min_size=1, max_size=90),
-    spread=_opt,
-    vol=_opt,
-    rsi=st.one_of(st.none(), st.floats()),
-    flat=st.booleans(),
-    back=st.integers(0, 89),
-)
-def test_equal_on_any_series(
-    mids: list[float], spread: float | None, vol: float | None, rsi: float | None, flat: bool, back: int
-) -> None:
-    if flat:  # flat stretches exercise the zero-variance and zero-change branches
-        mids = [mids[0]] * len(mids)
-    snaps = [
-        Snapshot(1000 + i - (5 if i == back else 0), mid, "S", spread, vol, rsi if i % 3 == 0 else None)
-        for i, mid in enumerate(mids)
-    ]
-    assert _run(_kernel_state(), snaps) == _run(SymbolState(), snaps)
+@given(snaps=series())
+def test_equal_on_any_series(snaps: list[Snapshot]) -> None:
+    assert run(_kernel_state(), snaps) == run(SymbolState(), snaps)
 
 
 def test_out_of_order_is_the_same_invalid_input() -> None:

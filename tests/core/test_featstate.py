@@ -24,13 +24,7 @@ from spark_ml.core.features import _featkernel as kernel
 from spark_ml.core.features.checkpoint import decode_checkpoint, encode_checkpoint
 from spark_ml.core.features.layout import STATE_FIELDS, check_state
 from spark_ml.core.ml.sources import load
-from tests.core.test_featkernel import _bits, _run
-
-_mid = st.one_of(
-    st.floats(min_value=1e-6, max_value=1e6, allow_nan=False, allow_infinity=False),
-    st.floats(min_value=5e-324, max_value=1.7e308, allow_nan=False, allow_infinity=False),
-)
-_opt = st.one_of(st.none(), st.floats(), st.just(-0.0), st.integers(-5, 5))
+from tests.support.featseries import bits, run, series
 
 
 def _state_bits(state: tuple[Any, ...]) -> list[object]:
@@ -38,41 +32,21 @@ def _state_bits(state: tuple[Any, ...]) -> list[object]:
     out: list[object] = []
     for v in state:
         if isinstance(v, tuple | list):
-            out.append(_bits(list(v)))
+            out.append(bits(list(v)))
         elif isinstance(v, float):
-            out.extend(_bits([v]))
+            out.extend(bits([v]))
         else:
             out.append(v)
     return out
 
 
-def _snaps(mids: list[float], spread: float | None, vol: float | None, rsi: float | None, back: int) -> list[Snapshot]:
-    return [
-        Snapshot(1000 + i - (5 if i == back else 0), mid, "S", spread, vol, rsi if i % 3 == 0 else None)
-        for i, mid in enumerate(mids)
-    ]
-
-
 @settings(max_examples=250, deadline=None)
-@given(
-    mids=st.lists(st.one_of(_mid, st.sampled_from([math.nan, math.inf, -1.0, 0.0, -0.0])), min_size=1, max_size=90),
-    spread=_opt,
-    vol=_opt,
-    rsi=st.one_of(st.none(), st.floats()),
-    flat=st.booleans(),
-    back=st.integers(0, 89),
-    cut=st.integers(0, 90),
-)
-def test_a_state_handed_over_either_way_goes_on_bit_for_bit(
-    mids: list[float], spread: float | None, vol: float | None, rsi: float | None, flat: bool, back: int, cut: int
-) -> None:
-    if flat:
-        mids = [mids[0]] * len(mids)
-    snaps = _snaps(mids, spread, vol, rsi, back)
+@given(snaps=series(), cut=st.integers(0, 90))
+def test_a_state_handed_over_either_way_goes_on_bit_for_bit(snaps: list[Snapshot], cut: int) -> None:
     head, tail = snaps[:cut], snaps[cut:]
     # Given both implementations after the same snapshots
     c, py = kernel.SymbolState(), SymbolState()
-    assert _run(c, head) == _run(py, head)
+    assert run(c, head) == run(py, head)
     # Then they write the same state
     c_state, py_state = c.to_state(), py.to_state()
     assert len(c_state) == len(STATE_FIELDS)
@@ -83,10 +57,10 @@ def test_a_state_handed_over_either_way_goes_on_bit_for_bit(
     py_from_c, c_from_py = SymbolState.from_state(states["C"]), kernel.SymbolState.from_state(states["P"])
     c_from_c, py_from_py = kernel.SymbolState.from_state(states["C"]), SymbolState.from_state(states["P"])
     # Then all of them go on exactly as the writers do
-    want = _run(c, tail)
-    assert _run(py, tail) == want
+    want = run(c, tail)
+    assert run(py, tail) == want
     for restored in (py_from_c, c_from_py, c_from_c, py_from_py):
-        assert _run(restored, tail) == want
+        assert run(restored, tail) == want
     assert _state_bits(py_from_c.to_state()) == _state_bits(c.to_state())
     assert _state_bits(c_from_py.to_state()) == _state_bits(c.to_state())
 

@@ -7,6 +7,7 @@ used by more than one folder).
 - ``lifecycle``: a group that stops what a factory fixture started; a bounded wait.
 - ``processes``: ``spark-ml`` child processes and their environment; the end-to-end predict probe.
 - ``predict``: the ``ml.predict`` service with stand-in models.
+- ``featseries``: snapshot series and bit-for-bit runs for the C kernel against the Python feature state.
 - ``cluster``: a routed nats-server cluster with JetStream; ``auth_servers`` and ``credentials``: servers that
   require each authentication method, and the throwaway keys they use.
 - ``monitoring``: the rules, dashboard and Prometheus tools the ops tests read; ``ports``: free loopback ports.
