@@ -45,6 +45,17 @@ def _start(root: Path) -> ModelSource:
     return source
 
 
+def _running_on_two(reg: Registry, *, shadow: bool = False) -> tuple[str, str, ModelSource]:
+    """Versions a and b registered, a promoted, then b promoted too (or set as a's shadow); a source started."""
+    a, b = _register(reg, 1.0), _register(reg, 2.0)
+    reg.promote(a)
+    if shadow:
+        reg.set_shadow(b)
+    else:
+        reg.promote(b)
+    return a, b, _start(reg.root)
+
+
 def _serving(source: ModelSource) -> tuple[str, str | None]:
     return source.live.version, source.shadow.version if source.shadow else None
 
@@ -56,10 +67,7 @@ def reg(tmp_path: Path) -> Registry:
 
 async def test_damaged_active_artifact_both_serve_what_a_rollback_returns_to(reg: Registry, caplog) -> None:
     # Given a running worker on b (history: baseline, a)
-    a, b = _register(reg, 1.0), _register(reg, 2.0)
-    reg.promote(a)
-    reg.promote(b)
-    running = _start(reg.root)
+    a, b, running = _running_on_two(reg)
     assert _serving(running) == (b, None) and running.load_errors == 0
     # When b's artifact is damaged on disk (pointers unchanged)
     caplog.set_level(logging.WARNING, LOGGER)
@@ -79,10 +87,7 @@ async def test_damaged_active_artifact_both_serve_what_a_rollback_returns_to(reg
 
 
 async def test_every_version_damaged_both_serve_the_baseline(reg: Registry) -> None:
-    a, b = _register(reg, 1.0), _register(reg, 2.0)
-    reg.promote(a)
-    reg.promote(b)
-    running = _start(reg.root)
+    a, b, running = _running_on_two(reg)
     _damage(_artifact(reg, a))
     _damage(_artifact(reg, b))
     await running.refresh()
@@ -92,10 +97,7 @@ async def test_every_version_damaged_both_serve_the_baseline(reg: Registry) -> N
 
 async def test_damaged_pointer_file_both_follow_the_last_good_copy(reg: Registry, caplog) -> None:
     # Given a running worker on a, shadowing b
-    a, b = _register(reg, 1.0), _register(reg, 2.0)
-    reg.promote(a)
-    reg.set_shadow(b)
-    running = _start(reg.root)
+    a, b, running = _running_on_two(reg, shadow=True)
     assert _serving(running) == (a, b)
     # When pointers.json is damaged
     caplog.set_level(logging.WARNING, LOGGER)
@@ -129,10 +131,7 @@ async def test_both_pointer_files_damaged_starting_serves_baseline_running_keeps
 
 
 async def test_damaged_shadow_is_dropped_by_both(reg: Registry) -> None:
-    a, b = _register(reg, 1.0), _register(reg, 2.0)
-    reg.promote(a)
-    reg.set_shadow(b)
-    running = _start(reg.root)
+    a, b, running = _running_on_two(reg, shadow=True)
     _damage(_artifact(reg, b))
     assert await running.refresh() is True
     assert _serving(running) == _serving(_start(reg.root)) == (a, None)
@@ -140,10 +139,7 @@ async def test_damaged_shadow_is_dropped_by_both(reg: Registry) -> None:
 
 async def test_refused_rollback_leaves_every_worker_where_it_was(reg: Registry, capsys) -> None:
     # Given a running worker on b and a's artifact damaged (a is what a rollback returns to)
-    a, b = _register(reg, 1.0), _register(reg, 2.0)
-    reg.promote(a)
-    reg.promote(b)
-    running = _start(reg.root)
+    a, b, running = _running_on_two(reg)
     _damage(_artifact(reg, a))
     # When rolling back from the command line: refused, one line, exit 2, pointers unchanged
     code = model_script.main(["rollback", "--registry", str(reg.root)])
