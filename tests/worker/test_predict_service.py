@@ -8,9 +8,10 @@ import math
 import msgpack
 import nats
 import pytest
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
-from spark_ml.core.contracts import ErrorReply, Prediction
+from spark_ml.core.contracts import ErrorBody, ErrorReply, Prediction
 from spark_ml.core.subjects import PREDICT, SERVICE_NAME
 from spark_ml.worker.services.predict import MODEL_INFO
 from tests.support.predict import SEED_BODY, SEED_SNAPSHOT, BrokenModel, ConstantModel, SlowModel, start_service
@@ -21,6 +22,12 @@ ERR_CODE = "Nats-Service-Error-Code"
 def sample(metrics, name: str, **labels: str) -> float:
     value = metrics.registry.get_sample_value(name, labels)
     return 0.0 if value is None else value
+
+
+def _error(msg: Msg, status: str) -> ErrorBody:
+    """The error of a refused request (JSON), once its status header says ``status``."""
+    assert msg.headers[ERR_CODE] == status
+    return ErrorReply.model_validate_json(msg.data).error
 
 
 async def test_seed_request_in_json_gets_a_json_prediction(nc):
@@ -107,8 +114,7 @@ async def test_oversized_payload_gets_413(nc):
     service, _, metrics = await start_service(nc, max_payload=1024)
     body = json.dumps({"snapshot": SEED_SNAPSHOT, "pad": "x" * 2000}).encode()
     msg = await nc.request(PREDICT, body, timeout=2)
-    assert msg.headers[ERR_CODE] == "413"
-    assert ErrorReply.model_validate_json(msg.data).error.code == "payload_too_large"
+    assert _error(msg, "413").code == "payload_too_large"
     assert sample(metrics, "ml_model_errors_total", error_type="invalid_input") == 1
     await service.stop()
 
@@ -119,8 +125,7 @@ async def test_model_version_can_be_chosen_and_unknown_versions_are_refused(nc):
     pred = Prediction.model_validate_json(ok.data)
     assert (pred.model_version, pred.score) == ("v2", 0.75)
     bad = await nc.request(PREDICT, json.dumps({"snapshot": SEED_SNAPSHOT, "model": "v9"}).encode(), timeout=2)
-    assert bad.headers[ERR_CODE] == "400"
-    err = ErrorReply.model_validate_json(bad.data).error
+    err = _error(bad, "400")
     assert err.code == "unknown_model" and "v9" in err.message
     assert sample(metrics, "ml_predict_requests_total", model_version="v2", status="ok") == 1
     assert sample(metrics, "ml_predict_requests_total", model_version="baseline", status="invalid") == 1
@@ -130,8 +135,7 @@ async def test_model_version_can_be_chosen_and_unknown_versions_are_refused(nc):
 async def test_model_failure_gets_500_and_is_counted(nc):
     service, _, metrics = await start_service(nc, BrokenModel("broken-1"))
     msg = await nc.request(PREDICT, SEED_BODY, timeout=2)
-    assert msg.headers[ERR_CODE] == "500"
-    err = ErrorReply.model_validate_json(msg.data).error
+    err = _error(msg, "500")
     assert err.code == "model_error" and "weights went missing" in err.message
     assert sample(metrics, "ml_predict_requests_total", model_version="broken-1", status="error") == 1
     assert sample(metrics, "ml_model_errors_total", error_type="model_error") == 1
@@ -141,8 +145,7 @@ async def test_model_failure_gets_500_and_is_counted(nc):
 async def test_model_output_out_of_range_gets_500(nc):
     service, _, metrics = await start_service(nc, ConstantModel("wild", value=1.5))
     msg = await nc.request(PREDICT, SEED_BODY, timeout=2)
-    assert msg.headers[ERR_CODE] == "500"
-    assert ErrorReply.model_validate_json(msg.data).error.code == "model_output"
+    assert _error(msg, "500").code == "model_output"
     assert sample(metrics, "ml_model_errors_total", error_type="model_output") == 1
     await service.stop()
 
