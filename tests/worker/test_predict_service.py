@@ -26,7 +26,7 @@ def sample(metrics, name: str, **labels: str) -> float:
 
 def _error(msg: Msg, status: str) -> ErrorBody:
     """The error of a refused request (JSON), once its status header says ``status``."""
-    assert msg.headers[ERR_CODE] == status
+    assert (msg.headers or {}).get(ERR_CODE) == status
     return ErrorReply.model_validate_json(msg.data).error
 
 
