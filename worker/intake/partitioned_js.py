@@ -306,6 +306,11 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
                 with contextlib.suppress(Exception):
                     await jsadmin.unpin(self.nc, subjects.JS_STREAM, pull.name, GROUP)
             self.ownership_changes += 1
+        elif pull.pin_id is not None and not pull.stalled():
+            # Pinned, its takeover cut short: nothing of it was processed; free the pin for the successor now
+            # rather than after the pin's TTL.
+            with contextlib.suppress(Exception):
+                await jsadmin.unpin(self.nc, subjects.JS_STREAM, pull.name, GROUP)
         self._forget(unit)
         self._by_pull.pop(pull, None)
         log.info("unit %d: handed over (checkpoint at stream sequence %d)", n, unit.saved_seq)
@@ -322,6 +327,8 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         await self._until_settled(unit, self.settings.drain_timeout_s)
         if retry:  # a publish failed: wait as a nak's delay would (short of the pin's TTL: no pull goes out now)
             await asyncio.sleep(min(_NAK_DELAY_S, self.settings.pin_ttl_s / 4))
+        if pull.stalled():  # no request kept the pin meanwhile: another worker may hold it; RESET is not ours
+            raise OwnershipLost(unit.n, "the pin may have lapsed while its earlier messages drained")
         data, revision = await self.checkpoints.claim(unit.n)
         seq, states = self._decode(unit.n, data)
         self._forget(unit)
@@ -360,7 +367,9 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
         """Another worker holds the unit's pin: forget its states once its batches in the pool are done."""
         was_owned, unit.owned, unit.idle = unit.owned, False, False
         self.ownership.set(self.owned)
-        await self._until_settled(unit, self.settings.member_ttl_s / 6, give_up=False)  # the takeover waits on
+        # Before standing by for the next pin: a takeover that found them still in the pool would wait, pinned
+        # but sending no request, and might outlast its pin.
+        await self._until_settled(unit, self.settings.drain_timeout_s, give_up=False)
         if unit.owned:  # pinned again meanwhile: the takeover restored it
             return
         self._forget(unit)
