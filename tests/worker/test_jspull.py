@@ -18,6 +18,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from spark_ml.worker.natsio import jsadmin, router, writer
 from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
 from spark_ml.worker.natsserver import NatsServer
+from tests.support.connections import connected
 
 STREAM, CONSUMER, SUBJECT = "PULLTEST", "pull-test", "pt.x"
 
@@ -298,6 +299,13 @@ async def test_plain_callback_path_when_nats_py_internals_are_missing(
 PIN_TTL_S = 1.0
 
 
+@pytest.fixture
+async def other(nats_url: str) -> AsyncIterator[Client]:
+    """A second client on the test's server (a second worker's connection)."""
+    async with connected(nats_url) as client:
+        yield client
+
+
 async def _setup_pinned(nc: Client) -> None:
     await nc.jetstream().add_stream(StreamConfig(name=STREAM, subjects=["pt.>"], storage=StorageType.FILE))
     consumer = jsadmin.PinnedConsumer(CONSUMER, "pt.>", group="ml", pin_ttl_s=PIN_TTL_S, ack_wait_s=30)
@@ -344,66 +352,58 @@ async def _pinned(pull_factory, nc: Client, **kwargs: Any) -> tuple[PullConsumer
 
 
 async def test_one_pinned_client_takes_everything_and_keeps_the_pin_while_it_processes(
-    nc: Client, nats_url: str, pull_factory
+    nc: Client, other: Client, pull_factory
 ) -> None:
     # Given a consumer with a pinned priority group (TTL 1 s) and two clients pulling on it
     await _setup_pinned(nc)
-    other = await nats.connect(nats_url)
-    try:
-        a, sink_a, pins_a = await _pinned(pull_factory, nc)
-        b, sink_b, pins_b = await _pinned(pull_factory, other)
-        await _publish(nc, 40)
-        # When the first message goes to one of them: that client is announced pinned before it sees any message
-        await _until(lambda: len(sink_a.msgs) + len(sink_b.msgs) >= 40, 5, "40 delivered")
-        (winner, sink, pins), (loser, lost_sink, _) = sorted(
-            [(a, sink_a, pins_a), (b, sink_b, pins_b)], key=lambda t: -len(t[1].msgs)
-        )
-        assert [n for _, n in pins.pinned] == [0] and winner.pin_id == pins.pinned[0][0]
-        assert lost_sink.msgs == [] and loser.pin_id is None
-        assert sink.values() == list(range(40))
-        # And while it holds everything unsettled for 3 TTLs (the in-flight bound reached), requests with its
-        # pin id keep the pin: nothing goes to the other client, no 423
-        await _publish(nc, 100, start=40)
-        await asyncio.sleep(3 * PIN_TTL_S)
-        assert lost_sink.msgs == [] and winner.statuses.get(423, 0) == 0 and pins.lost == 0
-        assert len(sink.msgs) >= 64
-        info = await jsadmin.consumer_info(nc, STREAM, CONSUMER)
-        assert jsadmin.pinned_client_id(info, "ml") == winner.pin_id
-    finally:
-        await other.close()
+    a, sink_a, pins_a = await _pinned(pull_factory, nc)
+    b, sink_b, pins_b = await _pinned(pull_factory, other)
+    await _publish(nc, 40)
+    # When the first message goes to one of them: that client is announced pinned before it sees any message
+    await _until(lambda: len(sink_a.msgs) + len(sink_b.msgs) >= 40, 5, "40 delivered")
+    (winner, sink, pins), (loser, lost_sink, _) = sorted(
+        [(a, sink_a, pins_a), (b, sink_b, pins_b)], key=lambda t: -len(t[1].msgs)
+    )
+    assert [n for _, n in pins.pinned] == [0] and winner.pin_id == pins.pinned[0][0]
+    assert lost_sink.msgs == [] and loser.pin_id is None
+    assert sink.values() == list(range(40))
+    # And while it holds everything unsettled for 3 TTLs (the in-flight bound reached), requests with its
+    # pin id keep the pin: nothing goes to the other client, no 423
+    await _publish(nc, 100, start=40)
+    await asyncio.sleep(3 * PIN_TTL_S)
+    assert lost_sink.msgs == [] and winner.statuses.get(423, 0) == 0 and pins.lost == 0
+    assert len(sink.msgs) >= 64
+    info = await jsadmin.consumer_info(nc, STREAM, CONSUMER)
+    assert jsadmin.pinned_client_id(info, "ml") == winner.pin_id
 
 
 async def test_a_stopped_owner_loses_the_pin_after_the_ttl_and_an_unpinned_one_is_told(
-    nc: Client, nats_url: str, pull_factory
+    nc: Client, other: Client, pull_factory
 ) -> None:
     await _setup_pinned(nc)
-    other = await nats.connect(nats_url)
-    try:
-        a, sink_a, pins_a = await _pinned(pull_factory, nc)
-        await _publish(nc, 5)
-        await _until(lambda: len(sink_a.msgs) == 5, 5, "a pinned")
-        await a.settle(sink_a.msgs)
-        b, sink_b, pins_b = await _pinned(pull_factory, other)
-        # When the owner stops pulling, the standby is pinned about one TTL later (not before)
-        t0 = time.monotonic()
-        await a.stop()
-        await _publish(nc, 5, start=5)
-        await _until(lambda: len(sink_b.msgs) == 5, 5 * PIN_TTL_S, "b pinned")
-        assert time.monotonic() - t0 >= 0.8 * PIN_TTL_S
-        assert sink_b.values() == list(range(5, 10)) and b.pin_id not in (None, a.pin_id)
-        await b.settle(sink_b.msgs)
-        # When an admin UNPINs it, its requests are refused (423) once there is something to deliver: it
-        # forgets the pin and stops pulling
-        await jsadmin.unpin(nc, STREAM, CONSUMER, "ml")
-        await _publish(nc, 3, start=10)
-        await _until(lambda: pins_b.lost == 1, 3, "423 seen")
-        assert b.pin_id is None and not b.pulling and len(sink_b.msgs) == 5
-        # And once told to re-acquire, it is pinned again (a new id) and delivery goes on
-        b.reacquire()
-        await _until(lambda: len(sink_b.msgs) == 8, 5, "re-pinned")
-        assert len(pins_b.pinned) == 2 and pins_b.pinned[1][0] != pins_b.pinned[0][0]
-    finally:
-        await other.close()
+    a, sink_a, pins_a = await _pinned(pull_factory, nc)
+    await _publish(nc, 5)
+    await _until(lambda: len(sink_a.msgs) == 5, 5, "a pinned")
+    await a.settle(sink_a.msgs)
+    b, sink_b, pins_b = await _pinned(pull_factory, other)
+    # When the owner stops pulling, the standby is pinned about one TTL later (not before)
+    t0 = time.monotonic()
+    await a.stop()
+    await _publish(nc, 5, start=5)
+    await _until(lambda: len(sink_b.msgs) == 5, 5 * PIN_TTL_S, "b pinned")
+    assert time.monotonic() - t0 >= 0.8 * PIN_TTL_S
+    assert sink_b.values() == list(range(5, 10)) and b.pin_id not in (None, a.pin_id)
+    await b.settle(sink_b.msgs)
+    # When an admin UNPINs it, its requests are refused (423) once there is something to deliver: it
+    # forgets the pin and stops pulling
+    await jsadmin.unpin(nc, STREAM, CONSUMER, "ml")
+    await _publish(nc, 3, start=10)
+    await _until(lambda: pins_b.lost == 1, 3, "423 seen")
+    assert b.pin_id is None and not b.pulling and len(sink_b.msgs) == 5
+    # And once told to re-acquire, it is pinned again (a new id) and delivery goes on
+    b.reacquire()
+    await _until(lambda: len(sink_b.msgs) == 8, 5, "re-pinned")
+    assert len(pins_b.pinned) == 2 and pins_b.pinned[1][0] != pins_b.pinned[0][0]
 
 
 async def test_a_takeover_that_resets_the_consumer_replays_in_order_from_a_fresh_inbox(
