@@ -15,7 +15,6 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
 from typing import Protocol
 
 from nats.aio.client import Client
@@ -28,6 +27,7 @@ from spark_ml.core.partition import units
 from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.connect import connect, safe_url
 from spark_ml.worker.intake import Intake, PartitionedCoreIntake, PartitionedJetStreamIntake, make_intake
+from spark_ml.worker.lifecycle import Lifecycle
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.fastparser import reading
 from spark_ml.worker.pipeline.models import ModelSource
@@ -51,7 +51,7 @@ class Stoppable(Protocol):
 ServiceFactory = Callable[["WorkerApp"], Awaitable[Stoppable]]
 
 
-class WorkerApp:
+class WorkerApp(Lifecycle):
     """One worker process's runtime.
 
     Args:
@@ -61,8 +61,7 @@ class WorkerApp:
         services: factories of services that run beside the stream on the same connection and engine
             (the ``ml.predict`` micro service); each gets the started app and returns something with
             ``async stop()``. The composition root (``spark_ml.worker.run``, ``spark_ml.worker.up``) supplies them,
-            so the
-            worker never imports the gateway layer.
+            so the worker never imports the gateway layer.
         serve_metrics: run the metrics sidecar on ``settings.metrics_port``.
     """
 
@@ -304,15 +303,6 @@ class WorkerApp:
             abandoned,
             time.monotonic() - self._started_at,
         )
-
-    async def __aenter__(self) -> WorkerApp:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 async def run_worker(

@@ -12,8 +12,8 @@ __all__ = ["Lifecycle"]
 class Lifecycle(ABC):
     """Base class of a resource that is started and stopped: ``async with`` starts it and always stops it.
 
-    Subclasses implement :meth:`start` and :meth:`stop`; the HTTP gateway, the analytics service and the
-    metrics sidecar are such resources.
+    Subclasses implement :meth:`start` and :meth:`stop`; the worker app, the HTTP gateway, the analytics
+    service, the metrics sidecar and the cluster's lease keeper and membership are such resources.
     """
 
     @abstractmethod
