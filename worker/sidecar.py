@@ -4,6 +4,7 @@ traffic)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -14,6 +15,7 @@ from spark_ml.worker.metrics import Metrics
 __all__ = ["MetricsServer"]
 
 
+@dataclass(eq=False)
 class MetricsServer(Lifecycle):
     """A small aiohttp server on the event loop of the worker.
 
@@ -26,36 +28,27 @@ class MetricsServer(Lifecycle):
             its read loop has stopped); ``/healthz`` then answers 503. None: alive while the server answers.
     """
 
-    def __init__(
-        self,
-        metrics: Metrics,
-        *,
-        host: str,
-        port: int,
-        ready: Callable[[], bool],
-        before_scrape: Callable[[], None] | None = None,
-        alive: Callable[[], bool] | None = None,
-    ) -> None:
-        self.metrics = metrics
-        self._alive = alive
-        self.host = host
-        self.port = port
-        self._ready = ready
-        self._before = before_scrape
-        self._runner: web.AppRunner | None = None
+    metrics: Metrics
+    _: KW_ONLY
+    host: str
+    port: int
+    ready: Callable[[], bool]
+    before_scrape: Callable[[], None] | None = None
+    alive: Callable[[], bool] | None = None
+    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
 
     async def _metrics(self, _: web.Request) -> web.Response:
-        if self._before is not None:
-            self._before()
+        if self.before_scrape is not None:
+            self.before_scrape()
         return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _healthz(self, _: web.Request) -> web.Response:
-        if self._alive is not None and not self._alive():
+        if self.alive is not None and not self.alive():
             return web.json_response({"status": "down"}, status=503)
         return web.json_response({"status": "ok"})
 
     async def _readyz(self, _: web.Request) -> web.Response:
-        ready = self._ready()
+        ready = self.ready()
         return web.json_response({"ready": ready}, status=200 if ready else 503)
 
     async def start(self) -> None:
