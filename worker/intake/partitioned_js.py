@@ -543,7 +543,18 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
 
     async def on_publish_failed(self, snaps: Sequence[Snapshot]) -> None:
         partial = self._partial
-        stored = partial[1] if partial is not None and partial[0] is snaps else [False] * len(snaps)
+        had_partial = partial is not None and partial[0] is snaps
+        stored = partial[1] if partial is not None and had_partial else [False] * len(snaps)
+        fenced = self._fence(snaps)
+        if fenced is not None:  # not nak'ed: the unit's owner may hold these very messages now
+            for snap, f in zip(snaps, fenced, strict=True):
+                if f and isinstance(snap.ctx, JsMsg) and (unit := self._unit_of(snap.ctx)) is not None:
+                    unit.pull.drop((snap.ctx,))
+                    unit.in_flight = max(0, unit.in_flight - 1)
+            keep = [i for i, f in enumerate(fenced) if not f]
+            snaps, stored = [snaps[i] for i in keep], [stored[i] for i in keep]
+            if had_partial:  # as the parent will look for it: this very list
+                self._partial = (snaps, stored)
         await super().on_publish_failed(snaps)
         for snap, ok in zip(snaps, stored, strict=True):
             if not ok and isinstance(snap.ctx, JsMsg) and (failed := self._unit_of(snap.ctx)) is not None:
