@@ -391,7 +391,10 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
     async def _probe_pins(self) -> None:
         """Assigned units nobody is pinned on: RESET those with a dead owner's un-acked messages (else nothing is
         deliverable until their ack wait ends); load the checkpoint of those with nothing to deliver (idle)."""
-        probed = [u for u in self._units.values() if not u.owned and u.pull.pulling and u.pull.pin_id is None]
+        # Idle units are not asked again: only this worker pulls on them, so only its pull can be pinned there.
+        probed = [
+            u for u in self._units.values() if not (u.owned or u.idle) and u.pull.pulling and u.pull.pin_id is None
+        ]
         infos = await asyncio.gather(
             *(jsadmin.consumer_info(self.nc, subjects.JS_STREAM, u.pull.name) for u in probed), return_exceptions=True
         )
@@ -405,12 +408,8 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             if not pinned and info.get("num_ack_pending", 0) > 0:
                 log.info("unit %d: un-acked messages of a pin that lapsed; resetting to its ack floor", unit.n)
                 await jsadmin.reset(self.nc, subjects.JS_STREAM, unit.pull.name, 0)
-            elif not pinned and not info.get("num_pending", 0) and not unit.idle:
+            elif not pinned and not info.get("num_pending", 0):
                 await self._idle(unit)
-            elif pinned and unit.idle:  # pinned elsewhere (the assignment moved): not ours to answer for
-                unit.idle = False
-                self._forget(unit)
-                self.ownership.set(self.owned)
 
     async def _idle(self, unit: _Unit) -> None:
         """Load an idle unit's checkpoint (read only: the pin's takeover claims it) for ml.predict."""
