@@ -418,8 +418,11 @@ class PullConsumer:
                 with contextlib.suppress(Exception):
                     await old.unsubscribe()
                 # The round trip makes the server forget the old requests: every frame of the old inbox
-                # that is still coming is read before the flush returns (and held).
+                # that is still coming is read before the flush returns (and held). Twice: nats-py 2.16 writes
+                # flush's PING straight to the socket, ahead of the UNSUB still in its pending buffer, so the
+                # first PONG can come back before the server has seen the UNSUB; the second PING follows it.
                 with contextlib.suppress(Exception):
+                    await self.nc.flush(timeout=2)
                     await self.nc.flush(timeout=2)
                 unroute(self.nc, old)
             self._requests.clear()
