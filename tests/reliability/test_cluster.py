@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
 
 from spark_ml.core import subjects
+from spark_ml.core.partition import server_mappings
+from spark_ml.worker.cluster import MEMBERS_BUCKET, STATE_BUCKET
+from spark_ml.worker.cluster.leases import LEASES_BUCKET
 from tests.support.cluster import NatsCluster
 from tests.support.connections import client
 from tests.support.jetstream import publish_until_acked
@@ -142,3 +146,30 @@ async def test_partitioned_workers_on_a_cluster_lose_nothing_when_one_is_killed(
         assert len(acked) == N
         assert dlq.msgs == [], dlq.reasons()
         assert survivor.proc is not None and survivor.proc.poll() is None
+
+
+async def test_partitioned_core_workers_on_a_cluster_replicate_their_buckets_and_take_over(
+    tmp_path: Path, spawn_worker: SpawnWorker
+) -> None:
+    # Given two core-mode partitioned workers on three nodes with the partition mapping and js_replicas=3
+    settings: dict[str, object] = {"js_replicas": 3, "partitions": 8, "member_ttl_s": 2.0, "checkpoint_s": 0.2}
+    with NatsCluster(3, base_dir=tmp_path / "cluster", mappings=server_mappings(8)) as cluster:
+        victim = await spawn_worker(cluster.url, **settings).ready(30)
+        survivor = await spawn_worker(cluster.url, **settings).ready(30)
+        async with client(cluster.url) as nc:
+            js = nc.jetstream()
+            # Then every bucket the cluster module keeps (leases, members, checkpoints) has three replicas
+            for bucket in (LEASES_BUCKET, MEMBERS_BUCKET, STATE_BUCKET):
+                info = await js.stream_info(f"KV_{bucket}")
+                assert info.config.num_replicas == 3, (bucket, info.config.num_replicas)
+            # And when one worker is killed, the other ends up owning every unit (8 partitions + the forwarder)
+            victim.kill()
+            deadline = time.monotonic() + 15
+            while (owned := (await survivor.scrape()).total("ml_partitions_owned")) < 9:
+                assert time.monotonic() < deadline, f"the survivor owns {owned} units"
+                await asyncio.sleep(0.2)
+            # And it predicts for every symbol
+            raw = await Sink.on(nc, subjects.PREDICTION)
+            for i in range(40):
+                await nc.publish(subjects.snapshot_for(f"C{i % SYMBOLS}"), snapshot(i, f"C{i % SYMBOLS}"))
+            await until(lambda: len(raw.msgs) >= 40, 15, "40 predictions from the survivor")

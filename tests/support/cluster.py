@@ -34,6 +34,7 @@ class NatsCluster:
         name: the cluster name.
         host: interface for client and route ports.
         ready_timeout: bound on each node being ready and on every node knowing a JetStream metadata leader.
+        mappings: subject mappings of every node (the partition mapping of core mode, for one).
     """
 
     def __init__(
@@ -44,6 +45,7 @@ class NatsCluster:
         name: str = "spark-ml",
         host: str = "127.0.0.1",
         ready_timeout: float = 20.0,
+        mappings: dict[str, str] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
@@ -52,6 +54,7 @@ class NatsCluster:
         self.host = host
         self.ready_timeout = ready_timeout
         self.base_dir = base_dir
+        self.mappings = dict(mappings or {})
         self.names = [f"n{i + 1}" for i in range(size)]
         self.nodes: list[NatsServer] = []
 
@@ -82,6 +85,7 @@ class NatsCluster:
                 host=self.host,
                 store_dir=self.base_dir / name,
                 ready_timeout=self.ready_timeout,
+                mappings=self.mappings,
                 extra_args=[
                     *("--server_name", name, "--cluster_name", self.name),
                     *("--cluster", f"nats://{self.host}:{port}", "--routes", routes),

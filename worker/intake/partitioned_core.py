@@ -351,6 +351,7 @@ class PartitionedCoreIntake:
             ttl_s=s.member_ttl_s,
             on_lost=self._on_lost,
             on_freed=lambda _key: self._wake.set(),
+            replicas=s.js_replicas,
         )
         try:
             await self.leases.start()
@@ -385,7 +386,7 @@ class PartitionedCoreIntake:
             await self._start_solo()
             self._tasks.append(asyncio.create_task(self._solo_loop(), name="spark-ml-solo-lease"))
             return
-        self.checkpoints = CheckpointStore(self.control)
+        self.checkpoints = CheckpointStore(self.control, replicas=s.js_replicas)
         await self.checkpoints.open()
         self.mode = "partitioned"
         self.membership = Membership(
@@ -394,6 +395,7 @@ class PartitionedCoreIntake:
             units=units(self.partitions),
             ttl_s=s.member_ttl_s,
             on_change=self._on_assignment,
+            replicas=s.js_replicas,
         )
         await self.membership.start()
         await self._reconcile()
