@@ -40,9 +40,9 @@ CEILING = "ceiling"
 RR_CEILING = "rr-ceiling"
 PAIRS = (
     ("worker", "worker-solo"),
-    ("worker-2p", "worker-solo"),
+    ("worker-2p", "worker-2p-solo"),
     ("worker-js", "worker-js-solo"),
-    ("worker-js-2p", "worker-js-solo"),
+    ("worker-js-2p", "worker-js-2p-solo"),
     ("rr", "rr-solo"),
 )
 """(partitioned, its unpartitioned reference): what partitioning costs, from the same run."""

@@ -218,12 +218,20 @@ def _worker_tree(ctx: Context) -> Target:
 def _procs(ctx: Context, n: int, **extra: str) -> Target:
     if "--procs" not in _worker_help():
         raise Unavailable("`spark-ml worker --procs` does not exist yet")
-    return _worker_target(ctx, "--procs", str(n), note=f"{n} partitioned worker processes", **extra)
+    kind = "unpartitioned (SPARK_ML_SOLO)" if extra.get("SPARK_ML_SOLO") == "true" else "partitioned"
+    return _worker_target(ctx, "--procs", str(n), note=f"{n} {kind} worker processes", **extra)
 
 
 @scenario("worker-2p", "spark-ml worker --procs 2 (2 partitioned workers)", default=False, jetstream=True, partitions=P)
 def _worker_two(ctx: Context) -> Target:
     return _procs(ctx, 2)
+
+
+@scenario("worker-2p-solo", f"spark-ml worker --procs 2, {_SOLO}", default=False, partitions=P)
+def _worker_two_solo(ctx: Context) -> Target:
+    # Today's two workers without partitions (wrong features, but the CPU reference for two processes): the
+    # fixed costs of a second process and the halved batches count on both sides of the comparison.
+    return _procs(ctx, 2, SPARK_ML_SOLO="true")
 
 
 @scenario("worker-js", "spark-ml worker, JetStream mode (partitioned)", default=False, jetstream=True)
@@ -241,6 +249,11 @@ def _worker_js_solo(ctx: Context) -> Target:
 @scenario("worker-js-2p", "spark-ml worker --procs 2, JetStream mode (partitioned)", default=False, jetstream=True)
 def _worker_js_two(ctx: Context) -> Target:
     return _procs(ctx, 2, SPARK_ML_MODE="jetstream")
+
+
+@scenario("worker-js-2p-solo", f"spark-ml worker --procs 2, JetStream mode, {_SOLO}", default=False, jetstream=True)
+def _worker_js_two_solo(ctx: Context) -> Target:
+    return _procs(ctx, 2, SPARK_ML_MODE="jetstream", SPARK_ML_SOLO="true")
 
 
 @scenario("faststream", "FastStream echo (peer)")
