@@ -160,6 +160,10 @@ async def test_three_workers_publish_the_features_of_one(
         await asyncio.sleep(0.5)
     # Then every prediction carries the features one worker computed
     _assert_same(out, reference)
+    # And none was made twice: two workers pulling one partition's pinned consumer at once would split its
+    # messages (features off) or, after a reset, predict them again
+    twice = [k for k, seen in out.features.items() if len(seen) > 1]
+    assert not twice, f"{len(twice)} snapshots predicted more than once, e.g. {twice[:3]}"
 
 
 async def test_sigkill_of_one_of_three_loses_nothing_and_a_fourth_takes_its_share(
