@@ -11,6 +11,7 @@ Metric definitions (``y`` are 0/1 labels, ``s`` the scores, ``n`` rows):
   never exceed ``k / positives``: about 0.4 when half the rows are positive, and then only with a perfect
   precision@20.
 - ``log_loss``: mean negative log-likelihood of the labels, scores clipped to ``[1e-15, 1 - 1e-15]``.
+- ``brier``: mean squared difference between the score and the label (0 is perfect, 0.25 a constant 0.5).
 
 Walk-forward: the evaluation rows (in time order) are cut into ``folds + 1`` equal blocks; fold ``k`` tests
 on block ``k + 1`` and trains on every row before it except the last ``gap`` ones, so training is strictly
@@ -40,6 +41,7 @@ __all__ = [
     "Fold",
     "accuracy",
     "auc",
+    "brier",
     "check_slo",
     "choose_folds",
     "default_gap",
@@ -115,6 +117,12 @@ def log_loss(y: ArrayLike, s: ArrayLike, eps: float = 1e-15) -> float:
     ya, sa = _arrays(y, s)
     p = np.clip(sa, eps, 1.0 - eps)
     return float(-np.mean(np.where(ya == 1, np.log(p), np.log1p(-p)))) if ya.size else math.nan
+
+
+def brier(y: ArrayLike, s: ArrayLike) -> float:
+    """Mean squared error of the scores against the 0/1 labels."""
+    ya, sa = _arrays(y, s)
+    return float(np.mean((sa - ya) ** 2)) if ya.size else math.nan
 
 
 def metrics(y: ArrayLike, s: ArrayLike) -> dict[str, float]:
