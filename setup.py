@@ -10,7 +10,7 @@ slower; ``spark-ml worker`` logs which one it runs).
 
 from setuptools import Extension, find_packages, setup
 
-FOLDERS = ("core", "worker", "gateway", "scripts")
+FOLDERS = ("core", "worker", "gateway", "scripts", "client")
 package_dir = {f"spark_ml.{folder}": folder for folder in FOLDERS}
 packages = [f"spark_ml.{folder}" for folder in FOLDERS]
 packages += [f"spark_ml.{folder}.{sub}" for folder in FOLDERS for sub in find_packages(folder)]

@@ -17,6 +17,8 @@ __all__ = [
     "ErrorBody",
     "ErrorReply",
     "MarketSnapshot",
+    "ModelInfo",
+    "PnlUpdate",
     "Prediction",
     "PredictRequest",
     "Signal",
@@ -119,3 +121,59 @@ class ErrorReply(_Wire):
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True)
+
+
+class ModelInfo(_Wire):
+    """Reply of ``ml.model.info`` (and ``GET /ml/model/info``): the model a worker serves now."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    """Registry version (``baseline`` or ``<kind>-<sha256 prefix>``)."""
+    kind: str
+    feature_names: list[str]
+    """The features the model reads, in its order."""
+    all_features: list[str] | None = None
+    """Every feature the engine computes (a Prediction's ``features`` holds the model's)."""
+    shadow: str | None = None
+    """The shadow version scored beside it, if any."""
+    created: str | None = None
+    """ISO 8601 time of registration (None for the baseline)."""
+    data: str | None = None
+    """The training data's name."""
+    metrics: dict[str, float] | None = None
+    """Walk-forward out-of-sample metrics of the version."""
+
+
+class PnlUpdate(_Wire):
+    """Live paper-trading analytics of one symbol, published on ``analytics.pnl.<SYMBOL>``.
+
+    Money figures are in units of the starting equity; ``None`` where a ratio is undefined or unbounded
+    (see :class:`spark_ml.core.trading.live_pnl.PnlSnapshot` for each field).
+    """
+
+    symbol: str
+    ts: int | None
+    """Timestamp of the last price (epoch ms)."""
+    price: float | None
+    position: Literal[-1, 0, 1]
+    """-1 short, 0 flat, +1 long."""
+    equity: float | None
+    pnl: float | None
+    realized_pnl: float | None
+    unrealized_pnl: float | None
+    total_return: float | None
+    drawdown: float | None
+    max_drawdown: float | None
+    var_95: Annotated[float | None, Field(alias="var95")]
+    var_99: Annotated[float | None, Field(alias="var99")]
+    var_95_parametric: Annotated[float | None, Field(alias="var95Parametric")]
+    win_rate: float | None
+    profit_factor: float | None
+    trades: int
+    updates: int
+    last_signal: Signal | None
+    published_at: int
+    """Epoch milliseconds of publication."""
+    lag_ms: Annotated[float, Field(ge=0)]
+    """Receive to publish of the oldest event this update reflects, in this process."""

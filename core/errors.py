@@ -8,6 +8,8 @@ Grouped by who handles them::
      ├── ModelError              the model failed or produced an out-of-range score: 500, status=error
      ├── RegistryError           a registry operation was refused (unknown version, nothing to roll back to)
      │    └── ArtifactCorrupt    checksum mismatch or unreadable artifact
+     ├── Unavailable             no worker can answer now (no owner, no responder): 503, retry shortly
+     │    └── RequestTimeout     no reply in time: 504 (also a TimeoutError)
      └── TransportError          NATS refused or lost something; the worker runtime handles it, no reply carries it
           ├── NatsRefused        credentials or certificate refused: the process exits with the reason
           ├── NotStored          JetStream did not confirm storing some predictions: their inputs are nak'ed
@@ -31,8 +33,10 @@ __all__ = [
     "OwnershipLost",
     "PayloadTooLarge",
     "RegistryError",
+    "RequestTimeout",
     "SparkMlError",
     "TransportError",
+    "Unavailable",
 ]
 
 
@@ -96,6 +100,24 @@ class ArtifactCorrupt(RegistryError):
     """A model artifact does not match its manifest's checksum, or cannot be loaded."""
 
     code = "artifact_corrupt"
+
+
+class Unavailable(SparkMlError):
+    """No worker can answer a request now: nobody owns the symbol's partition (a hand-over in progress), no worker
+    is subscribed, or the gateway is not connected. Retrying shortly may succeed.
+
+    Raised by :mod:`spark_ml.client` for a 503 reply (code ``unavailable``) or when NATS finds no responder.
+    """
+
+    status = 503
+    code = "unavailable"
+
+
+class RequestTimeout(Unavailable, TimeoutError):
+    """No reply arrived within the caller's timeout (504); also a :class:`TimeoutError`."""
+
+    status = 504
+    code = "timeout"
 
 
 class TransportError(SparkMlError):

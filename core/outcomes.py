@@ -18,6 +18,10 @@ anything else       internal                       error          internal      
 A request that no worker can answer right now, because nobody owns the symbol's partition (a hand-over in
 progress, docs/SCALEOUT.md), gets :func:`unavailable`: 503 ``unavailable``, never an answer from another
 worker's (partial or empty) state.
+
+:func:`error_of` goes the other way, for callers of the service (:mod:`spark_ml.client`): an error reply's
+service code and body become the exception of this tree that the worker mapped to them, so a caller catches
+:class:`~spark_ml.core.errors.InvalidInput` or :class:`~spark_ml.core.errors.ModelError` as the worker raised it.
 """
 
 from __future__ import annotations
@@ -25,9 +29,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from spark_ml.core.errors import ArtifactCorrupt, InvalidInput, ModelError, RegistryError, SparkMlError
+from spark_ml.core.errors import (
+    ArtifactCorrupt,
+    InvalidInput,
+    ModelError,
+    PayloadTooLarge,
+    RegistryError,
+    RequestTimeout,
+    SparkMlError,
+    Unavailable,
+)
 
-__all__ = ["Outcome", "Status", "internal_failure", "outcome_of", "unavailable"]
+__all__ = ["Outcome", "Status", "error_of", "internal_failure", "outcome_of", "unavailable"]
 
 _MODEL_ERROR_TYPES = frozenset({"model_error", "model_output"})
 
@@ -84,3 +97,32 @@ def internal_failure(exc: BaseException) -> Outcome:
 def unavailable(message: str) -> Outcome:
     """The outcome of a request whose partition has no owner now: 503 ``unavailable`` (retry shortly)."""
     return Outcome("unavailable", message, Status.ERROR, "unavailable", 503)
+
+
+def error_of(service_code: int, code: str, message: str) -> SparkMlError:
+    """The exception an error reply stands for: the inverse of :func:`outcome_of` on its ``service_code``/``code``.
+
+    ``outcome_of(error_of(o.service_code, o.code, o.message))`` gives back ``o``'s code and service code for every
+    refusal the service answers (tests/core/test_error_replies.py). A reply outside the tree (another status) is a
+    plain :class:`SparkMlError` carrying that status.
+    """
+    error: SparkMlError
+    if service_code == 413 or code == PayloadTooLarge.code:
+        error = PayloadTooLarge(message, code=code)
+    elif code == "unknown_model":
+        error = RegistryError(message, code=code)
+    elif code == ArtifactCorrupt.code:
+        error = ArtifactCorrupt(message)
+    elif service_code == 504:
+        error = RequestTimeout(message, code=code)
+    elif service_code == 503:
+        error = Unavailable(message, code=code)
+    elif 400 <= service_code < 500:
+        error = InvalidInput(message, code=code)
+    elif code in _MODEL_ERROR_TYPES:
+        error = ModelError(message, code=code)
+    else:
+        error = SparkMlError(message, code=code)
+    if error.status != service_code:
+        error.status = service_code
+    return error

@@ -4,6 +4,7 @@
 - ``core`` imports no transport and reads no environment; its modules import each other without a circle.
 - ``worker`` imports neither ``gateway`` nor ``scripts``; only the CLI may import them, inside a function.
 - ``gateway`` imports no ``scripts``.
+- ``client`` imports only ``core`` of ours (a user's program gets none of the worker's runtime).
 - Inside ``core`` only ``core/io/`` writes files; the ``scripts/*.py`` entry points write through it too.
 """
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-FOLDERS = ("core", "worker", "gateway", "scripts")
+FOLDERS = ("core", "worker", "gateway", "scripts", "client")
 FORBIDDEN = {
     "core": {
         "asyncio",
@@ -29,6 +30,7 @@ FORBIDDEN = {
     },
     "worker": {"spark_ml.gateway", "spark_ml.scripts"},
     "gateway": {"spark_ml.scripts"},
+    "client": {"spark_ml.worker", "spark_ml.gateway", "spark_ml.scripts"},
 }
 LAZY_ALLOWED = {"worker/cli.py"}
 """The composition root: it alone may import the gateway and the scripts, inside its command functions."""
