@@ -4,6 +4,7 @@ Usage::
 
     spark-ml backtest --data {eurusd,goog,btcusd,synthetic,PATH} [--version V] [--registry PATH]
                       [--cost-bp X] [--slippage-bp Y] [--margin M] [--long-short] [--json] [--out DIR]
+                      [--export {csv,json,parquet}]
 
 The period and the timing are those of :mod:`spark_ml.core.trading.report`: the registry version's recipe
 (model family, parameters, seed, folds) is refitted on each fold's training rows, as ``spark-ml eval``
@@ -11,7 +12,9 @@ does, because the stored artifact itself may have been trained on the very bars 
 active version is the baseline, a LightGBM model with default parameters is refitted the same way. The
 baseline needs no fitting.
 
-Writes ``backtest.json``, ``backtest.md`` (the table) and ``equity.png`` into ``--out``.
+Writes ``backtest.json``, ``backtest.md`` (the table), ``equity.png`` and ``tearsheet.html`` (one self-contained
+HTML report) into ``--out``; with ``--export`` also the ML strategy's equity curve and trade list under
+``--out``/exports/, laid out as ``spark-ml analytics export`` writes them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pathlib import Path
 
 from spark_ml.core.engine import SignalPolicy
 from spark_ml.core.errors import SparkMlError
+from spark_ml.core.io.exports import FORMATS, MissingDependency, require_pyarrow
 from spark_ml.core.io.registry import Registry
 from spark_ml.core.io.reports import write_backtest_report
 from spark_ml.core.ml.evaluate import choose_folds
@@ -52,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed for refitting (default: the version's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", type=Path, default=None, help="output directory (default reports/backtest-DATA/)")
+    p.add_argument(
+        "--export", choices=FORMATS, default=None, help="also write the ML strategy's equity and trades in OUT/exports/"
+    )
     return p
 
 
@@ -102,6 +109,11 @@ def _check(args: argparse.Namespace) -> str | None:
         return "--margin must be in [0, 0.5)"
     if args.folds is not None and args.folds < 1:
         return "--folds must be >= 1"
+    if args.export == "parquet":
+        try:
+            require_pyarrow()
+        except MissingDependency as exc:
+            return str(exc)
     return None
 
 
@@ -117,7 +129,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spark-ml backtest: {exc}", file=sys.stderr)
         return 2
     out = args.out if args.out is not None else DEFAULT_OUT / f"backtest-{_slug(args.data)}"
-    files = write_backtest_report(out, comparison)
+    try:
+        files = write_backtest_report(out, comparison, export=args.export)
+    except OSError as exc:
+        print(f"spark-ml backtest: cannot write to {out}: {exc}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps({**comparison.doc, "files": files}, allow_nan=False))
     else:

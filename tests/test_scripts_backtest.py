@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from spark_ml.core.ml.sources import load_csv
 from spark_ml.core.ml.training import Recipe, train
 from spark_ml.core.trading import backtest as bt
 from spark_ml.scripts import backtest as script
+from tests.support.tearsheet import SECTIONS, TearSheetHtml
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("total_return", "sharpe", "max_drawdown", "var_95", "win_rate", "profit_factor", "trades")
@@ -153,3 +155,39 @@ def test_active_version_is_refitted_walk_forward(csv: Path, registry, tmp_path: 
 def test_unknown_version_exits_2(csv: Path, tmp_path: Path, capsys) -> None:
     code = script.main(["--data", str(csv), "--registry", str(tmp_path / "r"), "--version", "lgbm-deadbeef"])
     assert code == 2 and "lgbm-deadbeef" in capsys.readouterr().err
+
+
+def test_tear_sheet_and_export_agree_with_the_json(csv: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ts"
+    code, stdout = _run(capsys, "--data", str(csv), "--registry", str(tmp_path / "r"), "--json", "--out", str(out),
+                        "--export", "json")  # fmt: skip
+    assert code == 0
+    report = json.loads(stdout)
+    assert report["files"]["tearsheet"] == str(out / "tearsheet.html")
+    parsed = TearSheetHtml()
+    parsed.feed((out / "tearsheet.html").read_text())
+    assert parsed.sections == list(SECTIONS)
+    # Then every figure of every strategy in the tear sheet's table is the JSON report's, exactly
+    for name, figures in report["strategies"].items():
+        for key in ("total_return", "sharpe", "sortino", "max_drawdown", "var_95", "var_99", "win_rate", "trades"):
+            assert parsed.cells[(name, key)] == figures[key], (name, key)
+    # And the export holds the ML strategy's curve and trades, its figures those of the JSON
+    index = json.loads((out / "exports" / "index.json").read_text())
+    assert report["files"]["export"] == str(out / "exports" / "index.json")
+    symbol = report["symbol"]
+    mine = index["symbols"][symbol]["metrics"]
+    for key in ("total_return", "max_drawdown", "trades", "win_rate", "exposure"):
+        assert mine[key] == pytest.approx(report["strategies"]["ml"][key], rel=1e-9), key
+    equity = json.loads(Path(index["symbols"][symbol]["equity"]).read_text())
+    trades = json.loads(Path(index["portfolio"]["trades"]).read_text())
+    assert len(equity) == report["period"]["bars"] and len(trades) == report["strategies"]["ml"]["trades"]
+
+
+def test_export_errors_exit_2(csv: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    with pytest.raises(SystemExit) as exc:
+        script.main(["--data", str(csv), "--export", "xls", "--out", str(tmp_path / "x")])
+    assert exc.value.code == 2 and "invalid choice: 'xls'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    code = script.main(["--data", str(csv), "--export", "parquet", "--out", str(tmp_path / "p")])
+    assert code == 2 and "spark-ml[dev]" in capsys.readouterr().err and not (tmp_path / "p").exists()

@@ -1,4 +1,5 @@
-"""The report files: JSON, text and PNG figures of ``train``, ``eval``, ``drift calibrate`` and ``backtest``.
+"""The report files: JSON, text and PNG figures of ``train``, ``eval``, ``drift calibrate`` and ``backtest``
+(whose tear sheet and exports are written by :mod:`spark_ml.core.io.tearsheet` and :mod:`spark_ml.core.io.exports`).
 
 The figures come from :mod:`spark_ml.core.io.plots`; PNGs are saved with matplotlib's Agg renderer, so no
 display is needed.
@@ -14,10 +15,13 @@ from typing import Any
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
+from spark_ml.core.io.exports import write_export
 from spark_ml.core.io.plots import calibration_figure, drift_figure, equity_figure, importance_figure, roc_figure
+from spark_ml.core.io.tearsheet import write_tearsheet
 from spark_ml.core.ml.calibration import Measured
 from spark_ml.core.ml.drift import DriftThresholds
 from spark_ml.core.trading.report import Comparison, describe, table
+from spark_ml.core.trading.tearsheet import from_comparison
 
 __all__ = [
     "eval_text",
@@ -97,13 +101,25 @@ def write_drift_report(
     return write_json(out / "drift_calibration.json", doc)
 
 
-def write_backtest_report(out: Path, comparison: Comparison) -> dict[str, str]:
-    """``backtest.json``, ``backtest.md`` (the table) and ``equity.png`` in ``out``; returns their paths by role
-    (``json``, ``table``, ``plot``), also recorded under ``files`` in the JSON."""
+def write_backtest_report(out: Path, comparison: Comparison, *, export: str | None = None) -> dict[str, str]:
+    """``backtest.json``, ``backtest.md`` (the table), ``equity.png`` and ``tearsheet.html`` in ``out``; with
+    ``export`` (a format of :data:`spark_ml.core.io.exports.FORMATS`) the ML strategy's equity curve and trade
+    list under ``out/exports/`` as :func:`spark_ml.core.io.exports.write_export` writes them. Returns the paths
+    by role (``json``, ``table``, ``plot``, ``tearsheet``, ``export``), also recorded under ``files`` in the JSON."""
     out.mkdir(parents=True, exist_ok=True)
-    files = {"json": out / "backtest.json", "table": out / "backtest.md", "plot": out / "equity.png"}
+    files = {
+        "json": out / "backtest.json",
+        "table": out / "backtest.md",
+        "plot": out / "equity.png",
+        "tearsheet": out / "tearsheet.html",
+    }
     _save(equity_figure(comparison), files["plot"])
     files["table"].write_text(describe(comparison.doc) + "\n\n" + table(comparison.doc) + "\n")
+    sheet = from_comparison(comparison, lines=describe(comparison.doc).splitlines())
+    write_tearsheet(files["tearsheet"], sheet)
+    if export is not None:
+        index = write_export(out / "exports", [sheet.main], export)
+        files["export"] = Path(index["index"])
     names = {k: str(v) for k, v in files.items()}
     write_json(files["json"], {**comparison.doc, "files": names})
     return names

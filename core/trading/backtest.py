@@ -33,6 +33,7 @@ __all__ = [
     "buy_and_hold",
     "positions_from_signals",
     "signal_codes",
+    "summarize",
 ]
 
 BP = 1e-4
@@ -84,25 +85,32 @@ class StrategyResult:
     cost_rate: float
 
     def summary(self) -> dict[str, Any]:
-        """Headline figures (fractions, not percent); undefined ratios are nan."""
-        r, t = self.returns, self.trades
-        return {
-            "total_return": an.total_return(r),
-            "sharpe": an.sharpe(r, self.periods_per_year),
-            "sortino": an.sortino(r, self.periods_per_year),
-            "max_drawdown": an.max_drawdown(r),
-            "var_95": an.var_historical(r, 0.95),
-            "var_99": an.var_historical(r, 0.99),
-            "var_95_parametric": an.var_parametric(r, 0.95),
-            "win_rate": an.win_rate(t.pnl),
-            "profit_factor": an.profit_factor(t.pnl),
-            "trades": len(t),
-            "exposure": an.exposure(self.positions),
-            "realized_pnl": t.realized,
-            "unrealized_pnl": t.unrealized,
-            "turnover": float(an.turnover(self.positions).sum()),
-            "bars": int(r.size),
-        }
+        """Headline figures (fractions, not percent); undefined ratios are nan (see :func:`summarize`)."""
+        return summarize(self.returns, self.positions, self.trades, self.periods_per_year)
+
+
+def summarize(returns: ArrayLike, positions: ArrayLike, trades: an.Trades, periods_per_year: float) -> dict[str, Any]:
+    """Headline figures of net ``returns`` earned holding ``positions`` through ``trades``, annualized with
+    ``periods_per_year``: fractions, not percent; undefined ratios are nan. The one place the figures of a
+    backtest, of an export and of a tear sheet are computed."""
+    r, t = np.asarray(returns, dtype=np.float64).reshape(-1), trades
+    return {
+        "total_return": an.total_return(r),
+        "sharpe": an.sharpe(r, periods_per_year),
+        "sortino": an.sortino(r, periods_per_year),
+        "max_drawdown": an.max_drawdown(r),
+        "var_95": an.var_historical(r, 0.95),
+        "var_99": an.var_historical(r, 0.99),
+        "var_95_parametric": an.var_parametric(r, 0.95),
+        "win_rate": an.win_rate(t.pnl),
+        "profit_factor": an.profit_factor(t.pnl),
+        "trades": len(t),
+        "exposure": an.exposure(positions),
+        "realized_pnl": t.realized,
+        "unrealized_pnl": t.unrealized,
+        "turnover": float(an.turnover(positions).sum()),
+        "bars": int(r.size),
+    }
 
 
 def _cost_rate(cost_bp: float, slippage_bp: float) -> float:

@@ -45,11 +45,13 @@ class Comparison:
         doc: the report as JSON data (what ``spark-ml backtest --json`` prints, without ``files``).
         results: each strategy's returns and equity, by name.
         ts: epoch milliseconds of the traded bars (one more than each strategy's returns).
+        prices: the closes of the traded bars, beside ``ts``.
     """
 
     doc: dict[str, Any]
     results: dict[str, bt.StrategyResult]
     ts: NDArray[np.int64]
+    prices: NDArray[np.float64]
 
 
 def compare(
@@ -93,7 +95,7 @@ def compare(
         "auc": _finite({"ml": wf.metrics.get("auc", math.nan), "baseline": wf.baseline_metrics.get("auc", math.nan)}),
         "strategies": {name: _finite(res.summary()) for name, res in results.items()},
     }
-    return Comparison(doc, results, ts)
+    return Comparison(doc, results, ts, np.asarray(prices, dtype=np.float64))
 
 
 def _iso(ms: int) -> str:

@@ -11,4 +11,5 @@ used by more than one folder).
 - ``cluster``: a routed nats-server cluster with JetStream; ``auth_servers`` and ``credentials``: servers that
   require each authentication method, and the throwaway keys they use.
 - ``monitoring``: the rules, dashboard and Prometheus tools the ops tests read; ``ports``: free loopback ports.
+- ``tearsheet``: a tear sheet's HTML read back (sections, images, links, metric cells).
 """
