@@ -22,6 +22,7 @@ __all__ = [
     "JS_CONSUMER",
     "JS_STREAM",
     "MODEL_INFO",
+    "MODEL_QUALITY",
     "PREDICT",
     "PREDICTION",
     "PREDICTION_SHADOW",
@@ -43,6 +44,8 @@ PREDICTION_SHADOW = "ml.prediction.shadow"
 DLQ = "ml.dlq.snapshot"
 PREDICT = "ml.predict"
 MODEL_INFO = "ml.model.info"
+MODEL_QUALITY = "ml.model.quality"
+"""Request-reply answered by every worker (no queue group): its live-quality figures (``spark-ml model compare``)."""
 SERVICE_NAME = "spark-ml"
 QUEUE_GROUP = "ml-workers"
 JS_STREAM = "MARKET_SNAPSHOTS"

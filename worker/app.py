@@ -15,12 +15,12 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
 
-from spark_ml.core import features
+from spark_ml.core import features, subjects
 from spark_ml.core.engine import Engine, SignalPolicy
 from spark_ml.core.features import FeatureStore
 from spark_ml.core.partition import units
@@ -30,6 +30,7 @@ from spark_ml.worker.intake import Intake, PartitionedCoreIntake, PartitionedJet
 from spark_ml.worker.lifecycle import Lifecycle
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.fastparser import reading
+from spark_ml.worker.pipeline.live_quality import LiveQualityTracker
 from spark_ml.worker.pipeline.models import ModelSource
 from spark_ml.worker.pipeline.shadow import DriftTracker, ShadowScorer
 from spark_ml.worker.pipeline.stream import StreamProcessor
@@ -121,7 +122,15 @@ class WorkerApp(Lifecycle):
             )
             await self.sidecar.start()
         self.nc = await connect(s, name=f"spark-ml-worker-{os.getpid()}", metrics=self.metrics)
-        self.shadow = ShadowScorer(self.nc, self.metrics, self.engine.policy)
+        self.live_quality = LiveQualityTracker(
+            self.metrics,
+            self.engine.features,
+            window=s.live_quality_window,
+            min_rows=s.live_quality_min_rows,
+            export_s=s.live_quality_export_s,
+            max_symbols=s.max_symbols,
+        )
+        self.shadow = ShadowScorer(self.nc, self.metrics, self.engine.policy, on_scored=self.live_quality.shadow_scored)
         self.drift = DriftTracker(self.metrics)
         self.intake = make_intake(self.nc, s, self.metrics, features=self.engine.features, owned=self.owned)
         self.processor = StreamProcessor(
@@ -129,7 +138,8 @@ class WorkerApp(Lifecycle):
             self.metrics,
             self.intake.output,
             settlement=self.intake.settlement,
-            observers=[self.shadow.submit, self.drift.update],
+            # Live quality first: it must hold a batch before the shadow scorer reports a skip of it.
+            observers=[self.live_quality.observe, self.shadow.submit, self.drift.update],
             shards=s.pool_size,
             queue_max=s.queue_max,
             batch_max=s.batch_max,
@@ -144,6 +154,7 @@ class WorkerApp(Lifecycle):
         except BaseException:  # a refusal (ClusterRefused) exits the process: close what was opened first
             await self.stop()
             raise
+        await self.nc.subscribe(subjects.MODEL_QUALITY, cb=self.live_quality.on_request)
         for factory in self.service_factories:
             self._services.append(await factory(self))
         # Twice: nats-py 2.16 can write flush's PING ahead of SUBs still in its buffer, so one
@@ -212,6 +223,7 @@ class WorkerApp(Lifecycle):
     def _refresh(self) -> None:
         if self.processor is not None:
             self.drift.export()
+            self.live_quality.export()
             for i, depth in enumerate(self.processor.pool.depths()):
                 self.metrics.queue_depth.labels(str(i)).set(depth)
         self._export_partitions()
@@ -263,6 +275,13 @@ class WorkerApp(Lifecycle):
         if self.shadow.model is not self.models.shadow:
             self.shadow.model = self.models.shadow
             log.info("shadow model: %s", self.models.shadow.version if self.models.shadow else "none")
+        shadow = self.shadow.model.version if self.shadow.model is not None else None
+        self.live_quality.set_models(self.engine.model.version, shadow, self.models.offline_auc_lower)
+
+    def model_info(self) -> dict[str, Any]:
+        """What ``ml.model.info`` replies: the active model (:meth:`ModelSource.info`) and this worker's
+        live quality of it and of the shadow."""
+        return {**self.models.info(), "liveQuality": self.live_quality.info()}
 
     async def stop(self) -> None:
         """Stop intake, finish in-flight work within the drain bound, then drain the connection.

@@ -130,6 +130,28 @@ class Metrics(_Container):
             ["partition"],
             registry=r,
         )
+        # --- live quality (core/ml/live_quality.py): labels from each symbol's next snapshot, per worker ---
+        live = ["model_version", "role"]
+        self.live_auc = Gauge(
+            "ml_live_auc", "AUC of the last labelled predictions (a window per worker)", live, registry=r
+        )
+        self.live_accuracy = Gauge(
+            "ml_live_accuracy", "Accuracy (score >= 0.5) of the last labelled predictions", live, registry=r
+        )
+        self.live_log_loss = Gauge("ml_live_log_loss", "Log loss of the last labelled predictions", live, registry=r)
+        self.live_brier = Gauge("ml_live_brier", "Brier score of the last labelled predictions", live, registry=r)
+        self.live_window_rows = Gauge(
+            "ml_live_window_rows", "Labelled predictions in the live-quality window now", live, registry=r
+        )
+        self.live_labelled = Counter(
+            "ml_live_labelled_predictions", "Predictions labelled by their symbol's next snapshot", live, registry=r
+        )
+        self.offline_auc_lower = Gauge(
+            "ml_model_offline_auc_lower",
+            "Lower bound of the version's walk-forward 95% AUC interval (registry manifest)",
+            ["model_version"],
+            registry=r,
+        )
         self._changes_seen = 0
         self._checkpointed: dict[int, float] = {}
         self._aged: set[int] = set()

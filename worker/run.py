@@ -52,7 +52,7 @@ async def predict_service(app: WorkerApp) -> Stoppable:
         engine=app.engine,
         metrics=app.metrics,
         resolve_model=app.models.resolve,
-        model_info=app.models.info,
+        model_info=app.model_info,
         max_payload=app.settings.max_payload,
         partitions=app.settings.partitions,
         owned=app.owned,

@@ -104,6 +104,14 @@ class Settings(BaseSettings):
     """Core mode on a server without JetStream (no leases) or without the partition mapping: run anyway,
     promising this is the only worker. Two solo workers compute wrong features."""
 
+    # --- live quality (README "Live model quality") ---
+    live_quality_window: int = Field(5000, ge=10)
+    """Labelled predictions kept per model version (active and shadow) in each worker's live-quality window."""
+    live_quality_min_rows: int = Field(500, ge=1)
+    """A version's live figures are exported once its window holds this many labelled predictions."""
+    live_quality_export_s: float = Field(5.0, ge=0)
+    """Live figures are recomputed at most this often when Prometheus scrapes (0: at every scrape)."""
+
     @field_validator("nats_url")
     @classmethod
     def _check_url(cls, value: str) -> str:

@@ -59,6 +59,9 @@ class FeatureStore:
     def __init__(self, *, max_symbols: int = 10_000) -> None:
         self.max_symbols = max_symbols
         self._states: OrderedDict[str, FeatureState] = OrderedDict()
+        self.on_forget: Callable[[list[str]], None] | None = None
+        """Called with the symbols whose history in this store ends: dropped, or replaced by a restored
+        state (a partition moved). Live quality forgets their pending predictions then."""
 
     def __len__(self) -> int:
         return len(self._states)
@@ -105,11 +108,16 @@ class FeatureStore:
             self._states.move_to_end(sym)
         while len(self._states) > self.max_symbols:
             self._states.popitem(last=False)
+        if self.on_forget is not None:
+            self.on_forget(list(restored))
 
     def drop(self, symbols: Iterable[str]) -> None:
         """Forget the states of ``symbols`` (a partition that moved to another worker)."""
-        for sym in symbols:
+        gone = list(symbols)
+        for sym in gone:
             self._states.pop(sym, None)
+        if self.on_forget is not None:
+            self.on_forget(gone)
 
 
 def series_features(snaps: Iterable[Snapshot]) -> NDArray[np.float64]:

@@ -263,7 +263,7 @@ class LiveQuality:
         max_symbols: see :class:`LabelJoin`.
         backlog_rows: rows that may wait for their shadow scores; past it the oldest batches are joined
             without them (a shadow that is that far behind has skipped or failed).
-        count_of: see :meth:`LabelJoin.feed`.
+        count_of: a symbol's count of snapshots in its feature state now (after every batch observed so far).
         warmup: see :class:`LabelJoin`.
     """
 
@@ -336,8 +336,28 @@ class LiveQuality:
         while backlog and (force or not backlog[0].waiting or self._backlog_len > self.backlog_rows):
             b = backlog.popleft()
             self._backlog_len -= len(b.snaps)
-            labelled += self.join.feed(b.snaps, b.scores, b.window, b.shadow_scores, b.shadow, count_of=self.count_of)
+            labelled += self.join.feed(
+                b.snaps, b.scores, b.window, b.shadow_scores, b.shadow, count_of=self._count_at()
+            )
         return labelled
+
+    def _count_at(self) -> Callable[[str], int] | None:
+        """``count_of`` as of the batch being joined: the batches still waiting have advanced the states since."""
+        count_of = self.count_of
+        if count_of is None:
+            return None
+        later: dict[str, int] | None = None
+
+        def count(symbol: str) -> int:
+            nonlocal later
+            if later is None:
+                later = {}
+                for batch in self._backlog:
+                    for snap in batch.snaps:
+                        later[snap.symbol] = later.get(snap.symbol, 0) + 1
+            return count_of(symbol) - later.get(symbol, 0)
+
+        return count
 
     @property
     def waiting_rows(self) -> int:

@@ -225,3 +225,18 @@ def test_live_figures_are_evaluate_definitions() -> None:
         "log_loss": log_loss(y, s),
         "brier": brier(y, s),
     }
+
+
+def test_first_sight_counts_discount_the_batches_still_waiting() -> None:
+    # The state's count is read when a batch is joined; batches observed after it have advanced the state.
+    counts = {"A": 0}
+    lq = LiveQuality(window=100, max_symbols=10, count_of=counts.__getitem__, warmup=3)
+    lq.set_versions("a", "b")
+    keys = [object() for _ in range(3)]
+    for t, key in enumerate(keys):
+        counts["A"] += 2  # the engine's state after this batch
+        lq.observe(key, [Snapshot(2 * t, 1.0 + 2 * t, "A"), Snapshot(2 * t + 1, 2.0 + 2 * t, "A")], [0.5, 0.5], "a")
+    for key in keys:
+        lq.shadow_scored(key, "b", None)
+    # Six snapshots, warm-up 3: predictions 4 and 5 are labelled (6 is pending), exactly as without count_of.
+    assert lq.windows["a"].total == 2

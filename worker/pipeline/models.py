@@ -54,6 +54,8 @@ class ModelSource:
         self.live: Model = BaselineModel()
         self.shadow: Model | None = None
         self.reference: dict[str, dict[str, list[float]]] | None = None
+        self.offline_auc_lower: dict[str, float] = {}
+        """Live and shadow version -> lower bound of its walk-forward 95% AUC interval, when its manifest has one."""
         self.load_errors = 0
         """Refusals so far (a version per state of its files, a pointers damage once): ``model_load``."""
         self._meta: dict[str, Any] = {}
@@ -148,8 +150,20 @@ class ModelSource:
         if shadow is not self.shadow:
             self.shadow = shadow
             changed = True
+        if changed:
+            served = [self.live.version, *([self.shadow.version] if self.shadow else [])]
+            self.offline_auc_lower = {v: low for v in served if (low := self._auc_lower(v)) is not None}
         self._seen = self._key(state)
         return changed
+
+    def _auc_lower(self, version: str) -> float | None:
+        if version == BASELINE_VERSION:
+            return None
+        try:
+            low = self.registry.manifest(version).extra.get("spread", {}).get("auc", {}).get("ci95_low")
+        except (SparkMlError, AttributeError):
+            return None
+        return float(low) if isinstance(low, int | float) else None
 
     def load_initial(self) -> None:
         """At start: what the rule gives for the registry as it is (the baseline when there is none)."""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -41,10 +42,21 @@ class ShadowScorer:
         metrics: where agreement, errors and skips are counted.
         policy: the live signal policy (signals must be comparable).
         window: rows in the agreement window.
+        on_scored: told of each live batch handed over: the shadow's version and scores, or None when it
+            skipped or failed the batch (live quality labels the shadow's predictions with it).
     """
 
-    def __init__(self, nc: Client, metrics: Metrics, policy: SignalPolicy, *, window: int = 1000) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        metrics: Metrics,
+        policy: SignalPolicy,
+        *,
+        window: int = 1000,
+        on_scored: Callable[[BatchResult, str, Sequence[float] | None], None] | None = None,
+    ) -> None:
         self.nc = nc
+        self._on_scored = on_scored
         self.metrics = metrics
         self.policy = policy
         self._model: Model | None = None
@@ -76,6 +88,7 @@ class ShadowScorer:
             return
         if self._busy:
             self.metrics.shadow_skipped.inc(len(result.snaps))
+            self._tell(result, model.version, None)
             return
         self._busy = True
         x = result.full[:, self._cols]
@@ -92,6 +105,7 @@ class ShadowScorer:
             valid = np.isfinite(scores) & (scores >= 0.0) & (scores <= 1.0)
             if not valid.all():
                 raise ValueError("shadow model returned a score outside [0, 1]")
+            self._tell(live, model.version, scores.tolist())
             signals = self.policy.signals(scores)
             conf = (np.abs(scores - 0.5) * 2.0).tolist()
             names = model.feature_names
@@ -113,8 +127,16 @@ class ShadowScorer:
         except Exception as exc:
             self.metrics.model_errors.labels("shadow_error").inc()
             log.warning("shadow model %s failed: %s", model.version, exc)
+            self._tell(live, model.version, None)
         finally:
             self._busy = False
+
+    def _tell(self, live: BatchResult, version: str, scores: Sequence[float] | None) -> None:
+        if self._on_scored is not None:
+            try:
+                self._on_scored(live, version, scores)
+            except Exception:
+                log.exception("shadow score observer failed")
 
     def _record(self, version: str, live: list[str], shadow: list[str]) -> None:
         window = self._agree
