@@ -2,7 +2,8 @@
 
 Layout under ``root``::
 
-    artifacts/<sha256>.json|.txt   model bytes (logistic: JSON coefficients; lgbm: LightGBM text), never pickle
+    artifacts/<sha256>.json|.txt   model bytes (logistic: JSON coefficients; lgbm: LightGBM text; xgb: XGBoost
+                                   JSON), never pickle
     manifests/<version>.json       one Manifest per version
     pointers.json                  {"active": ..., "shadow": ..., "history": [...previous actives...]}
     pointers.last-good.json        a copy of pointers.json as last written, read when pointers.json is unreadable
@@ -48,7 +49,7 @@ VERSION_RE = re.compile(r"[a-z][a-z0-9]*-[0-9a-f]{8,64}")
 """Registered versions: ``kind-hexdigest``; safe as a NATS subject token and a Prometheus label value."""
 HISTORY_MAX = 100
 """Previous active versions kept for rollback."""
-_EXTENSIONS = {"logistic": "json", "lgbm": "txt"}
+_EXTENSIONS = {"logistic": "json", "lgbm": "txt", "xgb": "json"}
 Stamp = tuple[int, int, int] | None
 """A file's (inode, mtime ns, size), None when absent: what changes when a file is replaced or damaged."""
 
@@ -102,7 +103,7 @@ class Manifest(BaseModel):
         version: ``<kind>-<sha8>``.
         created: ISO 8601 UTC time of registration.
         data: the training data name (``synthetic``, ``eurusd``, a path, ...).
-        kind: model family (``logistic``, ``lgbm``, ``baseline``).
+        kind: model family (``logistic``, ``lgbm``, ``xgb``, ``baseline``).
         feature_names: the model's input columns, in order.
         metrics: walk-forward out-of-sample metrics (finite values only).
         reference: per feature, the training distribution in 10 quantile bins: ``{"edges", "fractions"}``.

@@ -1,7 +1,8 @@
-"""Models: the contract, the built-in baseline, and the trained kinds (logistic, gradient-boosted trees) on one base.
+"""Models: the contract, the built-in baseline, and the trained kinds (logistic, LightGBM and XGBoost
+gradient-boosted trees) on one base.
 
 Trained kinds are imported lazily (:func:`model_class`) so that a process serving the baseline never pays
-for scikit-learn or LightGBM.
+for scikit-learn, LightGBM or XGBoost.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ __all__ = [
     "sigmoid",
 ]
 
-MODEL_KINDS: tuple[str, ...] = ("logistic", "lgbm")
+MODEL_KINDS: tuple[str, ...] = ("logistic", "lgbm", "xgb")
 """Kinds ``spark-ml train --model`` accepts."""
 
 
@@ -41,6 +42,10 @@ def model_class(kind: str) -> type[TrainedModel]:
         from spark_ml.core.models.gbt import GbtModel
 
         return GbtModel
+    if kind == "xgb":
+        from spark_ml.core.models.xgb import XgbModel
+
+        return XgbModel
     raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
 
 

@@ -15,7 +15,7 @@ from spark_ml.core.features import FEATURE_NAMES
 from spark_ml.core.io.registry import HISTORY_MAX, VERSION_RE, Registry
 from spark_ml.core.ml.synthetic import SyntheticConfig, generate
 from spark_ml.core.ml.training import reference_distribution
-from spark_ml.core.models import BaselineModel, TrainedModel, fit_model
+from spark_ml.core.models import MODEL_KINDS, BaselineModel, TrainedModel, fit_model
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +26,23 @@ def xy() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def models(xy) -> dict[str, TrainedModel]:
     x, y = xy
-    return {kind: fit_model(kind, x, y, feature_names=FEATURE_NAMES, seed=1) for kind in ("logistic", "lgbm")}
+    return {kind: fit_model(kind, x, y, feature_names=FEATURE_NAMES, seed=1) for kind in MODEL_KINDS}
 
 
 def _register(reg: Registry, model: TrainedModel, xy) -> str:
     ref = reference_distribution(xy[0], FEATURE_NAMES)
     return reg.register(model, data="synthetic", metrics={"auc": 0.6, "log_loss": float("nan")}, reference=ref).version
+
+
+def _assert_native_format(kind: str, raw: bytes) -> None:
+    """Each kind is stored in its own library's plain format: LightGBM's text model, XGBoost's JSON model,
+    the logistic coefficients as JSON."""
+    if kind == "lgbm":
+        assert raw.startswith(b"tree\n")
+    elif kind == "xgb":
+        assert json.loads(raw)["learner"]["gradient_booster"]["name"] == "gbtree"
+    else:
+        assert json.loads(raw)["format"].startswith("spark-ml/")
 
 
 def test_fresh_registry_serves_baseline(tmp_path: Path) -> None:
@@ -44,7 +55,7 @@ def test_fresh_registry_serves_baseline(tmp_path: Path) -> None:
     assert not (tmp_path / "reg").exists()  # reading never creates anything
 
 
-@pytest.mark.parametrize("kind", ["logistic", "lgbm"])
+@pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_register_and_load_round_trip(tmp_path: Path, models, xy, kind: str) -> None:
     reg = Registry(tmp_path)
     model = models[kind]
@@ -55,7 +66,7 @@ def test_register_and_load_round_trip(tmp_path: Path, models, xy, kind: str) -> 
     assert VERSION_RE.fullmatch(manifest.version) and manifest.version == model.version
     raw = (tmp_path / "artifacts" / manifest.artifact).read_bytes()
     assert hashlib.sha256(raw).hexdigest() == manifest.sha256 == manifest.artifact.split(".")[0]
-    assert raw.startswith(b"tree\n") if kind == "lgbm" else json.loads(raw)["format"].startswith("spark-ml/")
+    _assert_native_format(kind, raw)
     assert manifest.kind == kind and manifest.feature_names == FEATURE_NAMES and manifest.data == "synthetic"
     assert manifest.created.endswith("Z")
     for feature in FEATURE_NAMES:
@@ -81,10 +92,11 @@ def test_baseline_cannot_be_registered(tmp_path: Path) -> None:
         Registry(tmp_path).register(BaselineModel(), data="x", metrics={}, reference={})
 
 
-def test_promote_rollback_shadow(tmp_path: Path, models, xy) -> None:
+@pytest.mark.parametrize("tree", [k for k in MODEL_KINDS if k != "logistic"])
+def test_promote_rollback_shadow(tmp_path: Path, models, xy, tree: str) -> None:
     reg = Registry(tmp_path)
     a = _register(reg, models["logistic"], xy)
-    b = _register(reg, models["lgbm"], xy)
+    b = _register(reg, models[tree], xy)
     with pytest.raises(RegistryError, match="nothing to roll back"):
         reg.rollback()
     reg.promote(a)
@@ -115,11 +127,12 @@ def test_unknown_versions_refused(tmp_path: Path, version: str) -> None:
     assert reg.pointers() == ("baseline", None)
 
 
-def test_corrupt_artifact_refused_and_active_kept(tmp_path: Path, models, xy) -> None:
+@pytest.mark.parametrize("kind", [k for k in MODEL_KINDS if k != "logistic"])
+def test_corrupt_artifact_refused_and_active_kept(tmp_path: Path, models, xy, kind: str) -> None:
     # Given a promoted version and a second one whose artifact is damaged on disk
     reg = Registry(tmp_path)
     good = _register(reg, models["logistic"], xy)
-    bad = _register(reg, models["lgbm"], xy)
+    bad = _register(reg, models[kind], xy)
     reg.promote(good)
     path = tmp_path / "artifacts" / reg.manifest(bad).artifact
     data = bytearray(path.read_bytes())
@@ -142,7 +155,7 @@ def test_corrupt_artifact_refused_and_active_kept(tmp_path: Path, models, xy) ->
         reg.manifest(bad)
     # Re-registering the same model repairs the artifact
     (tmp_path / "manifests" / f"{bad}.json").unlink()
-    assert _register(reg, models["lgbm"], xy) == bad
+    assert _register(reg, models[kind], xy) == bad
     assert reg.load(bad).version == bad
 
 

@@ -3,26 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import msgpack
 import numpy as np
+import pytest
 from nats.aio.client import Client
 
 from spark_ml.core import subjects
 from spark_ml.core.features import FEATURE_NAMES
 from spark_ml.core.io.registry import Registry
 from spark_ml.core.ml.drift import reference_from
+from spark_ml.core.models import MODEL_KINDS, TrainedModel, fit_model, sigmoid
 from spark_ml.core.models.logistic import LogisticModel
 
-
-def _constant(intercept: float) -> LogisticModel:
-    """A logistic model whose score is sigmoid(intercept) whatever the features."""
-    names = ("ret_1", "rsi_14")
-    return LogisticModel(names, [0.0, 0.0], [1.0, 1.0], [0.0, 0.0], intercept)
+_NAMES = ("ret_1", "rsi_14")
 
 
-def _register(reg: Registry, model: LogisticModel) -> str:
+def _constant(intercept: float, kind: str = "logistic") -> TrainedModel:
+    """A model whose score is about sigmoid(intercept) whatever the features: exactly for logistic; a tree kind
+    is fitted on labels drawn with that probability independently of the features."""
+    if kind == "logistic":
+        return LogisticModel(_NAMES, [0.0, 0.0], [1.0, 1.0], [0.0, 0.0], intercept)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4000, len(_NAMES))) * 10 + 50
+    y = (rng.random(4000) < sigmoid(np.array(intercept))).astype(np.int64)
+    return fit_model(kind, x, y, feature_names=_NAMES, seed=0)
+
+
+def _register(reg: Registry, model: TrainedModel) -> str:
     rng = np.random.default_rng(1)
     ref = reference_from(rng.normal(size=(1000, len(FEATURE_NAMES))) * 10 + 50, FEATURE_NAMES)
     return reg.register(model, data="test", metrics={"auc": 0.5}, reference=ref).version
@@ -41,11 +51,16 @@ async def _publish(nc: Client, start: int, n: int, symbol: str = "HOT") -> None:
     await nc.flush()
 
 
-async def test_promote_rollback_without_restart_or_loss(nc: Client, worker_factory, collect, tmp_path: Path) -> None:
-    # Given a running worker on an empty registry (baseline) and a registered "always buy" model
-    app = await worker_factory(registry=tmp_path / "reg")
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+async def test_promote_rollback_without_restart_or_loss(
+    nc: Client, worker_factory, collect, tmp_path: Path, kind: str
+) -> None:
+    # Given a registered "always buy" model of the kind (fitted first: a fit would stall the worker's loop)
     reg = Registry(tmp_path / "reg")
-    buy = _register(reg, _constant(3.0))
+    buy = _register(reg, _constant(3.0, kind))
+    assert buy.startswith(f"{kind}-")
+    # and a running worker on that registry, serving the baseline
+    app = await worker_factory(registry=tmp_path / "reg", serve_predict=True)
     preds = await collect(subjects.PREDICTION)
     await _publish(nc, 0, 50)
     await preds.wait(50)
@@ -62,6 +77,10 @@ async def test_promote_rollback_without_restart_or_loss(nc: Client, worker_facto
     assert set(versions[:first]) == {"baseline"} and set(versions[first:]) == {buy}
     assert all(b["signal"] == "buy" for b in preds.bodies()[first:])
     assert app.metrics.model_version_info.labels(buy)._value.get() == 1
+    # ml.predict answers with the version it names
+    request = {"snapshot": {"symbol": "REQ", "ts": 1, "mid": 100.0}, "model": buy}
+    reply = json.loads((await nc.request(subjects.PREDICT, json.dumps(request).encode(), timeout=5)).data)
+    assert reply["modelVersion"] == buy and reply["signal"] == "buy"
     # When rolled back, the baseline serves again
     assert reg.rollback() == "baseline"
     await _until(lambda: app.engine.model.version == "baseline")
@@ -70,10 +89,13 @@ async def test_promote_rollback_without_restart_or_loss(nc: Client, worker_facto
     assert {b["modelVersion"] for b in preds.bodies()[150:]} == {"baseline"}
 
 
-async def test_shadow_predictions_go_only_to_the_shadow_subject(nc: Client, worker_factory, collect, tmp_path) -> None:
-    app = await worker_factory(registry=tmp_path / "reg")
+@pytest.mark.parametrize("kind", MODEL_KINDS)
+async def test_shadow_predictions_go_only_to_the_shadow_subject(
+    nc: Client, worker_factory, collect, tmp_path, kind: str
+) -> None:
     reg = Registry(tmp_path / "reg")
-    buy, sell = _register(reg, _constant(3.0)), _register(reg, _constant(-3.0))
+    buy, sell = _register(reg, _constant(3.0, kind)), _register(reg, _constant(-3.0, kind))
+    app = await worker_factory(registry=tmp_path / "reg")
     reg.promote(buy)
     reg.set_shadow(sell)
     await _until(lambda: app.shadow.model is not None and app.engine.model.version == buy)
