@@ -9,12 +9,13 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml setup.py README.md ./
+COPY pyproject.toml setup.py README.md LICENSE ./
 COPY core ./core
 COPY worker ./worker
 COPY gateway ./gateway
 COPY scripts ./scripts
-RUN python -m venv /opt/spark-ml && /opt/spark-ml/bin/pip install .
+# The lgbm extra: a worker serves promoted LightGBM models (training stays out of the image: spark-ml[train]).
+RUN python -m venv /opt/spark-ml && /opt/spark-ml/bin/pip install .[lgbm]
 
 FROM python:3.11-slim
 # libgomp1: the OpenMP runtime LightGBM's wheel links against; slim images lack it.

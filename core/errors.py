@@ -10,6 +10,7 @@ Grouped by who handles them::
      │    └── ArtifactCorrupt    checksum mismatch or unreadable artifact
      ├── Unavailable             no worker can answer now (no owner, no responder): 503, retry shortly
      │    └── RequestTimeout     no reply in time: 504 (also a TimeoutError)
+     ├── MissingExtra            an optional dependency is not installed: the message names the extra to install
      └── TransportError          NATS refused or lost something; the worker runtime handles it, no reply carries it
           ├── NatsRefused        credentials or certificate refused: the process exits with the reason
           ├── NotStored          JetStream did not confirm storing some predictions: their inputs are nak'ed
@@ -27,6 +28,7 @@ __all__ = [
     "ArtifactCorrupt",
     "ClusterRefused",
     "InvalidInput",
+    "MissingExtra",
     "ModelError",
     "NatsRefused",
     "NotStored",
@@ -118,6 +120,23 @@ class RequestTimeout(Unavailable, TimeoutError):
 
     status = 504
     code = "timeout"
+
+
+class MissingExtra(SparkMlError, ImportError):
+    """A feature needs a package of an optional extra that is not installed (``pip install 'spark-ml[EXTRA]'``).
+
+    Args:
+        package: the missing import name (``lightgbm``, ``backtesting``, ...).
+        extra: the extra that installs it (``train``, ``data``, ``otel``).
+        purpose: what needed it, as the start of a sentence (``reading a CSV``).
+    """
+
+    code = "missing_extra"
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        self.package = package
+        self.extra = extra
+        super().__init__(f"{purpose} needs {package}, which is not installed: pip install 'spark-ml[{extra}]'")
 
 
 class TransportError(SparkMlError):

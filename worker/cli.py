@@ -90,7 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("replay", help="publish snapshots from real or synthetic market data")
     _add_settings_flags(p)
-    p.add_argument("--data", default="eurusd", help="eurusd | goog | btcusd | synthetic | PATH to an OHLCV CSV")
+    p.add_argument(
+        "--data",
+        default="synthetic",
+        help="synthetic (default) | eurusd | goog | btcusd | PATH to an OHLCV CSV (all but synthetic: spark-ml[data])",
+    )
     p.add_argument("--rate", type=float, default=1000.0, help="snapshots per second (0 = as fast as possible)")
     p.add_argument("--count", type=int, default=0, help="stop after this many (0 = the whole series once)")
     p.add_argument("--symbol", default=None, help="symbol to publish as (default: the data set's name)")
@@ -148,9 +152,7 @@ async def _gateway(settings: Any) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in _SCRIPTS:
-        module = importlib.import_module(_SCRIPTS[argv[0]][0])
-        code: int = module.main(argv[1:])
-        return code
+        return _script(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     from spark_ml.worker.logs import setup_logging
 
@@ -163,6 +165,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"spark-ml: invalid setting {loc}: {err['msg']}", file=sys.stderr)
         return 2
     return _dispatch(args, settings)
+
+
+def _script(name: str, argv: list[str]) -> int:
+    """An offline command; exit 1 naming the extra to install when one of its packages is missing."""
+    from spark_ml.core.errors import MissingExtra
+    from spark_ml.core.extras import extra_of
+
+    try:
+        module = importlib.import_module(_SCRIPTS[name][0])
+        code: int = module.main(argv)
+    except MissingExtra as exc:
+        print(f"spark-ml {name}: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:
+        extra = extra_of(exc.name or "")
+        if extra is None:
+            raise
+        hint = f"pip install 'spark-ml[{extra}]'"
+        print(f"spark-ml {name} needs {exc.name}, which is not installed: {hint}", file=sys.stderr)
+        return 1
+    return code
 
 
 def _dispatch(args: argparse.Namespace, settings: Any) -> int:

@@ -11,14 +11,18 @@ Label of row ``i``: 1 when the next bar's close is strictly above this bar's clo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 from numpy.typing import NDArray
 
 from spark_ml.core.codec import Snapshot
 from spark_ml.core.errors import InvalidInput
+from spark_ml.core.extras import require
 from spark_ml.core.features import FEATURE_NAMES, WARMUP, series_features
+
+if TYPE_CHECKING:  # pandas is imported where a frame is read: the synthetic bed and serving never need it
+    import pandas as pd
 
 __all__ = ["MIN_ROWS", "TIME_COLUMNS", "Dataset", "find_column", "from_frame", "next_up_labels"]
 
@@ -95,6 +99,7 @@ def find_column(frame: pd.DataFrame, name: str) -> str | None:
 
 def _timestamps(frame: pd.DataFrame, source: str) -> NDArray[np.int64]:
     """Epoch milliseconds from the first time-like column, or from the index (``index_col=0`` CSVs)."""
+    pd = require("pandas", "reading market data", extra="data")
     col = next((c for c in (find_column(frame, n) for n in TIME_COLUMNS) if c is not None), None)
     raw = frame[col] if col is not None else frame.index.to_series()
     if pd.api.types.is_numeric_dtype(raw):
@@ -121,6 +126,7 @@ def from_frame(frame: pd.DataFrame, *, name: str, symbol: str) -> Dataset:
     Rows are sorted by time; duplicate timestamps, missing or non-positive closes and too few rows are
     refused with :class:`~spark_ml.core.errors.InvalidInput` (code ``data``).
     """
+    pd = require("pandas", "reading market data", extra="data")
     close_col = find_column(frame, "close")
     if close_col is None:
         raise InvalidInput(f"{name}: no Close column (columns: {', '.join(map(str, frame.columns))})", code="data")

@@ -1,13 +1,18 @@
-"""Where series come from: the CSVs shipped in ``backtesting``, a user's OHLCV CSV, or the synthetic bed."""
+"""Where series come from: the CSVs shipped in ``backtesting``, a user's OHLCV CSV, or the synthetic bed.
+
+The synthetic bed needs nothing beyond the runtime install. A CSV needs pandas, and the built-in data sets
+(EURUSD, GOOG, BTCUSD) are files of the ``backtesting`` package, which is AGPL-3.0: both come only with the
+optional extra ``spark-ml[data]`` (:class:`~spark_ml.core.errors.MissingExtra` says so), so that the MIT
+runtime install carries no copyleft package.
+"""
 
 from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
 
-import pandas as pd
-
 from spark_ml.core.errors import InvalidInput
+from spark_ml.core.extras import require
 from spark_ml.core.ml.dataset import TIME_COLUMNS, Dataset, find_column, from_frame
 from spark_ml.core.ml.synthetic import SyntheticConfig, generate
 
@@ -24,6 +29,7 @@ BUILTIN: dict[str, tuple[str, str]] = {
 def load_csv(path: Path | str, *, symbol: str | None = None, name: str | None = None) -> Dataset:
     """A user's OHLCV CSV (header row; a time column named Date/Datetime/Time/Timestamp or the first column)."""
     path = Path(path)
+    pd = require("pandas", "reading a CSV", extra="data")
     try:
         frame = pd.read_csv(path)
     except FileNotFoundError as exc:
@@ -39,11 +45,13 @@ def load_csv(path: Path | str, *, symbol: str | None = None, name: str | None = 
 
 
 def load_builtin(name: str) -> Dataset:
-    """One of the CSVs shipped inside the PyPI package ``backtesting`` (no network access)."""
+    """One of the CSVs shipped inside the PyPI package ``backtesting`` (no network access; ``spark-ml[data]``)."""
     try:
         filename, symbol = BUILTIN[name]
     except KeyError as exc:
         raise InvalidInput(f"unknown data {name!r}; choose one of {', '.join(BUILTIN)}", code="data") from exc
+    require("backtesting", f"the built-in data set {name!r} (a file of the AGPL-3.0 package backtesting)")
+    pd = require("pandas", "reading market data", extra="data")
     ref = resources.files("backtesting.test").joinpath(filename)
     with resources.as_file(ref) as path:
         frame = pd.read_csv(path, index_col=0)

@@ -6,7 +6,6 @@ same data and seed give byte-identical artifacts and therefore the same content-
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import Mapping
 from types import ModuleType
@@ -16,6 +15,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spark_ml.core.errors import ArtifactCorrupt
+from spark_ml.core.extras import require
 from spark_ml.core.models.trained import TrainedModel
 
 __all__ = ["GbtModel"]
@@ -58,8 +58,7 @@ class GbtModel(TrainedModel):
         cls, x: NDArray[np.float64], y: NDArray[np.int64], names: tuple[str, ...], seed: int, params: dict[str, Any]
     ) -> GbtModel:
         """``min_data_in_leaf`` is capped at a tenth of the rows so that short series still grow trees."""
-        import lightgbm as lgb
-
+        lgb = require("lightgbm", "training a LightGBM model")
         p = dict(params)
         rounds = int(p.pop("num_boost_round"))
         p["min_data_in_leaf"] = max(2, min(int(p["min_data_in_leaf"]), x.shape[0] // 10))
@@ -103,7 +102,7 @@ def _lightgbm_for_serving() -> ModuleType:
     for name in blocked:
         sys.modules[name] = None  # type: ignore[assignment]  # makes `import name` raise ImportError
     try:
-        return importlib.import_module("lightgbm")
+        return require("lightgbm", "serving a LightGBM model", extra="lgbm")
     finally:
         for name in blocked:
             if sys.modules.get(name, 0) is None:

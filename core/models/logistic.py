@@ -14,6 +14,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spark_ml.core.errors import ArtifactCorrupt
+from spark_ml.core.extras import require
 from spark_ml.core.models.base import sigmoid
 from spark_ml.core.models.trained import TrainedModel
 
@@ -60,8 +61,7 @@ class LogisticModel(TrainedModel):
         cls, x: NDArray[np.float64], y: NDArray[np.int64], names: tuple[str, ...], seed: int, params: dict[str, Any]
     ) -> LogisticModel:
         """L2 strength ``C``, on features standardized by the training mean and standard deviation."""
-        from sklearn.linear_model import LogisticRegression
-
+        LogisticRegression = require("sklearn.linear_model", "training a logistic model").LogisticRegression
         mean = x.mean(axis=0)
         std = x.std(axis=0)
         scale = np.where(std > 1e-12, std, 1.0)

@@ -134,3 +134,17 @@ def test_baseline_holds_the_contract(data) -> None:
 def test_unknown_kind() -> None:
     with pytest.raises(ValueError, match="unknown model kind"):
         fit_model("svm", np.zeros((4, 1)), np.array([0, 1, 0, 1]), feature_names=("ret_1",))
+
+
+def test_sigmoid_is_scipy_expit_without_scipy() -> None:
+    """The serving sigmoid (numpy only) against scipy's, from tiny to overflowing inputs; no warning is raised."""
+    from scipy.special import expit
+
+    from spark_ml.core.models import sigmoid
+
+    z = np.concatenate([np.random.default_rng(0).normal(0, 8, 100_000), [0.0, -0.0, 36.0, -36.0, 800.0, -800.0]])
+    got = sigmoid(z)
+    assert np.max(np.abs(got - expit(z))) <= 3e-16
+    assert ((got >= 0.0) & (got <= 1.0)).all()
+    assert got[-2] == 1.0 and got[-1] == 0.0
+    assert sigmoid(np.array([0.0]))[0] == 0.5

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from spark_ml.core import subjects
 from spark_ml.core.codec import Encoding, Snapshot, encode
-from spark_ml.core.errors import InvalidInput
+from spark_ml.core.errors import InvalidInput, MissingExtra
 from spark_ml.core.ml.sources import load
 from spark_ml.worker.connect import connect
 from spark_ml.worker.settings import Settings
@@ -38,6 +38,9 @@ async def replay(settings: Settings, args: argparse.Namespace) -> int:
     except InvalidInput as exc:
         print(f"spark-ml replay: {exc.message}", file=sys.stderr)
         return 2
+    except MissingExtra as exc:
+        print(f"spark-ml replay: {exc.message}", file=sys.stderr)
+        return 1
     bars = data.snapshots
     symbol = args.symbol or data.symbol
     total = args.count or len(bars)
