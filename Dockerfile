@@ -14,6 +14,7 @@ COPY core ./core
 COPY worker ./worker
 COPY gateway ./gateway
 COPY scripts ./scripts
+COPY client ./client
 # The lgbm extra: a worker serves promoted LightGBM models (training stays out of the image: spark-ml[train]).
 RUN python -m venv /opt/spark-ml && /opt/spark-ml/bin/pip install .[lgbm]
 

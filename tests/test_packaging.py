@@ -29,7 +29,9 @@ from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 # What a release ships: the build files and every folder setup.py maps under spark_ml.
-_FOLDERS = ast.literal_eval(re.search(r"FOLDERS = (\(.*?\))", (REPO / "setup.py").read_text()).group(1))  # type: ignore[union-attr]
+_FOLDERS_LINE = re.search(r"FOLDERS = (\(.*?\))", (REPO / "setup.py").read_text())
+assert _FOLDERS_LINE is not None
+_FOLDERS = ast.literal_eval(_FOLDERS_LINE.group(1))
 SOURCES = ("pyproject.toml", "setup.py", "README.md", "LICENSE", *_FOLDERS)
 TRAINING_STACK = {"pandas", "scikit-learn", "scipy", "matplotlib", "lightgbm", "backtesting", "bokeh"}
 COPYLEFT = re.compile(r"\b(A|L)?GPL|General Public License", re.IGNORECASE)
@@ -116,7 +118,9 @@ print(next(f for f in d.files if f.name == 'LICENSE').read_text())
 
 _SERVING = """
 import json, sys
-import spark_ml.gateway.http, spark_ml.worker.run, spark_ml.worker.up, spark_ml.worker.tools.replay, spark_ml.worker.tools.tail
+import spark_ml.gateway.http, spark_ml.worker.run, spark_ml.worker.up
+import spark_ml.worker.tools.replay, spark_ml.worker.tools.tail
+import spark_ml.client
 from spark_ml.core.errors import MissingExtra
 from spark_ml.core.ml.sources import load
 from spark_ml.core.models import fit_model
