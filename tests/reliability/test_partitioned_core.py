@@ -241,7 +241,7 @@ async def test_a_fourth_core_worker_joining_mid_stream_takes_its_share_from_the_
     assert {partition_of(s, P) for s, _ in lost} <= moved, lost[:5]
     # And every prediction up to a symbol's first lost snapshot carries the single worker's features and cold
     # mark: the moved symbols continued from the handed-over state, not from a cold one
-    first_gap = {}
+    first_gap: dict[str, int] = {}
     for s, ts in lost:
         first_gap.setdefault(s, ts)
     exact = [k for k in out if k[1] < first_gap.get(k[0], 1 << 62)]
