@@ -130,7 +130,9 @@ class WorkerApp(Lifecycle):
             export_s=s.live_quality_export_s,
             max_symbols=s.max_symbols,
         )
-        self.shadow = ShadowScorer(self.nc, self.metrics, self.engine.policy, on_scored=self.live_quality.shadow_scored)
+        on = s.live_quality
+        told = self.live_quality.shadow_scored if on else None
+        self.shadow = ShadowScorer(self.nc, self.metrics, self.engine.policy, on_scored=told)
         self.drift = DriftTracker(self.metrics)
         self.intake = make_intake(self.nc, s, self.metrics, features=self.engine.features, owned=self.owned)
         self.processor = StreamProcessor(
@@ -139,7 +141,7 @@ class WorkerApp(Lifecycle):
             self.intake.output,
             settlement=self.intake.settlement,
             # Live quality first: it must hold a batch before the shadow scorer reports a skip of it.
-            observers=[self.live_quality.observe, self.shadow.submit, self.drift.update],
+            observers=[*([self.live_quality.observe] if on else []), self.shadow.submit, self.drift.update],
             shards=s.pool_size,
             queue_max=s.queue_max,
             batch_max=s.batch_max,

@@ -105,6 +105,8 @@ class Settings(BaseSettings):
     promising this is the only worker. Two solo workers compute wrong features."""
 
     # --- live quality (README "Live model quality") ---
+    live_quality: bool = True
+    """Label every published prediction by its symbol's next snapshot and export the live figures."""
     live_quality_window: int = Field(5000, ge=10)
     """Labelled predictions kept per model version (active and shadow) in each worker's live-quality window."""
     live_quality_min_rows: int = Field(500, ge=1)

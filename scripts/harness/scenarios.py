@@ -201,6 +201,15 @@ def _worker_solo(ctx: Context) -> Target:
     return _worker_target(ctx, SPARK_ML_SOLO="true", note="SPARK_ML_SOLO=true, server without JetStream")
 
 
+@scenario(
+    "worker-nolq", "spark-ml worker, live quality off (its reference)", default=False, jetstream=True, partitions=P
+)
+def _worker_no_live_quality(ctx: Context) -> Target:
+    # Beside "worker" in one run: what labelling every prediction (live quality) costs.
+    _worker_help()
+    return _worker_target(ctx, SPARK_ML_LIVE_QUALITY="false", note="SPARK_ML_LIVE_QUALITY=false")
+
+
 def prepare_tree_registry(registry: Path) -> str:
     """Put a LightGBM model trained on the synthetic bed in ``registry`` and make it active; returns its version."""
     from spark_ml.scripts.harness.models import train_tree_registry  # imports LightGBM: only when this scenario runs

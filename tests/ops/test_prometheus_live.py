@@ -227,9 +227,11 @@ def _exposition_total(text: str, name: str) -> float:
 
 def _trained_registry(root: Path) -> None:
     """Two logistic models fitted on the synthetic bed, one live and one shadow, so that the drift and
-    shadow panels have series to show."""
+    shadow panels have series to show; the live one with its walk-forward AUC interval (the live-quality
+    panel's offline lower bound)."""
     from spark_ml.core.io.registry import Registry
     from spark_ml.core.ml.drift import reference_from
+    from spark_ml.core.ml.evaluate import auc, spread, walk_forward
     from spark_ml.core.ml.sources import load
     from spark_ml.core.models.logistic import LogisticModel
 
@@ -241,8 +243,14 @@ def _trained_registry(root: Path) -> None:
     live = LogisticModel.fit(x, y, feature_names=names)
     shadow = LogisticModel.fit(x[:, :4], y, feature_names=names[:4], params={"C": 0.01})
     ref = reference_from(x, names)
+    folds = walk_forward(len(y), folds=3)
+    aucs = [
+        auc(y[f.test], LogisticModel.fit(x[f.train], y[f.train], feature_names=names).predict_proba(x[f.test]))
+        for f in folds
+    ]
     for model in (live, shadow):
-        reg.register(model, data="synthetic", metrics={}, reference=ref)
+        extra = {"spread": {"auc": spread(aucs)}} if model is live else {}
+        reg.register(model, data="synthetic", metrics={}, reference=ref, extra=extra)
     reg.promote(live.version)
     reg.set_shadow(shadow.version)
 
@@ -268,7 +276,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, dic
         stack.metrics_port, stack.http_port, stack.prom_port = free_port(), free_port(), free_port()
         common = {"nats_url": stack.nats_url, "bind_host": "127.0.0.1", "registry": tmp / "registry"}
         _trained_registry(tmp / "registry")
-        stack.start("worker", [*_spark_ml(), "worker"], child_env(metrics_port=stack.metrics_port, **common))
+        # Live quality: 2 symbols x 120 snapshots label about 170 predictions; export them from 20 on, at each scrape.
+        live = {"live_quality_min_rows": 20, "live_quality_export_s": 0}
+        stack.start("worker", [*_spark_ml(), "worker"], child_env(metrics_port=stack.metrics_port, **common, **live))
         stack.start(
             "gateway",
             [*_spark_ml(), "gateway"],
