@@ -21,6 +21,8 @@ EXTRA_OF: dict[str, str] = {
     "scipy": "train",
     "pandas": "train",
     "matplotlib": "train",
+    "xgboost": "train",
+    "pyarrow": "train",
     "backtesting": "data",
     "opentelemetry": "otel",
     "faststream": "dev",

@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 FORMATS = ("csv", "json", "parquet")
-PARQUET_EXTRA = "dev"
+PARQUET_EXTRA = "train"
 """The extra of ``pyproject.toml`` that brings pyarrow."""
 
 

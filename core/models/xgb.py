@@ -17,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spark_ml.core.errors import ArtifactCorrupt
+from spark_ml.core.extras import require
 from spark_ml.core.models.base import sigmoid
 from spark_ml.core.models.forest import Forest, Tree
 from spark_ml.core.models.trained import TrainedModel
@@ -66,7 +67,7 @@ class XgbModel(TrainedModel):
     ) -> XgbModel:
         """``min_child_weight`` is capped at a fortieth of the rows (a tenth at hessian 0.25) so that short
         series still grow trees."""
-        import xgboost as xgb
+        xgb = require("xgboost", "training an XGBoost model")
 
         p = dict(params)
         rounds = int(p.pop("num_boost_round"))

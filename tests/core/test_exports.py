@@ -144,7 +144,7 @@ def test_csv_writes_booleans_and_missing_values_plainly(strategy, tmp_path: Path
 def test_parquet_without_pyarrow_names_the_extra(strategy, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow now raises ImportError
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    with pytest.raises(MissingDependency, match=r"pip install 'spark-ml\[dev\]'"):
+    with pytest.raises(MissingDependency, match=r"pip install 'spark-ml\[train\]'"):
         write_export(tmp_path / "x", [book_from_strategy("EURUSD", *strategy)], "parquet")
     assert not (tmp_path / "x").exists()  # refused before any file
 
