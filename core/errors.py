@@ -11,6 +11,7 @@ Grouped by who handles them::
      ├── Unavailable             no worker can answer now (no owner, no responder): 503, retry shortly
      │    └── RequestTimeout     no reply in time: 504 (also a TimeoutError)
      ├── MissingExtra            an optional dependency is not installed: the message names the extra to install
+     ├── UnknownSymbol           a query named a symbol nobody has data for: 404
      └── TransportError          NATS refused or lost something; the worker runtime handles it, no reply carries it
           ├── NatsRefused        credentials or certificate refused: the process exits with the reason
           ├── NotStored          JetStream did not confirm storing some predictions: their inputs are nak'ed
@@ -39,6 +40,7 @@ __all__ = [
     "SparkMlError",
     "TransportError",
     "Unavailable",
+    "UnknownSymbol",
 ]
 
 
@@ -137,6 +139,13 @@ class MissingExtra(SparkMlError, ImportError):
         self.package = package
         self.extra = extra
         super().__init__(f"{purpose} needs {package}, which is not installed: pip install 'spark-ml[{extra}]'")
+
+
+class UnknownSymbol(SparkMlError):
+    """A query (``analytics.get``, ``GET /ml/analytics/{symbol}``) named a symbol with no analytics state."""
+
+    status = 404
+    code = "unknown_symbol"
 
 
 class TransportError(SparkMlError):

@@ -38,6 +38,7 @@ from spark_ml.core.errors import (
     RequestTimeout,
     SparkMlError,
     Unavailable,
+    UnknownSymbol,
 )
 
 __all__ = ["Outcome", "Status", "error_of", "internal_failure", "outcome_of", "unavailable"]
@@ -117,6 +118,8 @@ def error_of(service_code: int, code: str, message: str) -> SparkMlError:
         error = RequestTimeout(message, code=code)
     elif service_code == 503:
         error = Unavailable(message, code=code)
+    elif code == UnknownSymbol.code:
+        error = UnknownSymbol(message)
     elif 400 <= service_code < 500:
         error = InvalidInput(message, code=code)
     elif code in _MODEL_ERROR_TYPES:

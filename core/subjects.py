@@ -12,7 +12,10 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ANALYTICS_EXPORT",
+    "ANALYTICS_GET",
     "ANALYTICS_PNL_PREFIX",
+    "ANALYTICS_SERVICE",
     "H_ERROR",
     "H_ERROR_MESSAGE",
     "H_STREAM_SEQ",
@@ -51,6 +54,10 @@ QUEUE_GROUP = "ml-workers"
 JS_STREAM = "MARKET_SNAPSHOTS"
 JS_CONSUMER = "ml-workers"
 ANALYTICS_PNL_PREFIX = "analytics.pnl"
+ANALYTICS_GET = "analytics.get"
+ANALYTICS_EXPORT = "analytics.export"
+ANALYTICS_SERVICE = "spark-ml-analytics"
+"""The analytics query API's micro service name and queue group (only the active analytics instance serves it)."""
 
 # Headers on dead letters.
 H_ERROR = "Spark-Ml-Error"

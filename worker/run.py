@@ -69,12 +69,12 @@ async def worker(settings: Settings) -> int:
 
 async def analytics(settings: Settings) -> int:
     from spark_ml.worker.connect import connect
-    from spark_ml.worker.services.analytics import AnalyticsService
+    from spark_ml.worker.services.analytics import analytics_from_settings
 
     stop = stop_on_signals()
     nc = await connect(settings, name=f"spark-ml-analytics-{os.getpid()}")
     try:
-        async with AnalyticsService(nc):
+        async with analytics_from_settings(nc, settings):
             await stop.wait()
     finally:
         await nc.close()

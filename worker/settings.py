@@ -114,6 +114,27 @@ class Settings(BaseSettings):
     live_quality_export_s: float = Field(5.0, ge=0)
     """Live figures are recomputed at most this often when Prometheus scrapes (0: at every scrape)."""
 
+    # Live analytics (README "Analytics API"): one active instance holds a KV lease (member_ttl_s) and
+    # checkpoints its positions every checkpoint_s; standbys take over from the checkpoint.
+    analytics_weights: str = ""
+    """Portfolio weights, ``SYMBOL=WEIGHT`` comma-separated (symbols not named are left out); empty: every
+    symbol weighs the same."""
+    analytics_curve_points: int = Field(1000, ge=2, le=100_000, multiple_of=2)
+    """Equity curve points kept per symbol and for the portfolio (spread over the whole history)."""
+    analytics_trades_kept: int = Field(500, ge=0, le=100_000)
+    """Most recent closed trades kept per symbol for ``analytics.export``."""
+    analytics_standby_buffer_s: float = Field(10.0, gt=0)
+    """How far back a standby analytics instance keeps messages to replay over the checkpoint it takes over
+    (longer than member_ttl_s + checkpoint_s, or a crash of the active one loses what arrived in between)."""
+
+    @field_validator("analytics_weights")
+    @classmethod
+    def _check_weights(cls, value: str) -> str:
+        from spark_ml.core.trading.portfolio import parse_weights
+
+        parse_weights(value)
+        return value
+
     @field_validator("nats_url")
     @classmethod
     def _check_url(cls, value: str) -> str:

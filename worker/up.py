@@ -97,9 +97,9 @@ async def up(settings: Settings, *, http: ServiceFactory | None = None, analytic
                 extras.append(gw)
                 http_port = getattr(gw, "port", None)
             if analytics:
-                from spark_ml.worker.services.analytics import AnalyticsService
+                from spark_ml.worker.services.analytics import analytics_from_settings
 
-                svc = AnalyticsService(app.nc)
+                svc = analytics_from_settings(app.nc, settings)
                 await svc.start()
                 extras.append(svc)
             _banner(settings, server, app, http_port)

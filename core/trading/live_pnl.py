@@ -9,6 +9,12 @@ it reproduces the backtest's equity (``tests/core/test_live_pnl.py`` checks it).
 :meth:`~PaperPosition.update` and :meth:`~PaperPosition.on_signal` are O(1). Risk figures that need a
 distribution (VaR) look at the returns between the last ``var_window`` price updates; they are computed
 in :meth:`~PaperPosition.snapshot`, which is O(``var_window``).
+
+For the query API and exports it also keeps bounded histories (:mod:`spark_ml.core.trading.live_history`): an
+equity curve of at most ``curve_points`` points over its whole life and the ``trades_kept`` most recent closed
+trades; the timestamps of the returns window (for annualizing Sharpe and Sortino) and the updates spent in a
+position (exposure). :meth:`~PaperPosition.state` and :meth:`~PaperPosition.from_state` turn all of it into plain
+data and back, for checkpoints.
 """
 
 from __future__ import annotations
@@ -22,9 +28,14 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from spark_ml.core.trading import analytics
 from spark_ml.core.trading.backtest import BP, SIGNAL_CODES
+from spark_ml.core.trading.live_history import ClosedTrade, EquityCurve
 
-__all__ = ["PaperPosition", "PnlSnapshot"]
+__all__ = ["STATE_VERSION", "PaperPosition", "PnlSnapshot", "TradeTotals"]
+
+STATE_VERSION = 1
+"""Layout version of :meth:`PaperPosition.state`; :meth:`PaperPosition.from_state` refuses any other."""
 
 _Z95 = NormalDist().inv_cdf(0.05)
 
@@ -103,14 +114,33 @@ def _lower_quantiles(r: NDArray[np.float64], qs: tuple[float, float]) -> tuple[f
     return a, b
 
 
+@dataclass(frozen=True, slots=True)
+class TradeTotals:
+    """Counts over every trade so far, the open one marked to market (as the backtest counts them).
+
+    Attributes:
+        trades: trades opened.
+        wins: trades with a positive PnL.
+        profit: gross profit of the winning trades.
+        loss: gross loss of the losing trades (positive).
+    """
+
+    trades: int
+    wins: int
+    profit: float
+    loss: float
+
+
 class PaperPosition:
     """One symbol's paper position, driven by prices and signals.
 
     Args:
         cost_bp: cost plus slippage per unit of position moved, in basis points.
         long_short: a ``sell`` goes short when true, flat when false.
-        var_window: number of most recent update-to-update returns the VaR figures use.
+        var_window: number of most recent update-to-update returns the VaR, Sharpe and Sortino figures use.
         start: starting equity.
+        trades_kept: closed trades kept for :meth:`trade_list` (the most recent ones).
+        curve_points: points the equity curve keeps at most (even).
     """
 
     __slots__ = (
@@ -119,7 +149,9 @@ class PaperPosition:
         "_closed_profit",
         "_closed_wins",
         "_cost",
+        "_entry",
         "_entry_equity",
+        "_held",
         "_long_short",
         "_mark",
         "_pending",
@@ -127,7 +159,10 @@ class PaperPosition:
         "_start",
         "_sum",
         "_sumsq",
+        "_trades",
+        "_tsw",
         "_units",
+        "curve",
         "last_signal",
         "max_drawdown",
         "n_closed",
@@ -140,13 +175,32 @@ class PaperPosition:
         "updates",
     )
 
-    def __init__(self, *, cost_bp: float = 0.0, long_short: bool = False, var_window: int = 500, start: float = 1.0):
+    def __init__(
+        self,
+        *,
+        cost_bp: float = 0.0,
+        long_short: bool = False,
+        var_window: int = 500,
+        start: float = 1.0,
+        trades_kept: int = 500,
+        curve_points: int = 1000,
+    ):
         if not (math.isfinite(cost_bp) and cost_bp >= 0):
             raise ValueError("cost_bp must be finite and >= 0")
         if var_window < 2:
             raise ValueError("var_window must be at least 2")
         if not (math.isfinite(start) and start > 0):
             raise ValueError("start must be finite and > 0")
+        if trades_kept < 0:
+            raise ValueError("trades_kept must be >= 0")
+        self.curve = EquityCurve(curve_points)
+        self._trades: deque[ClosedTrade] = deque(maxlen=trades_kept)
+        self._entry: tuple[int | None, float] = (None, math.nan)
+        """Timestamp and price the open trade was entered at."""
+        self._tsw: deque[int | None] = deque(maxlen=var_window + 1)
+        """Timestamps of the updates that bound the returns window (one more than the returns)."""
+        self._held = 0
+        """Updates after the first over whose price move a position was held (exposure's numerator)."""
         self._cost = cost_bp * BP
         self._long_short = long_short
         self._start = start
@@ -183,6 +237,9 @@ class PaperPosition:
         self.price = price
         self.ts = ts
         self.updates += 1
+        if self.position and self.updates > 1:
+            self._held += 1
+        self._tsw.append(ts)
         if self._pending is not None:
             target, self._pending = self._pending, None
             self._move(target)
@@ -202,6 +259,7 @@ class PaperPosition:
             self._sumsq += r * r
         self._mark = eq
         self._drawdown(eq)
+        self.curve.add(ts, eq)
 
     def on_signal(self, signal: str) -> None:
         """Act on ``buy``, ``sell`` or ``hold`` at the last price (or at the next one if none is known yet)."""
@@ -231,6 +289,7 @@ class PaperPosition:
         self.position = target
         if target:
             self.n_trades += 1
+            self._entry = (self.ts, self.price)
 
     def _close_out(self) -> None:
         eq = max(self.equity, 0.0)
@@ -238,6 +297,11 @@ class PaperPosition:
         self._units, self._cash, self.position = 0.0, eq, 0
 
     def _book(self, pnl: float) -> None:
+        if self._trades.maxlen:
+            began = self._entry_equity
+            entry_ts, entry_price = self._entry
+            ret = pnl / began if began > 0 else math.nan
+            self._trades.append(ClosedTrade(self.position, entry_ts, entry_price, self.ts, self.price, pnl, ret))
         self.realized += pnl
         self.n_closed += 1
         if pnl > 0:
@@ -262,15 +326,57 @@ class PaperPosition:
         sd = math.sqrt(max(self._sumsq - n * mean * mean, 0.0) / (n - 1))
         return max(0.0, -q95), max(0.0, -q99), max(0.0, -(mean + _Z95 * sd))
 
-    def snapshot(self) -> PnlSnapshot:
-        """All figures now (O(var_window))."""
-        eq = self.equity
-        unrealized = eq - self._entry_equity if self.position else 0.0
+    @property
+    def unrealized(self) -> float:
+        """PnL of the open trade, marked to the last price (0 when flat)."""
+        return self.equity - self._entry_equity if self.position else 0.0
+
+    def totals(self) -> TradeTotals:
+        """Trade counts and gross profit and loss, the open trade marked to market (as in the backtest)."""
+        unrealized = self.unrealized
         wins, profit, loss = self._closed_wins, self._closed_profit, self._closed_loss
-        if self.position:  # the open trade counts, marked to market, as in the backtest
+        if self.position:
             wins += unrealized > 0
             profit += max(unrealized, 0.0)
             loss += max(-unrealized, 0.0)
+        return TradeTotals(self.n_trades, wins, profit, loss)
+
+    def returns(self) -> NDArray[np.float64]:
+        """The update-to-update returns of the window (at most ``var_window``), oldest first."""
+        return np.fromiter(self._rets, dtype=np.float64, count=len(self._rets))
+
+    def periods_per_year(self) -> float:
+        """Updates per year over the returns window, from its timestamps (nan without two increasing ones)."""
+        ts = [t for t in list(self._tsw)[-(len(self._rets) + 1) :] if t is not None]
+        if len(ts) < 2 or len(ts) != min(len(self._tsw), len(self._rets) + 1):
+            return math.nan
+        try:
+            return analytics.periods_per_year(ts)
+        except ValueError:
+            return math.nan
+
+    @property
+    def exposure(self) -> float:
+        """Share of price moves (updates after the first) over which a position was held (nan before two)."""
+        return self._held / (self.updates - 1) if self.updates > 1 else math.nan
+
+    def trade_list(self) -> list[ClosedTrade]:
+        """The kept closed trades, oldest first, then the open one (exit None, PnL marked to market)."""
+        out = list(self._trades)
+        if self.position:
+            began = self._entry_equity
+            unrealized = self.unrealized
+            entry_ts, entry_price = self._entry
+            ret = unrealized / began if began > 0 else math.nan
+            out.append(ClosedTrade(self.position, entry_ts, entry_price, None, math.nan, unrealized, ret))
+        return out
+
+    def snapshot(self) -> PnlSnapshot:
+        """All figures now (O(var_window))."""
+        eq = self.equity
+        unrealized = self.unrealized
+        totals = self.totals()
+        wins, profit, loss = totals.wins, totals.profit, totals.loss
         n = self.n_trades
         if loss > 0:
             pf = profit / loss
@@ -297,3 +403,55 @@ class PaperPosition:
             updates=self.updates,
             last_signal=self.last_signal,
         )
+
+    _STATE_FLOATS = (
+        "_cash", "_closed_loss", "_closed_profit", "_cost", "_entry_equity", "_mark", "_start", "_sum", "_sumsq",
+        "_units", "max_drawdown", "peak", "price", "realized",
+    )  # fmt: skip
+    _STATE_INTS = ("_closed_wins", "_held", "n_closed", "n_trades", "position", "updates")
+
+    def state(self) -> dict[str, Any]:
+        """Everything this position knows, as plain data (msgpack- and JSON-able but for nan in ``price``)."""
+        out: dict[str, Any] = {"v": STATE_VERSION}
+        for name in (*self._STATE_FLOATS, *self._STATE_INTS):
+            out[name] = getattr(self, name)
+        out.update(
+            long_short=self._long_short,
+            pending=self._pending,
+            rets=list(self._rets),
+            var_window=self._rets.maxlen,
+            tsw=list(self._tsw),
+            ts=self.ts,
+            last_signal=self.last_signal,
+            entry=list(self._entry),
+            trades=[t.state() for t in self._trades],
+            trades_kept=self._trades.maxlen,
+            curve=self.curve.state(),
+        )
+        return out
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PaperPosition:
+        """The position :meth:`state` described; ValueError when the layout is not this version's."""
+        if state.get("v") != STATE_VERSION:
+            raise ValueError(f"paper position state version {state.get('v')!r}, expected {STATE_VERSION}")
+        pp = cls(
+            long_short=bool(state["long_short"]),
+            var_window=int(state["var_window"]),
+            trades_kept=int(state["trades_kept"]),
+            curve_points=int(state["curve"]["max"]),
+        )
+        for name in cls._STATE_FLOATS:
+            setattr(pp, name, float(state[name]))
+        for name in cls._STATE_INTS:
+            setattr(pp, name, int(state[name]))
+        pp._pending = state["pending"]
+        pp._rets.extend(float(r) for r in state["rets"])
+        pp._tsw.extend(state["tsw"])
+        pp.ts = state["ts"]
+        pp.last_signal = state["last_signal"]
+        entry_ts, entry_price = state["entry"]
+        pp._entry = (entry_ts, float(entry_price))
+        pp._trades.extend(ClosedTrade.from_state(row) for row in state["trades"])
+        pp.curve = EquityCurve.from_state(state["curve"])
+        return pp

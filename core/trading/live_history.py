@@ -1,0 +1,130 @@
+"""Bounded histories of a live paper account: its equity curve and its trade list.
+
+Both are kept for the whole life of the account in bounded memory, so that exports and reports can draw them
+from the live state (and the state can be saved as one value):
+
+* :class:`EquityCurve` keeps at most ``max_points`` ``(ts, equity)`` points spread over the whole history: it
+  records every ``stride``-th mark, and when full it drops every other point and doubles the stride. So the
+  curve always starts at the first mark and keeps between ``max_points / 2`` and ``max_points`` evenly spaced
+  (in marks) points; the newest mark is added by :meth:`EquityCurve.points` when the stride skipped it.
+* The trade list is the ``maxlen`` most recent closed trades (:class:`ClosedTrade`), oldest first; the totals
+  (trades, win rate, profit factor) are counted over every trade, not only the kept ones.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import astuple, dataclass
+from typing import Any
+
+__all__ = ["ClosedTrade", "EquityCurve"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedTrade:
+    """One round trip of a paper position.
+
+    Attributes:
+        side: +1 long, -1 short.
+        entry_ts: timestamp (epoch ms) of the price the trade was entered at (None when unknown).
+        entry_price: that price.
+        exit_ts: timestamp of the price it was closed at (None while open).
+        exit_price: that price (nan while open).
+        pnl: equity gained, costs included, in units of the starting equity (marked to market while open).
+        ret: ``pnl`` over the equity the trade began with.
+    """
+
+    side: int
+    entry_ts: int | None
+    entry_price: float
+    exit_ts: int | None
+    exit_price: float
+    pnl: float
+    ret: float
+
+    def wire(self) -> dict[str, Any]:
+        """camelCase plain data (``exitTs``/``exitPrice`` None while open)."""
+        return {
+            "side": self.side,
+            "entryTs": self.entry_ts,
+            "entryPrice": self.entry_price,
+            "exitTs": self.exit_ts,
+            "exitPrice": self.exit_price if self.exit_ts is not None else None,
+            "pnl": self.pnl,
+            "return": self.ret if math.isfinite(self.ret) else None,
+        }
+
+    def state(self) -> list[Any]:
+        return list(astuple(self))
+
+    @classmethod
+    def from_state(cls, row: list[Any]) -> ClosedTrade:
+        side, entry_ts, entry_price, exit_ts, exit_price, pnl, ret = row
+        return cls(int(side), entry_ts, float(entry_price), exit_ts, float(exit_price), float(pnl), float(ret))
+
+
+class EquityCurve:
+    """A decimating equity curve (see the module docstring).
+
+    Args:
+        max_points: points kept at most (even, >= 2).
+    """
+
+    __slots__ = ("_eq", "_last", "_n", "_stride", "_ts", "max_points")
+
+    def __init__(self, max_points: int = 1000) -> None:
+        if max_points < 2 or max_points % 2:
+            raise ValueError("max_points must be an even number >= 2")
+        self.max_points = max_points
+        self._ts: list[int | None] = []
+        self._eq: list[float] = []
+        self._stride = 1
+        self._n = 0
+        self._last: tuple[int | None, float] | None = None
+
+    def add(self, ts: int | None, equity: float) -> None:
+        """Offer one mark; O(1) amortized."""
+        self._last = (ts, equity)
+        if self._n % self._stride == 0:
+            self._ts.append(ts)
+            self._eq.append(equity)
+            if len(self._eq) > self.max_points:
+                del self._ts[1::2], self._eq[1::2]
+                self._stride *= 2
+        self._n += 1
+
+    def __len__(self) -> int:
+        return len(self._eq)
+
+    @property
+    def stride(self) -> int:
+        """Marks per kept point."""
+        return self._stride
+
+    def points(self) -> list[tuple[int | None, float]]:
+        """``(ts, equity)`` oldest first, the newest mark included (at most ``max_points + 1`` points)."""
+        out = list(zip(self._ts, self._eq, strict=True))
+        if self._last is not None and (self._n - 1) % self._stride:
+            out.append(self._last)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "max": self.max_points,
+            "ts": self._ts,
+            "eq": self._eq,
+            "stride": self._stride,
+            "n": self._n,
+            "last": list(self._last) if self._last is not None else None,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> EquityCurve:
+        curve = cls(int(state["max"]))
+        curve._ts = list(state["ts"])
+        curve._eq = [float(x) for x in state["eq"]]
+        curve._stride = int(state["stride"])
+        curve._n = int(state["n"])
+        last = state.get("last")
+        curve._last = (last[0], float(last[1])) if last is not None else None
+        return curve

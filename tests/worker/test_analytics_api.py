@@ -1,0 +1,163 @@
+"""The analytics query API over a real nats-server: ``analytics.get`` and ``analytics.export``, replies and refusals."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgpack
+import numpy as np
+import pytest
+from nats.aio.client import Client
+from nats.micro.request import ERROR_CODE_HEADER
+
+from spark_ml.core import subjects
+from spark_ml.core.trading import analytics as an
+from spark_ml.core.trading.live_figures import symbol_figures
+from spark_ml.core.trading.live_pnl import PaperPosition
+from spark_ml.worker.services.analytics import AnalyticsService
+from tests.support.lifecycle import started, until
+
+T0 = 1_696_723_200_000
+H = 3_600_000
+
+
+def snap(symbol: str, mid: float, ts: int) -> bytes:
+    return msgpack.packb({"ts": ts, "mid": mid, "symbol": symbol})
+
+
+def prediction(symbol: str, signal: str, ts: int) -> bytes:
+    body = {"ts": ts, "symbol": symbol, "score": 0.5, "signal": signal, "confidence": 0.0}
+    return msgpack.packb({**body, "modelVersion": "test", "features": {}, "latencyMs": 0.0})
+
+
+@pytest.fixture
+async def service(nc: Client) -> AsyncIterator[Callable[..., Awaitable[AnalyticsService]]]:
+    async with started() as group:
+
+        async def start(**kwargs: Any) -> AnalyticsService:
+            return await group.start(AnalyticsService(nc, **kwargs))
+
+        yield start
+
+
+async def ask(nc: Client, body: Any, subject: str = subjects.ANALYTICS_GET) -> tuple[int, Any]:
+    """(status, decoded body) of one request; the body as JSON unless bytes are given."""
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    reply = await nc.request(subject, raw, timeout=5)
+    code = int((reply.headers or {}).get(ERROR_CODE_HEADER, 200))
+    data = json.loads(reply.data) if reply.data[:1] == b"{" else msgpack.unpackb(reply.data, raw=False)
+    return code, data
+
+
+async def feed(
+    nc: Client, symbols: list[str], n: int, seed: int = 0, start: int = 0, refs: dict[str, PaperPosition] | None = None
+) -> dict[str, PaperPosition]:
+    """Publish hourly bars ``start .. start + n - 1`` per symbol, each followed by a random signal; return
+    reference positions fed the same (``refs`` continued when given)."""
+    rng = np.random.default_rng(seed)
+    refs = refs if refs is not None else {s: PaperPosition() for s in symbols}
+    for k in range(start, start + n):
+        for s in symbols:
+            price = float(100 * np.exp(rng.normal(0, 0.01)) * (1 + k * 1e-4))
+            signal = str(rng.choice(["buy", "sell", "hold"]))
+            await nc.publish(subjects.snapshot_for(s), snap(s, price, T0 + k * H))
+            await nc.publish(subjects.PREDICTION, prediction(s, signal, T0 + k * H))
+            refs[s].update(price, T0 + k * H)
+            refs[s].on_signal(signal)
+    await nc.flush()
+    return refs
+
+
+async def test_get_answers_a_symbols_figures_as_its_paper_position(nc: Client, service, uid: str) -> None:
+    # Given the service fed 120 bars and signals of two symbols
+    svc = await service()
+    a, b = f"A{uid}", f"B{uid}"
+    refs = await feed(nc, [a, b], 120)
+    await until(lambda: svc.snapshots == 240 and svc.predictions == 240, 10, "every message handled")
+    # When EURUSD-style requests ask for one symbol, in JSON and in msgpack
+    code, body = await ask(nc, {"symbol": a})
+    code_mp, body_mp = await ask(nc, msgpack.packb({"symbol": a}))
+    # Then both answer the figures of a paper position fed the same events, by the analytics functions
+    assert code == code_mp == 200
+    expected = symbol_figures(a, refs[a])
+    assert {k: body[k] for k in expected} == pytest.approx(expected)
+    assert body_mp["equity"] == body["equity"] and body["servedAt"] >= T0
+    assert body["asOf"] == T0 + 119 * H and body["trades"] > 5 and body["window"] == 119
+    rets = refs[a].returns()
+    assert body["sharpe"] == pytest.approx(an.sharpe(rets, an.MS_PER_YEAR / H))
+    assert body["sortino"] == pytest.approx(an.sortino(rets, an.MS_PER_YEAR / H))
+    for key in ("position", "realizedPnl", "unrealizedPnl", "equity", "maxDrawdown", "var95", "var95Parametric",
+                "var99Parametric", "winRate", "profitFactor", "trades", "exposure"):  # fmt: skip
+        assert key in body
+
+
+async def test_get_without_a_symbol_answers_the_portfolio(nc: Client, service, uid: str) -> None:
+    svc = await service()
+    syms = [f"P{i}{uid}" for i in range(3)]
+    refs = await feed(nc, syms, 60, seed=3)
+    await until(lambda: svc.snapshots == 180 and svc.predictions == 180, 10, "every message handled")
+    requests: list[Any] = [{}, b""]
+    for request in requests:  # `nats req analytics.get ''` asks for the portfolio too
+        code, body = await ask(nc, request)
+        assert code == 200 and body["symbol"] is None and body["symbols"] == 3 and body["weights"] == "equal"
+        assert body["equity"] == pytest.approx(np.mean([r.equity for r in refs.values()]))
+        assert body["trades"] == sum(r.n_trades for r in refs.values())
+        assert body["realizedPnl"] == pytest.approx(np.mean([r.realized for r in refs.values()]))
+        assert body["window"] == 58 and body["asOf"] == T0 + 59 * H
+
+
+async def test_export_gives_the_curve_and_trades_bounded(nc: Client, service, uid: str) -> None:
+    # Given a service keeping 16 curve points and 4 trades per symbol
+    svc = await service(curve_points=16, trades_kept=4)
+    a = f"E{uid}"
+    refs = await feed(nc, [a], 200, seed=5)
+    await until(lambda: svc.snapshots == 200 and svc.predictions == 200, 10, "every message handled")
+    # When the symbol and the portfolio are exported
+    code, body = await ask(nc, {"symbol": a}, subjects.ANALYTICS_EXPORT)
+    pcode, book = await ask(nc, {}, subjects.ANALYTICS_EXPORT)
+    # Then the curve spans the whole history in at most 17 points, and the trades are the 4 most recent (+ open)
+    assert code == pcode == 200
+    curve = body["equityCurve"]
+    assert 8 <= len(curve) <= 17 and curve[0][0] == T0 and curve[-1] == [T0 + 199 * H, pytest.approx(refs[a].equity)]
+    assert body["curveStride"] == 16 and body["tradesTotal"] == refs[a].n_trades > 10
+    trades = body["trades"]
+    every = refs[a].trade_list()
+    assert 4 <= len(trades) <= 5 and [t["pnl"] for t in trades] == pytest.approx([t.pnl for t in every[-len(trades) :]])
+    assert set(trades[0]) == {"side", "entryTs", "entryPrice", "exitTs", "exitPrice", "pnl", "return"}
+    assert body["figures"]["equity"] == pytest.approx(refs[a].equity)
+    assert book["symbols"] == [a] and book["figures"]["symbols"] == 1 and len(book["equityCurve"]) >= 8
+
+
+@pytest.mark.parametrize(
+    ("request_body", "status", "code"),
+    [
+        (b"{not json", 400, "decode"),
+        (b"\xc1", 400, "decode"),
+        (msgpack.packb([1, 2]), 400, "schema"),
+        (json.dumps({"symbol": "X", "window": 5}).encode(), 400, "schema"),
+        (json.dumps({"symbol": 5}).encode(), 400, "schema"),
+        (json.dumps({"symbol": "has space"}).encode(), 400, "schema"),
+        (json.dumps({"symbol": "NOPE"}).encode(), 404, "unknown_symbol"),
+        (b"{" + b" " * 5000 + b"}", 413, "payload_too_large"),
+    ],
+)
+@pytest.mark.parametrize("subject", [subjects.ANALYTICS_GET, subjects.ANALYTICS_EXPORT])
+async def test_bad_requests_get_clear_errors_and_the_service_keeps_answering(
+    nc: Client, service, uid: str, request_body: bytes, status: int, code: str, subject: str
+) -> None:
+    await service()
+    got_status, body = await ask(nc, request_body, subject)
+    assert got_status == status and body["error"]["code"] == code and body["error"]["message"]
+    assert (await ask(nc, {}, subject))[0] == 200
+
+
+async def test_stats_count_the_refusals(nc: Client, service, uid: str) -> None:
+    await service()
+    await ask(nc, {"symbol": "NOPE"})
+    await ask(nc, {})
+    reply = await nc.request(f"$SRV.STATS.{subjects.ANALYTICS_SERVICE}", b"", timeout=5)
+    stats = {e["name"]: e for e in json.loads(reply.data)["endpoints"]}
+    assert stats["get"]["num_requests"] == 2 and stats["get"]["num_errors"] == 1
+    assert stats["get"]["last_error"].startswith("404:unknown_symbol")

@@ -1,0 +1,89 @@
+"""Analytics state in KV, in-process: a restart keeps the figures, a standby takes over with nothing lost."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+
+from spark_ml.core import subjects
+from spark_ml.core.trading.live_figures import symbol_figures
+from spark_ml.worker.services.analytics import AnalyticsService, Phase
+from spark_ml.worker.services.analytics_store import AnalyticsStore
+from tests.support.lifecycle import until
+from tests.worker.test_analytics_api import feed
+
+pytestmark = pytest.mark.usefixtures("nats_server")
+
+
+@pytest.fixture
+async def make(nc: Client) -> AsyncIterator[Callable[..., Awaitable[AnalyticsService]]]:
+    made: list[AnalyticsService] = []
+
+    async def start(holder: str, **kwargs: Any) -> AnalyticsService:
+        store = AnalyticsStore(nc, holder=holder, ttl_s=1.5)
+        svc = AnalyticsService(nc, store=store, checkpoint_s=0.2, **kwargs)
+        await svc.start()
+        made.append(svc)
+        return svc
+
+    yield start
+    for svc in made:
+        await svc.stop()
+
+
+async def get(nc: Client, symbol: str | None) -> dict[str, Any]:
+    body = json.dumps({"symbol": symbol} if symbol else {}).encode()
+    reply = await nc.request(subjects.ANALYTICS_GET, body, timeout=5)
+    out: dict[str, Any] = json.loads(reply.data)
+    out.pop("servedAt", None)
+    return out
+
+
+async def test_a_restart_answers_the_same_figures_and_continues(nc: Client, make, uid: str) -> None:
+    # Given an instance fed 80 bars of two symbols, and its answers
+    syms = [f"R{i}{uid}" for i in range(2)]
+    first = await make("first")
+    assert first.phase is Phase.ACTIVE
+    refs = await feed(nc, syms, 80, seed=1)
+    await until(lambda: first.snapshots == 160 and first.predictions == 160, 10, "every message handled")
+    before = {s: await get(nc, s) for s in [*syms, None]}
+    # When it stops and a new instance starts
+    await first.stop()
+    second = await make("second")
+    # Then the new one answers the same figures, to the last bit
+    assert second.phase is Phase.ACTIVE
+    assert {s: await get(nc, s) for s in [*syms, None]} == before
+    # And new snapshots continue from there: the figures of one uninterrupted position
+    await feed(nc, syms, 20, seed=2, start=80, refs=refs)
+    await until(lambda: second.snapshots == 40 and second.predictions == 40, 10, "the new messages handled")
+    for s in syms:
+        after = await get(nc, s)
+        expected = symbol_figures(s, refs[s])
+        assert after["updates"] == 100 and {k: after[k] for k in expected} == pytest.approx(expected)
+
+
+async def test_a_standby_takes_over_at_a_stop_and_replays_what_came_meanwhile(nc: Client, make, uid: str) -> None:
+    # Given an active instance and a standby, fed 60 bars of two symbols
+    syms = [f"H{i}{uid}" for i in range(2)]
+    active = await make("a")
+    standby = await make("b")
+    assert (active.phase, standby.phase) == (Phase.ACTIVE, Phase.STANDBY)
+    refs = await feed(nc, syms, 60, seed=4)
+    await until(lambda: active.snapshots == 120 and active.predictions == 120, 10, "every message handled")
+    # When the active one stops and 40 more bars are published at once, during the hand-over
+    await active.stop()
+    await feed(nc, syms, 40, seed=5, start=60, refs=refs)
+    await until(lambda: standby.phase is Phase.ACTIVE, 10, "the standby took over")
+    await until(
+        lambda: all((pp := standby.position(s)) is not None and pp.updates == 100 for s in syms), 10, "all replayed"
+    )
+    # Then it answers what one instance fed every message would
+    for s in syms:
+        body = await get(nc, s)
+        expected = symbol_figures(s, refs[s])
+        assert {k: body[k] for k in expected} == pytest.approx(expected)
+    assert standby.takeovers == 1
