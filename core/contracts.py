@@ -58,6 +58,7 @@ class _Wire(BaseModel):
         populate_by_name=True,
         frozen=True,
         extra="ignore",
+        use_attribute_docstrings=True,  # the field docstrings become descriptions in the JSON Schemas (core/specs)
     )
 
 
@@ -72,7 +73,11 @@ class MarketSnapshot(_Wire):
     ts: Annotated[StrictInt, Field(ge=0, le=MAX_TS)]
     """Epoch milliseconds."""
     mid: Annotated[float, Field(gt=0), AfterValidator(_finite)]
-    symbol: Annotated[str, AfterValidator(_symbol)] | None = None
+    """Mid price, finite."""
+    symbol: Annotated[str, AfterValidator(_symbol)] | None = Field(
+        default=None, json_schema_extra={"minLength": 1, "maxLength": SYMBOL_MAX_LEN}
+    )
+    """1..64 printable characters, no spaces; when absent, the subject's last token, else ``"_"``."""
     spread_bp: NonNegative | None = None
     vol1m: Annotated[NonNegative | None, Field(alias="vol1m")] = None
     rsi14: Annotated[float, Field(ge=0, le=100), AfterValidator(_finite)] | None = Field(default=None, alias="rsi14")

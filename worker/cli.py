@@ -32,6 +32,7 @@ _SCRIPTS = {
     "bench": ("spark_ml.scripts.bench", "measure throughput and latency against the raw nats-py ceiling"),
     "soak": ("spark_ml.scripts.soak", "steady load for minutes: throughput, latency and memory growth each minute"),
     "drift": ("spark_ml.scripts.drift", "calibrate feature drift (PSI) levels on normal periods and a regime change"),
+    "asyncapi": ("spark_ml.scripts.asyncapi", "print the AsyncAPI 3.0 document of every NATS subject (or --output it)"),
 }
 
 # flag -> Settings field

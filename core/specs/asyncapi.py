@@ -1,0 +1,344 @@
+"""The AsyncAPI 3.0 document of every spark-ml subject, generated from the wire contracts (``spark-ml asyncapi``).
+
+The document describes spark-ml as the application: it *receives* snapshots and requests, and *sends*
+predictions, dead letters and analytics. Payload schemas come from :mod:`spark_ml.core.specs.schemas` (the
+pydantic contracts); subjects from :mod:`spark_ml.core.subjects` and :mod:`spark_ml.core.partition`.
+``tests/core/test_asyncapi.py`` validates it against the official AsyncAPI 3.0.0 JSON Schema and checks that
+every subject of ``core/subjects.py`` is in it; ``tests/worker/test_wire_conforms.py`` holds real messages
+from a worker to its schemas.
+
+Pure: the caller passes the version, the partition count and the servers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spark_ml.core import subjects
+from spark_ml.core.partition import PART_PREFIX, PREDICT_PART_PREFIX
+from spark_ml.core.specs.schemas import component_schemas, header_schema
+
+__all__ = ["ASYNCAPI_VERSION", "CONTENT_TYPES", "asyncapi_document"]
+
+ASYNCAPI_VERSION = "3.0.0"
+CONTENT_TYPES = ("application/msgpack", "application/json")
+_SCHEMAS = "#/components/schemas/"
+_MESSAGES = "#/components/messages/"
+
+_CONTENT_TYPE = {
+    "Content-Type": {
+        "enum": list(CONTENT_TYPES),
+        "description": "The payload's encoding. Without it a payload starting with `{` is JSON, any other msgpack.",
+    }
+}
+_TRACEPARENT = {"traceparent": {"description": "W3C trace context, continued on the messages this one causes."}}
+_SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
+_DEAD_LETTER_REASONS = (
+    "decode, schema, payload_too_large, out_of_order, non_finite_features, model_error, model_output, max_deliver"
+)
+
+
+def _ref(target: str) -> dict[str, str]:
+    return {"$ref": target}
+
+
+def _symbol_parameter() -> dict[str, Any]:
+    return {
+        "description": (
+            "The symbol as one subject token (`core/subjects.py` symbol_token): `.`, `*`, `>`, `%` and non-ASCII "
+            "characters as `%XX` per UTF-8 byte (`BRK.B` -> `BRK%2EB`); the payload's `symbol` is the original."
+        ),
+        "examples": ["BTCUSD", "EURUSD", "BRK%2EB"],
+    }
+
+
+def _partition_parameter(partitions: int) -> dict[str, Any]:
+    return {
+        "description": (
+            f"The symbol's partition, 0..{partitions - 1}: the server's `partition({partitions},1)` of the symbol "
+            "token (FNV-1a), SPARK_ML_PARTITIONS."
+        ),
+        "enum": [str(n) for n in range(partitions)],
+    }
+
+
+def _messages() -> dict[str, Any]:
+    """The messages of the document, by name (``#/components/messages/<name>``)."""
+    return {
+        "MarketSnapshot": {
+            "name": "MarketSnapshot",
+            "title": "Market snapshot",
+            "summary": "One market observation for one symbol. Numbers must be numbers; extra fields are ignored.",
+            "contentType": CONTENT_TYPES[0],
+            "headers": header_schema({}, {**_CONTENT_TYPE, **_TRACEPARENT}),
+            "payload": _ref(_SCHEMAS + "MarketSnapshot"),
+            "examples": [{"name": "seed", "summary": "The seeds' example, accepted as is.", "payload": _SEED}],
+        },
+        "Prediction": {
+            "name": "Prediction",
+            "title": "Prediction",
+            "summary": "The prediction of one snapshot, in the encoding the snapshot came in.",
+            "contentType": CONTENT_TYPES[0],
+            "headers": header_schema(
+                {},
+                {
+                    **_CONTENT_TYPE,
+                    **_TRACEPARENT,
+                    "Nats-Msg-Id": {
+                        "description": "JetStream mode: `MARKET_SNAPSHOTS-<stream sequence>` of the input, to "
+                        "deduplicate a redelivered input's prediction."
+                    },
+                    "Spark-Ml-Cold": {
+                        "enum": ["warmup", "checkpoint"],
+                        "description": "Core mode: made from a state that is not warm (fewer than 35 snapshots, "
+                        "or the 35 after a take-over from a checkpoint that may be stale).",
+                    },
+                },
+            ),
+            "payload": _ref(_SCHEMAS + "Prediction"),
+        },
+        "DeadLetter": {
+            "name": "DeadLetter",
+            "title": "Dead letter",
+            "summary": "A refused snapshot, byte for byte, with the reason in headers.",
+            "contentType": "application/octet-stream",
+            "headers": header_schema(
+                {
+                    subjects.H_ERROR: {"description": f"The reason code: {_DEAD_LETTER_REASONS}."},
+                    subjects.H_ERROR_MESSAGE: {"description": "The reason in words."},
+                    subjects.H_SUBJECT: {"description": "The subject it was published on (before the mapping)."},
+                },
+                {
+                    subjects.H_STREAM_SEQ: {"pattern": "^[0-9]+$", "description": "JetStream: its stream sequence."},
+                    subjects.H_TRUNCATED: {
+                        "pattern": "^[0-9]+$",
+                        "description": "The payload was cut to fit the server's max_payload: the original size.",
+                    },
+                    **_TRACEPARENT,
+                },
+            ),
+            "payload": {"description": "The refused payload, unchanged (any bytes)."},
+        },
+        "PredictRequest": {
+            "name": "PredictRequest",
+            "title": "Predict request",
+            "summary": "A snapshot to score with the worker's per-symbol state (read, never advanced).",
+            "contentType": CONTENT_TYPES[0],
+            "headers": header_schema({}, {**_CONTENT_TYPE, **_TRACEPARENT}),
+            "payload": _ref(_SCHEMAS + "PredictRequest"),
+            "examples": [{"name": "seed", "payload": {"snapshot": _SEED}}],
+        },
+        "PredictReply": {
+            "name": "PredictReply",
+            "title": "Predict reply",
+            "summary": "The Prediction, in the request's encoding.",
+            "contentType": CONTENT_TYPES[0],
+            "headers": header_schema({}, _CONTENT_TYPE),
+            "payload": _ref(_SCHEMAS + "Prediction"),
+        },
+        "ErrorReply": {
+            "name": "ErrorReply",
+            "title": "Error reply",
+            "summary": "A refused request: the NATS micro error headers and the error body, in the request's encoding.",
+            "contentType": CONTENT_TYPES[0],
+            "headers": header_schema(
+                {
+                    "Nats-Service-Error-Code": {
+                        "enum": ["400", "413", "500", "503"],
+                        "description": "400 bad input, 413 over SPARK_ML_MAX_PAYLOAD, 500 model failure, "
+                        "503 `unavailable` (no owner of the symbol's partition now: retry).",
+                    },
+                    "Nats-Service-Error": {"description": "`<code>: <message>`."},
+                },
+                _CONTENT_TYPE,
+            ),
+            "payload": _ref(_SCHEMAS + "ErrorReply"),
+        },
+        "ModelInfoRequest": {
+            "name": "ModelInfoRequest",
+            "title": "Model info request",
+            "summary": "An empty request.",
+            "payload": {"type": "string", "maxLength": 0, "description": "Empty."},
+        },
+        "ModelInfo": {
+            "name": "ModelInfo",
+            "title": "Model info",
+            "summary": "The model a worker serves now.",
+            "contentType": "application/json",
+            "headers": header_schema({}, _CONTENT_TYPE),
+            "payload": _ref(_SCHEMAS + "ModelInfo"),
+        },
+        "PnlUpdate": {
+            "name": "PnlUpdate",
+            "title": "Live PnL update",
+            "summary": "Paper-trading analytics of one symbol: at most every 50 ms, at least every second with data.",
+            "contentType": CONTENT_TYPES[0],
+            "headers": header_schema({}, _CONTENT_TYPE),
+            "payload": _ref(_SCHEMAS + "PnlUpdate"),
+        },
+    }
+
+
+def _channel(address: str | None, description: str, messages: dict[str, str], **extra: Any) -> dict[str, Any]:
+    return {
+        "address": address,
+        "description": description,
+        "messages": {key: _ref(_MESSAGES + name) for key, name in messages.items()},
+        **extra,
+    }
+
+
+def _channels(partitions: int) -> dict[str, Any]:
+    symbol = {"symbol": _symbol_parameter()}
+    partition = {"partition": _partition_parameter(partitions)}
+    return {
+        "snapshot": _channel(
+            subjects.SNAPSHOT,
+            "Snapshots without a symbol in the subject (the payload's, else `_`); one worker forwards them to "
+            "`market.snapshot.<SYMBOL>`. Prefer the per-symbol subject.",
+            {"snapshot": "MarketSnapshot"},
+        ),
+        "snapshotBySymbol": _channel(
+            f"{subjects.SNAPSHOT}.{{symbol}}",
+            "Snapshots of one symbol (the payload's `symbol` wins over the subject's). The server maps them onto "
+            "`market.snapshot.part.<N>.<SYMBOL>`.",
+            {"snapshot": "MarketSnapshot"},
+            parameters=symbol,
+        ),
+        "snapshotPartitioned": _channel(
+            f"{PART_PREFIX}.{{partition}}.{{symbol}}",
+            "Where the server's mapping (core mode) or the stream's subject transform (JetStream mode) puts "
+            "`market.snapshot.<SYMBOL>`: the owner of partition N subscribes here. Publishers use the subject above.",
+            {"snapshot": "MarketSnapshot"},
+            parameters={**partition, **symbol},
+        ),
+        "prediction": _channel(subjects.PREDICTION, "Predictions of the live model.", {"prediction": "Prediction"}),
+        "predictionShadow": _channel(
+            subjects.PREDICTION_SHADOW,
+            "Predictions of the shadow model (when one is set), for the same snapshots.",
+            {"prediction": "Prediction"},
+        ),
+        "deadLetters": _channel(subjects.DLQ, "Refused snapshots, unchanged.", {"deadLetter": "DeadLetter"}),
+        "predict": _channel(
+            subjects.PREDICT,
+            "Request-reply (micro service `spark-ml`, endpoint `predict`, queue group `ml-workers`): any worker takes "
+            "it and hands it to the owner of the symbol's partition.",
+            {"request": "PredictRequest"},
+        ),
+        "predictPartition": _channel(
+            f"{PREDICT_PART_PREFIX}.{{partition}}",
+            "Request-reply answered only by the owner of partition N (the HTTP gateway and the Python client "
+            "address it directly).",
+            {"request": "PredictRequest"},
+            parameters=partition,
+        ),
+        "predictReply": _channel(
+            None,
+            "The request's reply subject (its NATS inbox).",
+            {"prediction": "PredictReply", "error": "ErrorReply"},
+        ),
+        "modelInfo": _channel(
+            subjects.MODEL_INFO, "Request-reply (endpoint `model-info`).", {"request": "ModelInfoRequest"}
+        ),
+        "modelInfoReply": _channel(
+            None, "The request's reply subject.", {"modelInfo": "ModelInfo", "error": "ErrorReply"}
+        ),
+        "analyticsPnl": _channel(
+            f"{subjects.ANALYTICS_PNL_PREFIX}.{{symbol}}",
+            "Live paper-trading analytics per symbol (`spark-ml up` or `spark-ml analytics`).",
+            {"update": "PnlUpdate"},
+            parameters=symbol,
+        ),
+    }
+
+
+def _op(action: str, channel: str, summary: str, messages: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "action": action,
+        "channel": _ref(f"#/channels/{channel}"),
+        "summary": summary,
+        "messages": [_ref(f"#/channels/{channel}/messages/{m}") for m in messages],
+        **extra,
+    }
+
+
+def _reply(channel: str, messages: list[str]) -> dict[str, Any]:
+    return {
+        "channel": _ref(f"#/channels/{channel}"),
+        "messages": [_ref(f"#/channels/{channel}/messages/{m}") for m in messages],
+    }
+
+
+def _operations() -> dict[str, Any]:
+    return {
+        "receiveSnapshot": _op("receive", "snapshot", "Take bare snapshots (forwarded by one worker).", ["snapshot"]),
+        "receiveSnapshotBySymbol": _op(
+            "receive", "snapshotBySymbol", "Take a symbol's snapshots (published here).", ["snapshot"]
+        ),
+        "receivePartitionedSnapshot": _op(
+            "receive", "snapshotPartitioned", "The owner of a partition takes its snapshots.", ["snapshot"]
+        ),
+        "sendPrediction": _op("send", "prediction", "Publish each snapshot's prediction.", ["prediction"]),
+        "sendShadowPrediction": _op("send", "predictionShadow", "Publish the shadow model's.", ["prediction"]),
+        "sendDeadLetter": _op("send", "deadLetters", "Dead-letter a refused snapshot.", ["deadLetter"]),
+        "answerPredict": _op(
+            "receive",
+            "predict",
+            "Answer a predict request (or relay its owner's answer).",
+            ["request"],
+            reply=_reply("predictReply", ["prediction", "error"]),
+        ),
+        "answerPredictPartition": _op(
+            "receive",
+            "predictPartition",
+            "The partition's owner answers a predict request.",
+            ["request"],
+            reply=_reply("predictReply", ["prediction", "error"]),
+        ),
+        "answerModelInfo": _op(
+            "receive",
+            "modelInfo",
+            "Tell the model served.",
+            ["request"],
+            reply=_reply("modelInfoReply", ["modelInfo", "error"]),
+        ),
+        "sendPnl": _op("send", "analyticsPnl", "Publish a symbol's live PnL.", ["update"]),
+    }
+
+
+def asyncapi_document(*, version: str, partitions: int, servers: list[str]) -> dict[str, Any]:
+    """The AsyncAPI 3.0.0 document (plain data, ready for ``json.dumps``).
+
+    Args:
+        version: spark-ml's version (``info.version``).
+        partitions: SPARK_ML_PARTITIONS (the partition parameter's values).
+        servers: NATS URLs (``nats://host:port``), each a server of the document.
+    """
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "spark-ml",
+            "version": version,
+            "description": (
+                "Real-time ML predictions for market data over NATS. Payloads are msgpack by default; JSON is "
+                "accepted (a `Content-Type: application/json` header, or a payload starting with `{`), and a "
+                "prediction or reply goes out in the encoding its input came in. Wire names are camelCase. "
+                "The micro service `spark-ml` also answers `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS`."
+            ),
+            "license": {"name": "MIT"},
+        },
+        "defaultContentType": CONTENT_TYPES[0],
+        "servers": {f"nats{i}" if i else "nats": _server(url) for i, url in enumerate(servers)},
+        "channels": _channels(partitions),
+        "operations": _operations(),
+        "components": {"schemas": component_schemas(_SCHEMAS), "messages": _messages()},
+    }
+
+
+def _server(url: str) -> dict[str, Any]:
+    scheme, sep, rest = url.partition("://")
+    host = rest.rsplit("@", 1)[-1] if sep else url  # never a user or password in the document
+    tls = " over TLS" if scheme in ("tls", "wss") else ""
+    return {"host": host.rstrip("/"), "protocol": "nats", "description": f"NATS server{tls}"}
