@@ -16,8 +16,12 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "ErrorBody",
     "ErrorReply",
+    "LiveWindow",
     "MarketSnapshot",
     "ModelInfo",
+    "ModelQuality",
+    "ModelQualityRequest",
+    "VersionQuality",
     "PnlUpdate",
     "Prediction",
     "PredictRequest",
@@ -128,6 +132,50 @@ class ErrorReply(_Wire):
         return self.model_dump(by_alias=True)
 
 
+class LiveWindow(_Wire):
+    """A live-quality window itself: labels as bytes 0/1 and scores as little-endian float64, both base64."""
+
+    labels: str
+    scores: str
+
+
+class VersionQuality(_Wire):
+    """One served version's live quality on one worker, over its rolling window of labelled predictions."""
+
+    model_config = ConfigDict(extra="allow")
+
+    version: str
+    role: str
+    """``live`` or ``shadow``."""
+    labelled: int
+    """Predictions labelled since the window was made."""
+    rows: int
+    """Rows in the window now."""
+    auc: float | None = None
+    accuracy: float | None = None
+    log_loss: float | None = Field(default=None, alias="log_loss")
+    brier: float | None = None
+    min_rows: int | None = None
+    """Rows a window needs before its figures are exported as metrics."""
+    window: LiveWindow | None = None
+    """The window itself, when the request asked for it."""
+
+
+class ModelQualityRequest(_Wire):
+    """Request body of ``ml.model.quality`` (JSON; an empty body is ``{}``)."""
+
+    windows: bool = False
+    """Add each version's window to the reply."""
+
+
+class ModelQuality(_Wire):
+    """Reply of one worker on ``ml.model.quality`` (every worker answers)."""
+
+    worker: str
+    """``<host>:<pid>``."""
+    versions: list[VersionQuality]
+
+
 class ModelInfo(_Wire):
     """Reply of ``ml.model.info`` (and ``GET /ml/model/info``): the model a worker serves now."""
 
@@ -148,6 +196,8 @@ class ModelInfo(_Wire):
     """The training data's name."""
     metrics: dict[str, float] | None = None
     """Walk-forward out-of-sample metrics of the version."""
+    live_quality: list[VersionQuality] | None = None
+    """This worker's live quality per served version."""
 
 
 class PnlUpdate(_Wire):

@@ -168,6 +168,30 @@ def _messages() -> dict[str, Any]:
             "headers": header_schema({}, _CONTENT_TYPE),
             "payload": _ref(_SCHEMAS + "ModelInfo"),
         },
+        "ModelQualityRequest": {
+            "name": "ModelQualityRequest",
+            "title": "Model quality request",
+            "summary": "JSON; an empty body asks for the figures only.",
+            "contentType": "application/json",
+            "headers": header_schema({}, _CONTENT_TYPE),
+            "payload": _ref(_SCHEMAS + "ModelQualityRequest"),
+        },
+        "BodyErrorReply": {
+            "name": "BodyErrorReply",
+            "title": "Error reply (body only)",
+            "summary": "A refused request of a subject outside the micro service: the error body, no error headers.",
+            "contentType": "application/json",
+            "headers": header_schema({}, _CONTENT_TYPE),
+            "payload": _ref(_SCHEMAS + "ErrorReply"),
+        },
+        "ModelQuality": {
+            "name": "ModelQuality",
+            "title": "Model quality",
+            "summary": "One worker's live-quality figures per served version.",
+            "contentType": "application/json",
+            "headers": header_schema({}, _CONTENT_TYPE),
+            "payload": _ref(_SCHEMAS + "ModelQuality"),
+        },
         "PnlUpdate": {
             "name": "PnlUpdate",
             "title": "Live PnL update",
@@ -243,6 +267,17 @@ def _channels(partitions: int) -> dict[str, Any]:
         "modelInfoReply": _channel(
             None, "The request's reply subject.", {"modelInfo": "ModelInfo", "error": "ErrorReply"}
         ),
+        "modelQuality": _channel(
+            subjects.MODEL_QUALITY,
+            "Request-reply answered by every worker (no queue group): gather the replies until a quiet time "
+            "(`spark-ml model compare`).",
+            {"request": "ModelQualityRequest"},
+        ),
+        "modelQualityReply": _channel(
+            None,
+            "The request's reply subject (one reply per worker).",
+            {"quality": "ModelQuality", "error": "BodyErrorReply"},
+        ),
         "analyticsPnl": _channel(
             f"{subjects.ANALYTICS_PNL_PREFIX}.{{symbol}}",
             "Live paper-trading analytics per symbol (`spark-ml up` or `spark-ml analytics`).",
@@ -301,6 +336,13 @@ def _operations() -> dict[str, Any]:
             "Tell the model served.",
             ["request"],
             reply=_reply("modelInfoReply", ["modelInfo", "error"]),
+        ),
+        "answerModelQuality": _op(
+            "receive",
+            "modelQuality",
+            "Tell this worker's live quality.",
+            ["request"],
+            reply=_reply("modelQualityReply", ["quality", "error"]),
         ),
         "sendPnl": _op("send", "analyticsPnl", "Publish a symbol's live PnL.", ["update"]),
     }

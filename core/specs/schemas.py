@@ -12,7 +12,16 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from spark_ml.core.contracts import ErrorReply, MarketSnapshot, ModelInfo, PnlUpdate, Prediction, PredictRequest
+from spark_ml.core.contracts import (
+    ErrorReply,
+    MarketSnapshot,
+    ModelInfo,
+    ModelQuality,
+    ModelQualityRequest,
+    PnlUpdate,
+    Prediction,
+    PredictRequest,
+)
 
 __all__ = ["CONTRACTS", "component_schemas", "header_schema", "inline_schema"]
 
@@ -23,6 +32,8 @@ CONTRACTS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (ErrorReply, "serialization"),
     (ModelInfo, "serialization"),
     (PnlUpdate, "serialization"),
+    (ModelQualityRequest, "validation"),
+    (ModelQuality, "serialization"),
 )
 """Every contract that crosses the wire, with the side that reads it."""
 

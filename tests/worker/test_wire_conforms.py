@@ -92,3 +92,16 @@ async def test_request_reply(nc: Client, worker_factory, spec: SpecSchemas, uid:
     for example in spec.document["components"]["messages"]["PredictRequest"]["examples"]:
         reply = await nc.request(subjects.PREDICT, msgpack.packb(example["payload"]), timeout=5)
         assert not (reply.headers or {}).get("Nats-Service-Error-Code"), reply.data
+
+
+async def test_model_quality(nc: Client, worker_factory, spec: SpecSchemas) -> None:
+    # Given a worker, When ml.model.quality is asked with and without the windows, and with a bad body
+    await worker_factory(serve_predict=True)
+    for body in (b"", b'{"windows": true}'):
+        spec.validate(f"{MESSAGES}ModelQualityRequest/payload", json.loads(body or b"{}"))
+        reply = await nc.request(subjects.MODEL_QUALITY, body, timeout=5)
+        # Then each reply is valid under the document
+        conforms(spec, "ModelQuality", reply)
+    bad = await nc.request(subjects.MODEL_QUALITY, b"[1]", timeout=5)
+    conforms(spec, "BodyErrorReply", bad)
+    assert json.loads(bad.data)["error"]["code"] == "bad_request"
