@@ -7,7 +7,8 @@
   ``bool``; missing values are nulls). pyarrow is not in the serving install: without it
   :class:`MissingDependency` says which extra to install.
 
-:func:`write_export` writes a whole export: every table, and ``index.json`` naming the files and the figures.
+:func:`write_export` writes a whole export: every table, the tear sheet, and ``index.json`` naming the files and
+the figures.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from spark_ml.core.io.tearsheet import write_tearsheet
 from spark_ml.core.trading.exports import PORTFOLIO, Book, Table, book_summary, export_tables, file_token, portfolio
+from spark_ml.core.trading.tearsheet import TearSheet
 
 __all__ = [
     "FORMATS",
@@ -107,27 +110,38 @@ def _finite(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def write_export(out: Path, books: Sequence[Book], fmt: str, *, whole: Book | None = None) -> dict[str, Any]:
-    """The equity curve and trade list of every book and of the portfolio under ``out`` as ``fmt``, and
-    ``out/index.json``: for the portfolio and each symbol its files and its figures
-    (:func:`spark_ml.core.trading.exports.book_summary`; null where undefined). Returns the index."""
+def write_export(
+    out: Path,
+    books: Sequence[Book],
+    fmt: str,
+    *,
+    whole: Book | None = None,
+    metrics: Mapping[str, Mapping[str, Any]] | None = None,
+    sheet: TearSheet | None = None,
+) -> dict[str, Any]:
+    """The equity curve and trade list of every book and of the portfolio under ``out`` as ``fmt``, the tear
+    sheet ``sheet`` as ``out/tearsheet.html`` when given, and ``out/index.json``: for the portfolio and each
+    symbol its files and its figures: ``metrics[symbol]`` (``metrics["portfolio"]``) when given, else
+    :func:`spark_ml.core.trading.exports.book_summary` (null where undefined). Returns the index."""
     whole = whole if whole is not None else portfolio(books)
     paths = write_tables(out, export_tables(books, whole), fmt)
 
     def entry(book: Book, key: str) -> dict[str, Any]:
+        figures = metrics[book.symbol] if metrics is not None else book_summary(book)
         return {
             "equity": paths[f"{key}/equity"],
             "trades": paths[f"{key}/trades"],
             "points": int(book.ts.size),
-            "metrics": _finite(book_summary(book)),
+            "metrics": _finite(figures),
         }
 
-    index = {
+    index: dict[str, Any] = {
         "format": fmt,
         "portfolio": entry(whole, PORTFOLIO),
         "symbols": {b.symbol: entry(b, f"symbols/{file_token(b.symbol)}") for b in books},
+        "index": str(out / "index.json"),
     }
-    index["index"] = str(out / "index.json")
-    out.mkdir(parents=True, exist_ok=True)
+    if sheet is not None:
+        index["tearsheet"] = str(write_tearsheet(out / "tearsheet.html", sheet))
     (out / "index.json").write_text(json.dumps(index, indent=2, allow_nan=False) + "\n")
     return index

@@ -149,9 +149,7 @@ def render_html(ts: TearSheet) -> str:
         _section(
             "metrics",
             "Metrics",
-            "Sharpe and Sortino annualized by the measured frequency of points, risk-free rate 0; max drawdown as a "
-            "fraction of the peak; VaR is a one-point loss as a fraction of equity; PnL in units of the starting "
-            "equity; n/a where a ratio is undefined.",
+            html.escape(ts.metrics_note),
             _metrics_table(ts),
         ),
         _section(

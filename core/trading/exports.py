@@ -101,10 +101,10 @@ class Trade:
     Attributes:
         symbol: the symbol traded.
         side: ``long`` or ``short``.
-        entry_ts: when the position was taken (epoch ms).
+        entry_ts: when the position was taken (epoch ms), or None when unknown.
         exit_ts: when it was closed, or None while it is open.
         entry_price: the price it was taken at.
-        exit_price: the price it was closed at; for the open trade the last mark.
+        exit_price: the price it was closed at; for the open trade the last mark (nan when unknown).
         pnl: equity gained, costs included, in units of the account's starting equity.
         ret: ``pnl`` over the account's equity when the trade began.
         is_open: still open at the end of the history (its PnL is unrealized).
@@ -112,7 +112,7 @@ class Trade:
 
     symbol: str
     side: str
-    entry_ts: int
+    entry_ts: int | None
     exit_ts: int | None
     entry_price: float
     exit_price: float
@@ -203,7 +203,7 @@ def book_summary(book: Book) -> dict[str, Any]:
     """The book's headline figures, as :meth:`spark_ml.core.trading.backtest.StrategyResult.summary` gives them."""
     ts = book.ts
     tr = book.trades
-    idx = np.searchsorted(ts, [t.entry_ts for t in tr]).astype(np.int64)
+    idx = np.searchsorted(ts, [ts[0] if t.entry_ts is None else t.entry_ts for t in tr]).astype(np.int64)
     exits = np.array([ts.size - 1 if t.exit_ts is None else np.searchsorted(ts, t.exit_ts) for t in tr], np.int64)
     trades = an.Trades(
         idx,
@@ -238,7 +238,7 @@ def portfolio(books: Sequence[Book]) -> Book:
             for b in books
             for t in b.trades
         ),
-        key=lambda t: (t.entry_ts, t.symbol),
+        key=lambda t: (-1 if t.entry_ts is None else t.entry_ts, t.symbol),
     )
     periods = an.periods_per_year(ts) if ts.size > 1 and ts[-1] > ts[0] else books[0].periods_per_year
     return Book(PORTFOLIO, ts, equity, position, np.full(ts.size, math.nan), tuple(trades), periods)
@@ -291,13 +291,13 @@ def trade_table(trades: Sequence[Trade]) -> Table:
         "symbol": [t.symbol for t in trades],
         "side": [t.side for t in trades],
         "entry_ts": [t.entry_ts for t in trades],
-        "entry_time": [iso_time(t.entry_ts) for t in trades],
+        "entry_time": [None if t.entry_ts is None else iso_time(t.entry_ts) for t in trades],
         "exit_ts": [t.exit_ts for t in trades],
         "exit_time": [None if t.exit_ts is None else iso_time(t.exit_ts) for t in trades],
-        "entry_price": [t.entry_price for t in trades],
-        "exit_price": [t.exit_price for t in trades],
+        "entry_price": _finite_or_none(np.array([t.entry_price for t in trades], dtype=np.float64)),
+        "exit_price": _finite_or_none(np.array([t.exit_price for t in trades], dtype=np.float64)),
         "pnl": [t.pnl for t in trades],
-        "return": [t.ret for t in trades],
+        "return": _finite_or_none(np.array([t.ret for t in trades], dtype=np.float64)),
         "open": [t.is_open for t in trades],
     }
     return Table(TRADE_COLUMNS, data)

@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spark_ml.core.trading import analytics as an
-from spark_ml.core.trading.exports import Book, book_from_strategy, book_summary, portfolio
+from spark_ml.core.trading.exports import PORTFOLIO, Book, book_from_strategy, portfolio
 from spark_ml.core.trading.report import Comparison
 
 __all__ = [
@@ -29,8 +29,8 @@ __all__ = [
     "RollingSharpe",
     "TearSheet",
     "drawdown_periods",
-    "from_books",
     "from_comparison",
+    "from_live",
     "monthly_returns",
     "rolling_sharpe",
     "tear_sheet",
@@ -55,6 +55,17 @@ METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 """The metrics table's columns: key of :func:`spark_ml.core.trading.backtest.summarize`, title, format."""
 
+BACKTEST_NOTE = (
+    "Sharpe and Sortino annualized by the measured frequency of points, risk-free rate 0; max drawdown as a "
+    "fraction of the peak; VaR is a one-point loss as a fraction of equity; PnL in units of the starting equity; "
+    "n/a where a ratio is undefined."
+)
+LIVE_NOTE = (
+    "The analytics service's own figures at the time of the export (as analytics.get answers them): VaR, Sharpe "
+    "and Sortino over its window of the last update-to-update returns, the others over the whole history; "
+    "PnL in units of the starting equity; n/a where a ratio is undefined. The plots are drawn from the equity "
+    "curves, which keep a bounded number of points spread over the whole history."
+)
 TOP_DRAWDOWNS = 5
 ROLLING_POINTS = 800
 """At most this many rolling-Sharpe points are computed (each one is a Sharpe over a whole window)."""
@@ -147,7 +158,8 @@ def rolling_sharpe(ts: NDArray[np.int64], returns: F64, periods_per_year: float)
     """Rolling Sharpe over about a month of points (at least 20, at most a quarter of the series)."""
     r = np.asarray(returns, dtype=np.float64)
     n = r.size
-    window = int(min(max(round(periods_per_year / 12.0), 20), max(n // 4, 2)))
+    month = round(periods_per_year / 12.0) if math.isfinite(periods_per_year) else 20
+    window = int(min(max(month, 20), max(n // 4, 2)))
     if n < window or n < 2:
         return RollingSharpe(np.empty(0, np.int64), np.empty(0), window, 0.0)
     ends = np.unique(np.linspace(window, n, min(ROLLING_POINTS, n - window + 1)).round().astype(np.int64))
@@ -168,6 +180,7 @@ class TearSheet:
         curves: equity curves to draw beside it on ``main.ts`` by label (buy-and-hold first), each starting at 1.
         metrics: rows of the metrics table by label: :func:`spark_ml.core.trading.backtest.summarize` dicts, as in
             the JSON report (None for an undefined figure).
+        metrics_note: where the metrics come from and how they are defined (shown above the table).
         var_levels: the VaR lines on the distribution of returns: ``(label, value)`` pairs, positive losses.
         drawdowns: the deepest drawdown periods of ``main``.
         monthly: ``main``'s monthly returns.
@@ -180,6 +193,7 @@ class TearSheet:
     main_label: str
     curves: dict[str, F64]
     metrics: dict[str, dict[str, Any]]
+    metrics_note: str
     var_levels: list[tuple[str, float]]
     drawdowns: list[DrawdownPeriod]
     monthly: MonthlyReturns
@@ -194,6 +208,7 @@ def tear_sheet(
     lines: Sequence[str],
     curves: Mapping[str, F64],
     metrics: Mapping[str, Mapping[str, Any]],
+    metrics_note: str = "",
 ) -> TearSheet:
     """Compute the tear sheet of ``main`` (see :class:`TearSheet` for the arguments)."""
     r = main.returns
@@ -209,15 +224,12 @@ def tear_sheet(
         main_label=main_label,
         curves=dict(curves),
         metrics={k: dict(v) for k, v in metrics.items()},
+        metrics_note=metrics_note or BACKTEST_NOTE,
         var_levels=[(label, v) for label, v in var_levels if math.isfinite(v)],
         drawdowns=drawdown_periods(main.drawdown),
         monthly=monthly_returns(main.ts, r),
         rolling=rolling_sharpe(main.ts, r, main.periods_per_year),
     )
-
-
-def _finite(d: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 def from_comparison(comparison: Comparison, *, lines: Sequence[str] = ()) -> TearSheet:
@@ -238,19 +250,32 @@ def from_comparison(comparison: Comparison, *, lines: Sequence[str] = ()) -> Tea
     )
 
 
-def from_books(books: Sequence[Book], *, title: str, lines: Sequence[str] = ()) -> TearSheet:
-    """The tear sheet of live books: the equal-weight portfolio against holding each symbol with equal weight,
-    its metrics table one row per symbol and one for the portfolio (:func:`spark_ml.core.trading.exports.book_summary`).
-    """
-    whole = portfolio(books)
-    held = [b for b in books if np.isfinite(b.price).all() and (b.price > 0).all()]
+MAX_SYMBOL_CURVES = 6
+"""A live tear sheet draws each symbol's equity beside the portfolio's up to this many symbols."""
+
+
+def from_live(
+    whole: Book, books: Sequence[Book], metrics: Mapping[str, Mapping[str, Any]], *, title: str, lines: Sequence[str]
+) -> TearSheet:
+    """The tear sheet of a live export: the portfolio's curve with the symbols' (and equal-weight buy-and-hold
+    when the curves carry prices), the metrics table the service's figures (:data:`LIVE_NOTE`)."""
     curves: dict[str, F64] = {}
-    if len(held) == len(books):  # buy-and-hold needs every symbol's prices
-        hold_books = [
+    if books and all(np.isfinite(b.price).all() and (b.price > 0).all() for b in books):
+        hold = [
             Book(b.symbol, b.ts, b.price / b.price[0], np.ones(b.ts.size), b.price, (), b.periods_per_year)
             for b in books
         ]
-        curves["buy and hold (equal weight)"] = portfolio(hold_books).equity
-    metrics = {"portfolio": _finite(book_summary(whole))}
-    metrics.update({b.symbol: _finite(book_summary(b)) for b in books})
-    return tear_sheet(whole, main_label="portfolio", title=title, lines=lines, curves=curves, metrics=metrics)
+        curves["buy and hold (equal weight)"] = _on(whole.ts, portfolio(hold))
+    if len(books) <= MAX_SYMBOL_CURVES:
+        curves.update({b.symbol: _on(whole.ts, b) for b in books})
+    return tear_sheet(
+        whole, main_label=PORTFOLIO, title=title, lines=lines, curves=curves, metrics=metrics, metrics_note=LIVE_NOTE
+    )
+
+
+def _on(ts: NDArray[np.int64], book: Book) -> F64:
+    """``book``'s equity relative to its start at each of ``ts`` (its last point at or before; 1 ahead of its first)."""
+    at = np.searchsorted(book.ts, ts, side="right") - 1
+    rel = book.equity / book.equity[0] if book.equity[0] > 0 else book.equity
+    out: F64 = np.where(at >= 0, rel[np.maximum(at, 0)], 1.0)
+    return out

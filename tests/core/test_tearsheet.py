@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,11 +13,11 @@ import pytest
 from spark_ml.core.io.tearsheet import render_html, write_tearsheet
 from spark_ml.core.trading import analytics as an
 from spark_ml.core.trading import backtest as bt
-from spark_ml.core.trading.exports import Book, book_from_strategy, book_summary
+from spark_ml.core.trading.exports import Book, book_from_strategy, book_summary, portfolio
 from spark_ml.core.trading.tearsheet import (
     METRIC_COLUMNS,
     drawdown_periods,
-    from_books,
+    from_live,
     monthly_returns,
     rolling_sharpe,
 )
@@ -76,8 +77,18 @@ def books() -> list[Book]:
     return out
 
 
+def _finite(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _live(books: list[Book], **kw):
+    whole = portfolio(books)
+    metrics = {"portfolio": _finite(book_summary(whole)), **{b.symbol: _finite(book_summary(b)) for b in books}}
+    return from_live(whole, books, metrics, **kw)
+
+
 def test_the_html_is_self_contained_has_every_section_and_the_exact_metrics(books, tmp_path: Path) -> None:
-    sheet = from_books(books, title="live <portfolio>", lines=["two symbols & a portfolio"])
+    sheet = _live(books, title="live <portfolio>", lines=["two symbols & a portfolio"])
     path = write_tearsheet(tmp_path / "t" / "tearsheet.html", sheet)
     text = path.read_text()
     parsed = TearSheetHtml()
@@ -97,12 +108,12 @@ def test_the_html_is_self_contained_has_every_section_and_the_exact_metrics(book
             want = None if isinstance(value, float) and not math.isfinite(value) else value
             assert parsed.cells[(row, key)] == want, (row, key)
     assert sheet.metrics["portfolio"]["total_return"] == pytest.approx(an.total_return(sheet.main.returns))
-    assert "buy and hold (equal weight)" in sheet.curves
+    assert list(sheet.curves) == ["buy and hold (equal weight)", "EURUSD", "BRK.B"]
 
 
 def test_a_flat_history_still_renders(books) -> None:
     flat = Book("FLAT", books[0].ts[:3], np.ones(3), np.zeros(3), np.array([1.0, 1.0, 1.0]), (), 1000.0)
-    sheet = from_books([flat], title="flat")
+    sheet = _live([flat], title="flat", lines=[])
     html = render_html(sheet)
     assert "No drawdown" in html and sheet.metrics["portfolio"]["sharpe"] is None
     assert html.count("data:image/png;base64,") == 5
