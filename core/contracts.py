@@ -14,6 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
 
 __all__ = [
+    "AnalyticsQuery",
     "ErrorBody",
     "ErrorReply",
     "LiveWindow",
@@ -159,6 +160,15 @@ class VersionQuality(_Wire):
     """Rows a window needs before its figures are exported as metrics."""
     window: LiveWindow | None = None
     """The window itself, when the request asked for it."""
+
+
+class AnalyticsQuery(_Wire):
+    """Request body of ``analytics.get`` and ``analytics.export`` (JSON or msgpack; an empty body is ``{}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    symbol: str | None = Field(default=None, json_schema_extra={"minLength": 1, "maxLength": SYMBOL_MAX_LEN})
+    """The symbol asked for; absent: the portfolio."""
 
 
 class ModelQualityRequest(_Wire):

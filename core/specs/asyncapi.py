@@ -144,9 +144,10 @@ def _messages() -> dict[str, Any]:
             "headers": header_schema(
                 {
                     "Nats-Service-Error-Code": {
-                        "enum": ["400", "413", "500", "503"],
-                        "description": "400 bad input, 413 over SPARK_ML_MAX_PAYLOAD, 500 model failure, "
-                        "503 `unavailable` (no owner of the symbol's partition now: retry).",
+                        "enum": ["400", "404", "413", "500", "503"],
+                        "description": "400 bad input, 404 `unknown_symbol` (analytics), 413 over the size limit, "
+                        "500 model or internal failure, 503 `unavailable` (no owner of the symbol's partition now: "
+                        "retry).",
                     },
                     "Nats-Service-Error": {"description": "`<code>: <message>`."},
                 },
@@ -167,6 +168,33 @@ def _messages() -> dict[str, Any]:
             "contentType": "application/json",
             "headers": header_schema({}, _CONTENT_TYPE),
             "payload": _ref(_SCHEMAS + "ModelInfo"),
+        },
+        "AnalyticsQuery": {
+            "name": "AnalyticsQuery",
+            "title": "Analytics query",
+            "summary": "A symbol's analytics, or the portfolio's without one.",
+            "contentType": CONTENT_TYPES[1],
+            "headers": header_schema({}, {**_CONTENT_TYPE, **_TRACEPARENT}),
+            "payload": _ref(_SCHEMAS + "AnalyticsQuery"),
+            "examples": [{"name": "symbol", "payload": {"symbol": "EURUSD"}}, {"name": "portfolio", "payload": {}}],
+        },
+        "AnalyticsFigures": {
+            "name": "AnalyticsFigures",
+            "title": "Analytics figures",
+            "summary": "The symbol's (or the portfolio's) live figures, in the request's encoding "
+            "(worker/services/analytics_api.py).",
+            "contentType": CONTENT_TYPES[1],
+            "headers": header_schema({}, _CONTENT_TYPE),
+            "payload": {"type": "object"},
+        },
+        "AnalyticsExport": {
+            "name": "AnalyticsExport",
+            "title": "Analytics export",
+            "summary": "A symbol's figures, equity curve and recent trades (or the portfolio's with `symbols`); "
+            "bounded per reply (worker/services/analytics_api.py).",
+            "contentType": CONTENT_TYPES[1],
+            "headers": header_schema({}, _CONTENT_TYPE),
+            "payload": {"type": "object"},
         },
         "ModelQualityRequest": {
             "name": "ModelQualityRequest",
@@ -278,6 +306,23 @@ def _channels(partitions: int) -> dict[str, Any]:
             "The request's reply subject (one reply per worker).",
             {"quality": "ModelQuality", "error": "BodyErrorReply"},
         ),
+        "analyticsGet": _channel(
+            subjects.ANALYTICS_GET,
+            f"Request-reply (micro service `{subjects.ANALYTICS_SERVICE}`, endpoint `get`): served by the active "
+            "analytics instance only.",
+            {"request": "AnalyticsQuery"},
+        ),
+        "analyticsGetReply": _channel(
+            None, "The request's reply subject.", {"figures": "AnalyticsFigures", "error": "ErrorReply"}
+        ),
+        "analyticsExport": _channel(
+            subjects.ANALYTICS_EXPORT,
+            f"Request-reply (micro service `{subjects.ANALYTICS_SERVICE}`, endpoint `export`).",
+            {"request": "AnalyticsQuery"},
+        ),
+        "analyticsExportReply": _channel(
+            None, "The request's reply subject.", {"export": "AnalyticsExport", "error": "ErrorReply"}
+        ),
         "analyticsPnl": _channel(
             f"{subjects.ANALYTICS_PNL_PREFIX}.{{symbol}}",
             "Live paper-trading analytics per symbol (`spark-ml up` or `spark-ml analytics`).",
@@ -343,6 +388,20 @@ def _operations() -> dict[str, Any]:
             "Tell this worker's live quality.",
             ["request"],
             reply=_reply("modelQualityReply", ["quality", "error"]),
+        ),
+        "answerAnalyticsGet": _op(
+            "receive",
+            "analyticsGet",
+            "Tell a symbol's or the portfolio's live figures.",
+            ["request"],
+            reply=_reply("analyticsGetReply", ["figures", "error"]),
+        ),
+        "answerAnalyticsExport": _op(
+            "receive",
+            "analyticsExport",
+            "Export a symbol's equity curve and trades.",
+            ["request"],
+            reply=_reply("analyticsExportReply", ["export", "error"]),
         ),
         "sendPnl": _op("send", "analyticsPnl", "Publish a symbol's live PnL.", ["update"]),
     }

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from spark_ml.core.contracts import (
+    AnalyticsQuery,
     ErrorReply,
     MarketSnapshot,
     ModelInfo,
@@ -33,6 +34,7 @@ CONTRACTS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (ModelInfo, "serialization"),
     (PnlUpdate, "serialization"),
     (ModelQualityRequest, "validation"),
+    (AnalyticsQuery, "validation"),
     (ModelQuality, "serialization"),
 )
 """Every contract that crosses the wire, with the side that reads it."""
