@@ -1,6 +1,11 @@
 """The HTTP bridge (aiohttp): the seeds' routes in front of the ``ml.predict`` NATS service.
 
-Routes: ``POST /ml/predict``, ``GET /ml/health``, ``GET /ml/model/info``, ``GET /ml/metrics``.
+Routes: ``POST /ml/predict``, ``GET /ml/health``, ``GET /ml/model/info``, ``GET /ml/metrics``, and the live trading
+analytics ``GET /ml/analytics`` (the portfolio) and ``GET /ml/analytics/{symbol}`` (one symbol, percent-encoded in
+the path), which ask ``analytics.get`` (:mod:`spark_ml.worker.services.analytics_api`) with ``{"symbol": ...}`` or
+``{}`` and answer its JSON body: 200, 404 ``unknown_symbol``, 400 ``schema`` (a symbol that is not 1..64 printable
+characters), 503 when no analytics instance is active (a take-over in progress), 504 on no reply, behind the same
+API key and rate limit as ``/ml/predict``.
 The bridge never parses a prediction request: it checks who is asking (API key, rate limit) and how
 much (size), forwards the bytes over NATS request-reply with a timeout, and maps the outcome:
 
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -57,7 +63,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from spark_ml.core.codec import decode
 from spark_ml.core.contracts import ErrorReply
 from spark_ml.core.partition import partition_of, predict_part
-from spark_ml.core.subjects import PREDICT, SERVICE_NAME
+from spark_ml.core.subjects import ANALYTICS_GET, PREDICT, SERVICE_NAME
 from spark_ml.gateway.ratelimit import ClientRateLimiter
 from spark_ml.worker.connect import connect_options, safe_url
 from spark_ml.worker.lifecycle import Lifecycle
@@ -70,9 +76,10 @@ __all__ = ["HttpGateway", "run_gateway"]
 log = logging.getLogger(__name__)
 
 _R_PREDICT, _R_HEALTH, _R_INFO, _R_METRICS = "/ml/predict", "/ml/health", "/ml/model/info", "/ml/metrics"
+_R_ANALYTICS, _R_ANALYTICS_SYMBOL = "/ml/analytics", "/ml/analytics/{symbol}"
 _OPEN = frozenset({_R_HEALTH})
 """Routes served without the API key: a liveness probe reveals nothing and carries no secret."""
-_LIMITED = frozenset({_R_PREDICT, _R_INFO})
+_LIMITED = frozenset({_R_PREDICT, _R_INFO, _R_ANALYTICS, _R_ANALYTICS_SYMBOL})
 """Routes that cost a worker a request, hence rate limited."""
 _HEALTH_TIMEOUT_S = 1.0
 _PING = control_subject(ServiceVerb.PING, name=SERVICE_NAME)
@@ -170,6 +177,8 @@ class HttpGateway(Lifecycle):
         app.router.add_get(_R_HEALTH, self._health)
         app.router.add_get(_R_INFO, self._info)
         app.router.add_get(_R_METRICS, self._render_metrics)
+        app.router.add_get(_R_ANALYTICS, self._analytics)
+        app.router.add_get(_R_ANALYTICS_SYMBOL, self._analytics)
         return app
 
     async def start(self) -> None:
@@ -267,6 +276,11 @@ class HttpGateway(Lifecycle):
         if symbol is None:
             return await self._forward(PREDICT, body, forward)
         return await self._forward(predict_part(partition_of(symbol, self._settings.partitions)), body, forward)
+
+    async def _analytics(self, request: web.Request) -> web.Response:
+        symbol = request.match_info.get("symbol")
+        body = json.dumps({"symbol": symbol} if symbol is not None else {}).encode()
+        return await self._forward(ANALYTICS_GET, body, {"Content-Type": "application/json"})
 
     async def _info(self, request: web.Request) -> web.Response:
         return await self._forward(MODEL_INFO, b"", None)

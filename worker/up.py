@@ -102,7 +102,7 @@ async def up(settings: Settings, *, http: ServiceFactory | None = None, analytic
                 svc = analytics_from_settings(app.nc, settings)
                 await svc.start()
                 extras.append(svc)
-            _banner(settings, server, app, http_port)
+            _banner(settings, server, app, http_port, analytics=analytics)
             try:
                 await app.stop_event.wait()
             finally:
@@ -115,7 +115,9 @@ async def up(settings: Settings, *, http: ServiceFactory | None = None, analytic
     return 0
 
 
-def _banner(settings: Settings, server: NatsServer | None, app: WorkerApp, http_port: int | None) -> None:
+def _banner(
+    settings: Settings, server: NatsServer | None, app: WorkerApp, http_port: int | None, *, analytics: bool = False
+) -> None:
     host = settings.bind_host
     # Never the URL as given: it may carry a user and password (nats://svc:secret@host:4222).
     given = ", ".join(safe_url(s) for s in settings.servers)
@@ -131,6 +133,9 @@ def _banner(settings: Settings, server: NatsServer | None, app: WorkerApp, http_
         lines.append(
             f"  HTTP      POST http://{host}:{http_port}/ml/predict   GET /ml/health /ml/model/info /ml/metrics"
         )
+    if analytics:
+        where = f"   GET http://{host}:{http_port}/ml/analytics[/SYMBOL]" if http_port is not None else ""
+        lines.append(f'  analytics nats request analytics.get \'{{"symbol": "EURUSD"}}\'{where}')
     if app.sidecar is not None:
         lines.append(f"  metrics   http://{host}:{app.sidecar.port}/metrics   /healthz /readyz")
     lines.append("  Ctrl-C to stop")
