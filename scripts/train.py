@@ -2,7 +2,7 @@
 
 Usage::
 
-    spark-ml train --data {synthetic,eurusd,goog,btcusd,PATH} --model {logistic,lgbm} [--seed N]
+    spark-ml train --data {synthetic,eurusd,goog,btcusd,PATH} --model {logistic,lgbm,xgb} [--seed N]
                    [--folds K] [--gap G] [--registry PATH] [--out DIR] [--json]
 
 Writes ``report.json``, ``roc.png``, ``calibration.png`` and ``importance.png`` to ``--out``

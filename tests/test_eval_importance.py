@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from spark_ml.core.features import FEATURE_NAMES
+from spark_ml.core.models import MODEL_KINDS
 from spark_ml.scripts import eval as eval_script
 from spark_ml.scripts import train as train_script
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("kind", ["logistic", "lgbm"])
+@pytest.mark.parametrize("kind", MODEL_KINDS)
 def test_eval_report_carries_gain_and_permutation_importance(kind: str, tmp_path: Path, capsys) -> None:
     # Given a version trained on GOOG daily bars
     reg = tmp_path / "reg"

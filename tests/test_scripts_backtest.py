@@ -15,6 +15,7 @@ from spark_ml.core.io.registry import Registry
 from spark_ml.core.ml.evaluate import choose_folds, walk_forward
 from spark_ml.core.ml.sources import load_csv
 from spark_ml.core.ml.training import Recipe, train
+from spark_ml.core.models import MODEL_KINDS
 from spark_ml.core.trading import backtest as bt
 from spark_ml.scripts import backtest as script
 from tests.support.tearsheet import SECTIONS, TearSheetHtml
@@ -109,13 +110,13 @@ def test_errors_exit_2(tmp_path: Path, capsys) -> None:
     assert code == 2
 
 
-@pytest.fixture
-def registry(csv: Path, tmp_path: Path) -> tuple[Path, str]:
-    """A registry holding a logistic model trained on the CSV, promoted to active."""
+@pytest.fixture(params=MODEL_KINDS)
+def registry(request, csv: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A registry holding a model of each kind trained on the CSV, promoted to active."""
     root = tmp_path / "registry"
     ds = load_csv(csv)
     reg = Registry(root)
-    manifest = train(ds, Recipe("logistic", seed=3)).register(reg)
+    manifest = train(ds, Recipe(request.param, seed=3)).register(reg)
     reg.promote(manifest.version)
     return root, manifest.version
 

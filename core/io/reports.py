@@ -65,18 +65,25 @@ def write_train_report(
 
 
 def eval_text(doc: Mapping[str, Any], checks: Sequence[Mapping[str, Any]]) -> str:
-    """The PASS/FAIL summary: verdict on the first line, then one line per check."""
+    """The PASS/FAIL summary: verdict on the first line, then one line per check with the 95% interval of the
+    mean over the folds when the check has one, and a note when that interval crosses the line."""
     lines = [
         "PASS" if doc["passed"] else "FAIL",
         f"version: {doc['version']}  data: {doc['data']}  folds: {doc['folds']}  method: {doc['method']}",
     ]
     for c in checks:
-        value = "nan" if c["value"] is None else f"{c['value']:.4f}"
-        threshold = "nan" if c["threshold"] is None else f"{c['threshold']:.4f}"
+        value = _figure(c["value"])
+        interval = f" [{_figure(c['ci95'][0])}, {_figure(c['ci95'][1])}]" if c.get("ci95") else ""
+        note = "; its interval crosses the line" if c.get("settled") is False else ""
         lines.append(
-            f"{'ok  ' if c['passed'] else 'FAIL'} {c['metric']} = {value} {c['op']} {threshold}  ({c['name']})"
+            f"{'ok  ' if c['passed'] else 'FAIL'} {c['metric']} = {value}{interval} {c['op']} "
+            f"{_figure(c['threshold'])}  ({c['name']}{note})"
         )
     return "\n".join(lines) + "\n"
+
+
+def _figure(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.4f}"
 
 
 def write_eval_report(out: Path, doc: Mapping[str, Any]) -> list[Path]:

@@ -21,8 +21,9 @@ before testing and the rows just before a test block (whose rolling features ove
 from __future__ import annotations
 
 import math
+import operator
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -248,6 +249,7 @@ class Slo:
 
     Args:
         minimum: metric -> lowest acceptable value.
+        above: metric -> a value it must strictly exceed (a criterion written as "> x").
         maximum: metric -> highest acceptable value.
         beat_baseline: metrics on which the model must do strictly better than the baseline on the same folds.
     """
@@ -255,6 +257,7 @@ class Slo:
     minimum: dict[str, float] = field(default_factory=dict)
     maximum: dict[str, float] = field(default_factory=dict)
     beat_baseline: tuple[str, ...] = ("auc",)
+    above: dict[str, float] = field(default_factory=dict)
 
 
 def load_slo(path: Path | str | None = None) -> Slo:
@@ -269,32 +272,58 @@ def load_slo(path: Path | str | None = None) -> Slo:
             minimum={str(k): float(v) for k, v in doc.get("minimum", {}).items()},
             maximum={str(k): float(v) for k, v in doc.get("maximum", {}).items()},
             beat_baseline=tuple(str(m) for m in doc.get("beat_baseline", {}).get("metrics", ["auc"])),
+            above={str(k): float(v) for k, v in doc.get("above", {}).items()},
         )
     except (tomllib.TOMLDecodeError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(f"bad SLO file: {exc}") from exc
-    unknown = {*slo.minimum, *slo.maximum, *slo.beat_baseline} - set(METRICS)
+    unknown = {*slo.minimum, *slo.above, *slo.maximum, *slo.beat_baseline} - set(METRICS)
     if unknown:
         raise ValueError(f"bad SLO file: unknown metrics {', '.join(sorted(unknown))}")
     return slo
 
 
-def check_slo(model: Mapping[str, float], baseline: Mapping[str, float], slo: Slo) -> list[dict[str, Any]]:
-    """One check per threshold and per baseline comparison: name, value, threshold, passed. NaN never passes."""
-    checks: list[dict[str, Any]] = []
-    for metric, bound in slo.minimum.items():
-        value = model[metric]
-        checks.append(_check(f"{metric} >= {bound}", metric, value, ">=", bound, value >= bound))
-    for metric, bound in slo.maximum.items():
-        value = model[metric]
-        checks.append(_check(f"{metric} <= {bound}", metric, value, "<=", bound, value <= bound))
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge,
+    ">": operator.gt,
+    "<=": operator.le,
+    "<": operator.lt,
+}
+
+
+def check_slo(
+    model: Mapping[str, float],
+    baseline: Mapping[str, float],
+    slo: Slo,
+    spread: Mapping[str, Mapping[str, float]] | None = None,
+) -> list[dict[str, Any]]:
+    """One check per threshold and per baseline comparison: name, value, threshold, passed. NaN never passes.
+
+    The verdict compares the mean over the folds with the line. With ``spread`` (each metric's spread across
+    the folds, as :func:`summarize` gives it), a check also carries ``ci95``, the 95% interval of that mean,
+    and ``settled``: whether the whole interval lies on the verdict's side of the line (a mean just past the
+    line with an interval across it is a verdict the folds do not settle). A baseline comparison uses the
+    model's interval against the baseline's mean.
+    """
+    lines = [(m, ">=", b) for m, b in slo.minimum.items()]
+    lines += [(m, ">", b) for m, b in slo.above.items()]
+    lines += [(m, "<=", b) for m, b in slo.maximum.items()]
+    checks = [_check(f"{m} {op} {b}", m, model[m], op, b, spread) for m, op, b in lines]
     for metric in slo.beat_baseline:
-        value, base = model[metric], baseline[metric]
-        better = value < base if metric in LOWER_IS_BETTER else value > base
         op = "<" if metric in LOWER_IS_BETTER else ">"
-        checks.append(_check(f"{metric} {op} baseline", metric, value, op, base, better))
+        checks.append(_check(f"{metric} {op} baseline", metric, model[metric], op, baseline[metric], spread))
     return checks
 
 
-def _check(name: str, metric: str, value: float, op: str, threshold: float, passed: bool) -> dict[str, Any]:
-    ok = bool(passed) and not math.isnan(value) and not math.isnan(threshold)
-    return {"name": name, "metric": metric, "op": op, "threshold": threshold, "value": value, "passed": ok}
+def _check(
+    name: str, metric: str, value: float, op: str, threshold: float, spread: Mapping[str, Mapping[str, float]] | None
+) -> dict[str, Any]:
+    passes = _OPS[op]
+    ok = not math.isnan(value) and not math.isnan(threshold) and passes(value, threshold)
+    out: dict[str, Any] = {"name": name, "metric": metric, "op": op, "threshold": threshold, "value": value}
+    out["passed"] = ok
+    if spread is not None and metric in spread:
+        low, high = spread[metric]["ci95_low"], spread[metric]["ci95_high"]
+        out["ci95"] = [low, high]
+        ends = [passes(v, threshold) for v in (low, high) if not math.isnan(v) and not math.isnan(threshold)]
+        out["settled"] = len(ends) == 2 and all(e == ok for e in ends)
+    return out

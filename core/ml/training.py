@@ -346,7 +346,7 @@ def gate(
     """
     recipe = Recipe.of_version(manifest, ds.name, seed=seed)
     wf = walk_forward_eval(ds, recipe, progress=progress)
-    checks = check_slo(wf.metrics, wf.baseline_metrics, slo)
+    checks = check_slo(wf.metrics, wf.baseline_metrics, slo, wf.spread)
     doc: dict[str, Any] = {
         "passed": all(c["passed"] for c in checks),
         "version": manifest.version,

@@ -25,7 +25,7 @@ class Model(Protocol):
 
     @property
     def kind(self) -> str:
-        """Model family: ``baseline``, ``logistic`` or ``lgbm``."""
+        """Model family: ``baseline``, ``logistic``, ``lgbm`` or ``xgb``."""
         ...
 
     @property

@@ -30,7 +30,7 @@ class TrainedModel(ABC):
     """
 
     kind: ClassVar[str]
-    """Model family, the registry's name for it (``logistic``, ``lgbm``)."""
+    """Model family, the registry's name for it (``logistic``, ``lgbm``, ``xgb``)."""
     defaults: ClassVar[Mapping[str, Any]] = {}
     """Parameters a fit uses where the caller gives none."""
 

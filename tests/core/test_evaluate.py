@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import Any
 
 import numpy as np
 import pytest
@@ -185,9 +186,33 @@ def test_slo_file_and_checks(tmp_path) -> None:
     lower = Slo(maximum={"log_loss": 0.69}, beat_baseline=("log_loss",))
     assert [c["passed"] for c in check_slo(good, {"log_loss": 0.65}, lower)] == [True, True]
     bad = tmp_path / "slo.toml"
-    bad.write_text("[minimum]\nsharpe = 1.0\n")
+    bad.write_text("[above]\nsharpe = 1.0\n")
     with pytest.raises(ValueError, match="unknown metrics"):
         load_slo(bad)
+
+
+def test_accuracy_criterion_is_strictly_above_55_percent_and_carries_its_interval() -> None:
+    # The planning document's "Model accuracy > 55% (baseline: 50%)"
+    slo = load_slo()
+    assert slo.above == {"accuracy": 0.55}
+    good = {"auc": 0.7, "precision_at_20": 0.6, "recall_at_20": 0.41, "log_loss": 0.6}
+
+    def accuracy_check(value: float, low: float, high: float) -> dict[str, Any]:
+        spread = {"accuracy": {"ci95_low": low, "ci95_high": high}}
+        checks = check_slo({**good, "accuracy": value}, {"auc": 0.5}, slo, spread)
+        (check,) = [c for c in checks if c["metric"] == "accuracy"]
+        assert check["name"] == "accuracy > 0.55" and check["op"] == ">" and check["ci95"] == [low, high]
+        return check
+
+    # A mean on the line does not pass; a mean past it does, settled only when the whole interval is past it
+    assert not accuracy_check(0.55, 0.54, 0.56)["passed"]
+    past = accuracy_check(0.57, 0.56, 0.58)
+    assert past["passed"] and past["settled"] is True
+    straddling = accuracy_check(0.56, 0.53, 0.59)
+    assert straddling["passed"] and straddling["settled"] is False
+    below = accuracy_check(0.52, 0.50, 0.54)
+    assert not below["passed"] and below["settled"] is True
+    assert not accuracy_check(math.nan, math.nan, math.nan)["settled"]
 
 
 @given(labelled)
