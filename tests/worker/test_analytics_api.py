@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -52,10 +53,16 @@ async def ask(nc: Client, body: Any, subject: str = subjects.ANALYTICS_GET) -> t
 
 
 async def feed(
-    nc: Client, symbols: list[str], n: int, seed: int = 0, start: int = 0, refs: dict[str, PaperPosition] | None = None
+    nc: Client,
+    symbols: list[str],
+    n: int,
+    seed: int = 0,
+    start: int = 0,
+    refs: dict[str, PaperPosition] | None = None,
+    pace_s: float = 0.0,
 ) -> dict[str, PaperPosition]:
     """Publish hourly bars ``start .. start + n - 1`` per symbol, each followed by a random signal; return
-    reference positions fed the same (``refs`` continued when given)."""
+    reference positions fed the same (``refs`` continued when given). ``pace_s``: a pause after each bar."""
     rng = np.random.default_rng(seed)
     refs = refs if refs is not None else {s: PaperPosition() for s in symbols}
     for k in range(start, start + n):
@@ -66,6 +73,8 @@ async def feed(
             await nc.publish(subjects.PREDICTION, prediction(s, signal, T0 + k * H))
             refs[s].update(price, T0 + k * H)
             refs[s].on_signal(signal)
+        if pace_s:
+            await asyncio.sleep(pace_s)
     await nc.flush()
     return refs
 
