@@ -7,12 +7,17 @@ Usage::
     spark-ml model promote V [--json]
     spark-ml model rollback [--json]
     spark-ml model shadow V|none [--json]
+    spark-ml model compare [--wait S] [--json]
 
 Every subcommand takes ``--registry PATH`` (default ``SPARK_ML_REGISTRY``). A running worker picks up a
 promotion, rollback or shadow change within its poll interval. Exit codes: 0 done, 2 refused (unknown
 version, corrupt manifest or artifact, nothing to roll back to) with one line on stderr; promote, rollback
 and shadow verify the artifact's sha256 first and leave the pointers unchanged when they refuse; when
 ``pointers.json`` is unreadable they start from its last-good copy (what the workers follow) and so repair it.
+
+``compare`` asks every running worker (``ml.model.quality``, NATS settings as ``spark-ml worker``) for its
+live-quality windows and prints the active and the shadow version's live figures, each pooled over the
+workers, beside the offline walk-forward AUC of its manifest. Exit 1 when no worker answered.
 
 ``list`` shows what it can: a version whose manifest is unreadable is listed as ``CORRUPT: <reason>``
 (``"corrupt": "<reason>"`` in JSON) and the others as usual; an unreadable ``pointers.json`` is reported
@@ -24,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -45,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("promote", parents=[common], help="make a version active").add_argument("version")
     sub.add_parser("rollback", parents=[common], help="re-activate the previously active version")
     sub.add_parser("shadow", parents=[common], help="score batches with V too ('none' stops)").add_argument("version")
+    compare = sub.add_parser("compare", parents=[common], help="active vs shadow: live figures from running workers")
+    compare.add_argument("--wait", type=float, default=1.0, help="seconds to collect the workers' answers (1)")
     return p
 
 
@@ -111,8 +120,75 @@ def _act(reg: Registry, action: str, version: str | None) -> tuple[dict[str, Any
     return {"shadow": target, "previous": before[1]}, f"shadow: {target or 'none'} (was {before[1] or 'none'})"
 
 
+def _offline_auc(reg: Registry, version: str) -> dict[str, float] | None:
+    try:
+        spread = reg.manifest(version).extra.get("spread", {}).get("auc")
+    except REFUSED:
+        return None
+    return spread if isinstance(spread, dict) and "mean" in spread else None
+
+
+def _compare(reg: Registry, wait_s: float) -> tuple[dict[str, Any], str]:
+    import asyncio
+
+    from spark_ml.core.ml.live_quality import LIVE_METRICS, pool_windows
+    from spark_ml.worker.pipeline.live_quality import decode_window
+    from spark_ml.worker.settings import Settings
+    from spark_ml.worker.tools.quality import gather
+
+    answers, problems = asyncio.run(gather(Settings(), wait_s=wait_s))
+    for problem in problems:
+        warn(f"{_PROG} compare", problem)
+    if not answers:
+        raise _NoWorker(f"no worker answered on ml.model.quality within {wait_s} s")
+    parts = []
+    for answer in answers:
+        for row in answer["versions"]:
+            try:
+                y, s = decode_window(row["window"])
+                parts.append((str(row["role"]), str(row["version"]), int(row["labelled"]), y, s))
+            except (KeyError, TypeError, ValueError) as exc:
+                warn(f"{_PROG} compare", f"{answer.get('worker', '?')}: a window that cannot be read ({exc})")
+    rows = []
+    lines = [
+        f"live quality from {len(answers)} worker(s), windows pooled (labels: each symbol's next snapshot)",
+        f"  {'role':<7}{'version':<24}{'workers':>7}{'labelled':>10}{'window':>8}"
+        + "".join(f"{m:>10}" for m in LIVE_METRICS)
+        + "   offline auc [95%]",
+    ]
+    for q in pool_windows(parts):
+        offline = _offline_auc(reg, q.version)
+        rows.append({**q.as_dict(), "offline_auc": offline})
+        figs = "".join(
+            f"{'-' if math.isnan(v) else format(v, '.4f'):>10}" for v in (q.figures[m] for m in LIVE_METRICS)
+        )
+        off = (
+            ""
+            if offline is None
+            else f"   {offline['mean']:.4f} [{offline['ci95_low']:.4f}, {offline['ci95_high']:.4f}]"
+        )
+        lines.append(f"  {q.role:<7}{q.version:<24}{q.workers:>7}{q.labelled:>10}{q.rows:>8}{figs}{off}")
+    if not rows:
+        lines.append("  (no labelled predictions yet)")
+    return {"workers": [a.get("worker") for a in answers], "versions": rows}, "\n".join(lines)
+
+
+class _NoWorker(Exception):
+    pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.action == "compare":
+        try:
+            doc, text = _compare(Registry(registry_path(args.registry)), args.wait)
+        except (_NoWorker, ConnectionError) as exc:
+            print(f"{_PROG} compare: {exc}", file=sys.stderr)
+            return 1
+        except (*REFUSED, OSError) as exc:
+            return refuse(f"{_PROG} compare", exc)
+        print(json.dumps(doc) if args.json else text)
+        return 0
     try:
         reg = Registry(registry_path(args.registry))
         if args.action == "list":

@@ -38,7 +38,7 @@ from spark_ml.core.codec import Snapshot
 from spark_ml.core.features import WARMUP
 from spark_ml.core.ml.evaluate import accuracy, auc, brier, log_loss
 
-__all__ = ["LIVE_METRICS", "LabelJoin", "LiveQuality", "VersionQuality", "Window", "live_figures"]
+__all__ = ["LIVE_METRICS", "LabelJoin", "LiveQuality", "VersionQuality", "Window", "live_figures", "pool_windows"]
 
 LIVE_METRICS: tuple[str, ...] = ("auc", "accuracy", "log_loss", "brier")
 """The figures of a live window, each as :mod:`spark_ml.core.ml.evaluate` defines it."""
@@ -223,6 +223,7 @@ class VersionQuality:
         labelled: predictions labelled since its window was made.
         rows: rows in the window now.
         figures: :data:`LIVE_METRICS` over the window (NaN while it is empty; AUC NaN with one class).
+        workers: how many workers' windows these are (pooled by :func:`pool_windows`).
     """
 
     version: str
@@ -230,6 +231,7 @@ class VersionQuality:
     labelled: int
     rows: int
     figures: dict[str, float]
+    workers: int = 1
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -237,6 +239,7 @@ class VersionQuality:
             "role": self.role,
             "labelled": self.labelled,
             "rows": self.rows,
+            "workers": self.workers,
             **{k: (None if math.isnan(v) else v) for k, v in self.figures.items()},
         }
 
@@ -379,3 +382,21 @@ class LiveQuality:
             figures = w.figures() if len(w) else dict.fromkeys(LIVE_METRICS, math.nan)
             out.append(VersionQuality(version, role, w.total, len(w), figures))
         return out
+
+
+def pool_windows(
+    parts: Iterable[tuple[str, str, int, NDArray[np.int64], NDArray[np.float64]]],
+) -> list[VersionQuality]:
+    """Several workers' windows of each (role, version) as one: ``parts`` are (role, version, labelled,
+    labels, scores) per worker; the figures are those of the concatenated windows (a pooled AUC is not the
+    mean of the workers' AUCs). Active versions first."""
+    grouped: dict[tuple[str, str], list[tuple[int, NDArray[np.int64], NDArray[np.float64]]]] = {}
+    for role, version, labelled, y, s in parts:
+        grouped.setdefault((role, version), []).append((labelled, y, s))
+    out = []
+    for (role, version), rows in sorted(grouped.items(), key=lambda kv: (kv[0][0] != "active", kv[0])):
+        y = np.concatenate([r[1] for r in rows])
+        s = np.concatenate([r[2] for r in rows])
+        figures = live_figures(y, s) if y.size else dict.fromkeys(LIVE_METRICS, math.nan)
+        out.append(VersionQuality(version, role, sum(r[0] for r in rows), int(y.size), figures, len(rows)))
+    return out

@@ -14,7 +14,7 @@ from spark_ml.core.codec import Snapshot
 from spark_ml.core.features import WARMUP
 from spark_ml.core.ml.dataset import Dataset
 from spark_ml.core.ml.evaluate import accuracy, auc, brier, log_loss
-from spark_ml.core.ml.live_quality import LabelJoin, LiveQuality, Window, live_figures
+from spark_ml.core.ml.live_quality import LabelJoin, LiveQuality, Window, live_figures, pool_windows
 from spark_ml.core.ml.synthetic import SyntheticConfig, generate
 
 
@@ -240,3 +240,20 @@ def test_first_sight_counts_discount_the_batches_still_waiting() -> None:
         lq.shadow_scored(key, "b", None)
     # Six snapshots, warm-up 3: predictions 4 and 5 are labelled (6 is pending), exactly as without count_of.
     assert lq.windows["a"].total == 2
+
+
+def test_pooled_windows_are_the_concatenated_windows() -> None:
+    rng = np.random.default_rng(3)
+    y1, s1 = rng.integers(0, 2, 300), rng.random(300)
+    y2, s2 = rng.integers(0, 2, 200), np.clip(rng.random(200) + 0.3, 0, 1)
+    pooled = pool_windows(
+        [("shadow", "b", 7, y1[:50], s1[:50]), ("active", "a", 310, y1, s1), ("active", "a", 200, y2, s2)]
+    )
+    assert [(q.role, q.version, q.workers, q.labelled, q.rows) for q in pooled] == [
+        ("active", "a", 2, 510, 500),
+        ("shadow", "b", 1, 7, 50),
+    ]
+    y, s = np.concatenate([y1, y2]), np.concatenate([s1, s2])
+    assert pooled[0].figures == live_figures(y, s)
+    # not the mean of the two workers' AUCs
+    assert pooled[0].figures["auc"] != pytest.approx((auc(y1, s1) + auc(y2, s2)) / 2, abs=1e-6)

@@ -39,7 +39,7 @@ from spark_ml.worker.pipeline.live_quality import decode_window
 from tests.support.connections import client
 from tests.support.lifecycle import until
 from tests.support.messages import Sink
-from tests.support.processes import WorkerProcess, worker_env
+from tests.support.processes import WorkerProcess, base_env, spark_ml, worker_env
 
 P = 16
 SYMBOLS = [f"LQ{i}" for i in range(8)]
@@ -125,7 +125,8 @@ async def _replay(url: str, workers: list[WorkerProcess], beds: list[Dataset]) -
         replies = await Sink.on(nc, inbox)
         await nc.publish(subjects.MODEL_QUALITY, json.dumps({"windows": True}).encode(), reply=inbox)
         await until(lambda: len(replies.msgs) >= len(workers), 10, "every worker's live quality")
-        return {"replies": [json.loads(data) for data, _ in replies.msgs], "predictions": len(preds.msgs)}
+        info = json.loads((await nc.request(subjects.MODEL_INFO, b"{}", timeout=5)).data)
+        return {"replies": [json.loads(data) for data, _ in replies.msgs], "info": info}
 
 
 def _pooled(replies: list[dict[str, Any]], role: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -140,6 +141,24 @@ def _pooled(replies: list[dict[str, Any]], role: str) -> tuple[np.ndarray, np.nd
     return np.concatenate(ys), np.concatenate(ss), labelled
 
 
+async def _compare(url: str, registry: Path, *flags: str) -> tuple[int, str, str]:
+    """``spark-ml model compare`` against the running workers: (exit code, stdout, stderr)."""
+    env = {**base_env(), "SPARK_ML_NATS_URL": url}
+    proc = await asyncio.create_subprocess_exec(
+        spark_ml(),
+        "model",
+        "compare",
+        "--registry",
+        str(registry),
+        *flags,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, stdout.decode(), stderr.decode()
+
+
 async def _run(tmp_path: Path, registry: Path, beds: list[Dataset]) -> dict[str, Any]:
     with NatsServer(store_dir=tmp_path / "nats", mappings=server_mappings(P)) as server:
         env = worker_env(server.url, registry, **SETTINGS)
@@ -149,6 +168,8 @@ async def _run(tmp_path: Path, registry: Path, beds: list[Dataset]) -> dict[str,
                 await w.ready()
             out = await _replay(server.url, workers, beds)
             out["scrapes"] = [await w.scrape() for w in workers]
+            out["compare"] = await _compare(server.url, registry, "--json")
+            out["compare_text"] = await _compare(server.url, registry)
             for w in workers:
                 w.send(signal.SIGTERM)
             for w in workers:
@@ -193,6 +214,23 @@ async def test_live_quality_equals_offline_on_the_same_data(
         assert scrape.total("ml_model_offline_auc_lower", model_version=active.version) == pytest.approx(
             walk_forward["ci95_low"]
         )
+    # ml.model.info carries the answering worker's live figures of both versions.
+    assert {(q["role"], q["version"]) for q in out["info"]["liveQuality"]} == {
+        ("active", active.version),
+        ("shadow", shadow.version),
+    }
+    # spark-ml model compare pools the two workers' windows the same way, beside the offline interval.
+    code, stdout, stderr = out["compare"]
+    assert code == 0, stderr
+    rows = {row["role"]: row for row in json.loads(stdout)["versions"]}
+    assert rows["active"]["version"] == active.version and rows["active"]["workers"] == 2
+    assert rows["active"]["rows"] == y.size
+    assert rows["active"]["auc"] == pytest.approx(offline["auc"], abs=1e-9)
+    assert rows["active"]["offline_auc"]["ci95_low"] == pytest.approx(walk_forward["ci95_low"])
+    assert rows["shadow"]["version"] == shadow.version
+    code, text, _ = out["compare_text"]
+    assert code == 0 and "from 2 worker(s)" in text and f"{offline['auc']:.4f}" in text, text
+    print(text)
     # The shadow scored batches too (it skips one while still busy with the previous: how many depends on load).
     sly, _, _ = _pooled(out["replies"], "shadow")
     assert sly.size > 1000
@@ -221,3 +259,12 @@ async def test_live_auc_falls_to_a_coin_flip_without_the_signal(
         assert abs(live - 0.5) < TOLERANCE, live
         assert live < lower  # what MLLiveAucBelowOffline compares
     print(f"\nRESULT live quality without signal: pooled live auc={pooled:.4f}")
+
+
+async def test_compare_without_workers_says_so(tmp_path: Path) -> None:
+    with NatsServer(store_dir=tmp_path / "nats") as server:
+        code, stdout, stderr = await _compare(server.url, tmp_path / "registry", "--wait", "0.3")
+    assert code == 1 and not stdout
+    assert "no worker answered on ml.model.quality" in stderr
+    code, _, stderr = await _compare("nats://127.0.0.1:1", tmp_path / "registry")
+    assert code == 1 and "cannot reach NATS at nats://127.0.0.1:1" in stderr
