@@ -147,7 +147,7 @@ class VersionQuality(_Wire):
 
     version: str
     role: str
-    """``live`` or ``shadow``."""
+    """``active`` or ``shadow``."""
     labelled: int
     """Predictions labelled since the window was made."""
     rows: int
