@@ -103,6 +103,8 @@ class Bed:
     startup_s: float | None = None
     error: str | None = None
     phases: int = field(default=0)
+    during_report: dict[str, Any] = field(default_factory=dict)
+    """The report of the last phase's side process (the analytics API callers), empty without one."""
 
     @property
     def url(self) -> str:
@@ -199,30 +201,51 @@ class Bed:
         return _result(prefix, seq0, rate, pub_out, sink_out, cpu)
 
     def _drive(
-        self, sink: Child, common: list[str], count: int, rate: float | None, prefix: str, timeout: float, wait: float
+        self,
+        sink: Child,
+        common: list[str],
+        count: int,
+        rate: float | None,
+        prefix: str,
+        timeout: float,
+        wait: float,
+        during: Child | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any], float]:
-        """Once ``sink`` is ready, publish the phase, then collect both reports and the target's CPU seconds."""
+        """Once ``sink`` (and ``during``, a process that says READY and starts on GO) is ready, publish the phase,
+        then collect the reports (``during``'s in ``self.during_report``) and the target's CPU seconds."""
         assert self.child is not None
         try:
             if (line := sink.readline(30.0)) != "READY":
                 raise RuntimeError(f"{sink.name} said {line!r}")
+            if during is not None:
+                if (line := during.readline(30.0)) != "READY":
+                    raise RuntimeError(f"{during.name} said {line!r}")
+                during.tell("GO")
             cpu0 = cpu_seconds(self.child.pid)
             pub_argv = [sys.executable, "-m", "spark_ml.scripts.harness.publisher", *common, "--count", str(count)]
             pub_argv += ["--symbols", str(self.sequencer.symbols), "--timeout", str(timeout)]
             if rate:
                 pub_argv += ["--rate", str(rate), "--times", prefix + ".send"]
             pub_out = _report(Child("publisher", pub_argv, Path(prefix + ".pub.log"), pipe=True), timeout + 30.0)
+            if during is not None:
+                self.during_report = _report(during, timeout + 30.0)
             sink.tell("stop")
             sink_out = json.loads(sink.readline(wait + 30.0))
             return pub_out, sink_out, cpu_seconds(self.child.pid) - cpu0
         finally:
             sink.stop()
+            if during is not None:
+                during.stop()
 
-    def analytics_phase(self, count: int, rate: float, *, idle: float = 2.0, grace: float = 30.0) -> dict[str, Any]:
+    def analytics_phase(
+        self, count: int, rate: float, *, idle: float = 2.0, grace: float = 30.0, queries: int = 0
+    ) -> dict[str, Any]:
         """Publish ``count`` snapshots at ``rate`` per second; measure the ``analytics.pnl`` updates they cause.
 
         The figures are those of :mod:`spark_ml.scripts.harness.pnl`; the machine's load average at the end of the
-        phase goes with them (the latency of a coalescing consumer is sensitive to other load).
+        phase goes with them (the latency of a coalescing consumer is sensitive to other load). With ``queries``
+        > 0, that many callers ask ``analytics.get`` back to back while the snapshots go out
+        (:mod:`spark_ml.scripts.harness.query_caller`); their figures are under ``"queries"``.
         """
         assert self.child is not None and self.target is not None
         self.phases += 1
@@ -249,9 +272,17 @@ class Bed:
             Path(prefix + ".sink.log"),
             pipe=True,
         )
-        pub_out, sink_out, cpu_s = self._drive(sink, common, count, rate, prefix, pub_timeout, idle + grace)
+        during = None
+        if queries:
+            argv = [py, "-m", "spark_ml.scripts.harness.query_caller", "--url", self.url, "--inflight", str(queries)]
+            argv += ["--seconds", str(count / rate), "--symbols", str(symbols)]
+            during = Child("query-caller", argv, Path(prefix + ".queries.log"), pipe=True)
+        self.during_report = {}
+        pub_out, sink_out, cpu_s = self._drive(sink, common, count, rate, prefix, pub_timeout, idle + grace, during)
         send = np.fromfile(prefix + ".send", dtype=np.float64)
         out = measure_pnl(send, seq0, symbols, PnlUpdates.load(prefix))
+        if queries:
+            out["queries"] = self.during_report
         out.update(
             offered_rate=rate,
             publisher_rate=pub_out.get("rate"),

@@ -56,6 +56,47 @@ _PNL_COLUMNS = (
 """The live analytics table; the definitions are in :mod:`spark_ml.scripts.harness.pnl`."""
 
 
+_API_COLUMNS = (
+    "scenario",
+    "callers",
+    "analytics.get req/s",
+    "analytics.get p50/p99/p99.9/max ms",
+    "errors",
+    "snapshot -> PnL p50/p99/max ms",
+    "PnL within 100 ms",
+    "missing",
+    "load 1m",
+)
+"""The analytics API table: query latency with 1 and 64 callers, and the PnL updates' latency meanwhile."""
+
+
+def _api_rows(sc: dict[str, Any]) -> list[list[str]]:
+    if sc["status"] != "ok" and not sc.get("latency"):
+        return [[sc["name"], f"{sc['status']} (see below)"] + [""] * (len(_API_COLUMNS) - 2)]
+    rows = []
+    for key, ph in sorted(sc.get("latency", {}).items(), key=lambda kv: int(kv[0])):
+        if "sent" not in ph:
+            rows.append([sc["name"], key, str(ph.get("skipped") or ph.get("error") or "no data")])
+            rows[-1] += [""] * (len(_API_COLUMNS) - len(rows[-1]))
+            continue
+        q, lat, load = ph.get("queries") or {}, ph.get("latency_us"), ph.get("loadavg")
+        qlat, rate = q.get("latency_ms"), q.get("rate")
+        rows.append(
+            [
+                sc["name"],
+                key if key != "0" else "0 (reference)",
+                "-" if rate is None else f"{rate:,.0f}",
+                " / ".join(f"{qlat[p]:.2f}" for p in ("p50", "p99", "p99.9", "max")) if qlat else "-",
+                "-" if not q else str(int(q.get("errors", 0)) + int(q.get("failures", 0))),
+                " / ".join(f"{lat[p] / 1000:.1f}" for p in ("p50", "p99", "max")) if lat else "-",
+                _share(ph.get("within_target")),
+                str(ph.get("missing", "-")),
+                "-" if not load else f"{load[0]:.2f}",
+            ]
+        )
+    return rows
+
+
 _COST_COLUMNS = (
     "partitioned",
     "reference (unpartitioned)",
@@ -320,6 +361,15 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
             markdown,
             "(max gap: longest time without an update of a symbol while its data flowed, heartbeats included; "
             "CPU: the whole `spark-ml up` process, worker included, so at the slow rate mostly its idle cost)",
+        )
+    api = [sc for sc in results["scenarios"] if sc["kind"] == "analytics-api" and sc["status"] != "skipped"]
+    if api:
+        out += _section(
+            "analytics API: analytics.get with N callers back to back, while snapshots flow at the offered rate:",
+            [list(_API_COLUMNS)] + [r for sc in api for r in _api_rows(sc)],
+            markdown,
+            "(callers: nats-py requests in one process, latency from send to reply; PnL: each snapshot -> first "
+            "analytics.pnl.<SYMBOL> update reflecting it, as in the live analytics table; 0 callers is the reference)",
         )
     parting = results.get("partitioning")
     if parting:

@@ -9,7 +9,9 @@ the throughput phases to about ``phase_seconds``); ``runs`` throughput phases ea
 phase per offered rate each (skipped, with the reason, when the target cannot sustain that rate);
 resident memory at the end. Every process is stopped in ``finally``. The live analytics bed has no
 throughput phases (its output is coalesced per symbol by design): a short paced warm-up, then its own
-paced phases (``analytics_phases``: a slow one, 1k/s and 10k/s), measured as :mod:`.pnl` defines.
+paced phases (``analytics_phases``: a slow one, 1k/s and 10k/s), measured as :mod:`.pnl` defines. The analytics
+API bed (``analytics-api``) runs ``api_phases``: the same paced snapshots with 0, 1 and 64 callers asking
+``analytics.get`` meanwhile (the 0 row is its reference: the updates' latency without queries, same run).
 Each partitioned scenario is set beside its unpartitioned reference of the same run (:data:`PAIRS`). The
 failover scenarios start their own servers and workers last, one trial at a time (:mod:`.failover`).
 """
@@ -74,6 +76,8 @@ class BenchConfig:
     """The analytics bed's paced phases, (snapshots per second, seconds). The slow one gives each of the 16
     symbols a snapshot every 2 s, longer than the 1 s heartbeat: its max gap tests "at least once per second
     while data flows"; at the fast ones it is the coalescing gap (about 50 ms)."""
+    api_phases: tuple[tuple[float, float, int], ...] = ((1_000.0, 5.0, 0), (1_000.0, 5.0, 1), (1_000.0, 5.0, 64))
+    """The analytics API bed's phases, (snapshots per second, seconds, callers asking ``analytics.get``)."""
     symbols: int = 16
     """Symbols the snapshots are spread over."""
     rr_sequential: int = 3_000
@@ -98,6 +102,7 @@ class BenchConfig:
                 scenarios, quick=True, runs=runs, max_count=50_000, phase_seconds=0.6,
                 warmup_count=2_000, rate_seconds=(2.0, 1.0), ready_timeout=40.0, keep=keep, rr_sequential=500,
                 analytics_phases=((8.0, 3.0), (1_000.0, 2.0), (10_000.0, 1.0)),
+                api_phases=((1_000.0, 2.0, 0), (1_000.0, 2.0, 1), (1_000.0, 2.0, 64)),
                 model_costs="worker-tree" in scenarios,
             )  # fmt: skip
         return cls(scenarios, runs=runs, keep=keep, model_costs="worker-tree" in scenarios)
@@ -172,7 +177,7 @@ class _Run:
         if sc.kind == "failover":
             self._failover_names.append(name)  # its own processes, measured last: see failovers()
             return
-        if sc.kind not in ("stream", "request", "http", "analytics"):
+        if sc.kind not in ("stream", "request", "http", "analytics", "analytics-api"):
             # Placeholders raise Unavailable from build(); calling it gives the reason to report.
             try:
                 sc.build(Context(nats_url="nats://127.0.0.1:4222", workdir=self.tmp / name))
@@ -206,7 +211,7 @@ class _Run:
         for e in self.entries:
 
             def warm(e: _Entry = e) -> None:
-                if e.bed.scenario.kind == "analytics":
+                if e.bed.scenario.kind in ("analytics", "analytics-api"):
                     rate = max(r for r, _ in self.cfg.analytics_phases)  # half a second at most
                     e.analytics_warmup = self._pnl_phase(e, min(self.cfg.warmup_count, int(rate / 2)), rate)
                     return
@@ -220,7 +225,7 @@ class _Run:
     def throughput(self) -> None:
         for i in range(self.cfg.runs):
             for e in self.entries:
-                if e.bed.scenario.kind == "analytics":
+                if e.bed.scenario.kind in ("analytics", "analytics-api"):
                     continue
 
                 def one(e: _Entry = e) -> None:
@@ -260,6 +265,25 @@ class _Run:
 
                 _guard(e, pnl)
                 self.log(f"analytics at {rate:,.0f}/s done")
+        self.api()
+
+    def api(self) -> None:
+        """The analytics API bed: its paced phases with 0, 1 and 64 callers asking ``analytics.get``."""
+        for e in self.entries:
+            if e.bed.scenario.kind != "analytics-api":
+                continue
+            for rate, seconds, callers in self.cfg.api_phases:
+
+                def api(e: _Entry = e, rate: float = rate, seconds: float = seconds, callers: int = callers) -> None:
+                    phase = e.bed.analytics_phase(
+                        max(1, int(rate * seconds)), rate, idle=self.cfg.sink_idle_s, grace=self.cfg.sink_grace_s,
+                        queries=callers,
+                    )  # fmt: skip
+                    phase["callers"] = callers
+                    e.latency[f"{callers}"] = phase
+
+                _guard(e, api)
+                self.log(f"analytics API with {callers} callers at {rate:,.0f}/s done")
 
     def failovers(self) -> None:
         """The failover scenarios, one after the other, once the other beds are measured (they only idle now)."""

@@ -34,7 +34,7 @@ from spark_ml.scripts.harness.pnl import PNL_SUBJECT
 
 __all__ = ["SCENARIOS", "Context", "Scenario", "Target", "Unavailable", "free_port", "scenario", "spark_ml_exe"]
 
-Kind = Literal["stream", "request", "http", "analytics", "failover"]
+Kind = Literal["stream", "request", "http", "analytics", "analytics-api", "failover"]
 
 
 class Unavailable(Exception):
@@ -310,6 +310,20 @@ def _analytics(ctx: Context) -> Target:
     _worker_help()
     # The whole of `spark-ml up` on the bed's server, as a user runs it: the worker's predictions reach the
     # analytics consumer too, and both share the process and its event loop, so their costs add up.
+    return _up_target(_worker_env(ctx), sink_subject=PNL_SUBJECT)
+
+
+@scenario(
+    "analytics-api",
+    "spark-ml up: analytics.get at 1 and 64 callers, and analytics.pnl.<SYMBOL> meanwhile",
+    kind="analytics-api",
+    jetstream=True,
+    partitions=P,
+)
+def _analytics_api(ctx: Context) -> Target:
+    _worker_help()
+    # The same `spark-ml up` as "analytics": its active analytics instance answers the queries on the event loop
+    # that also follows the stream, so queries and updates compete there (runner.api_phases).
     return _up_target(_worker_env(ctx), sink_subject=PNL_SUBJECT)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -113,6 +114,27 @@ def test_analytics_scenario_measures_every_snapshot(tmp_path):
     json_path, md_path = write(results, tmp_path / "out")
     assert json.loads(json_path.read_text())["scenarios"][0]["latency"]["400"]["reflected"] == 200
     assert "| analytics | 400 | 200 |" in md_path.read_text()
+
+
+def test_analytics_api_scenario_measures_queries_and_updates_meanwhile(tmp_path):
+    # Given `spark-ml up` on the bench's server, and phases of 400 snapshots/s with 0, 1 and 8 callers
+    cfg = replace(_tiny("analytics-api"), api_phases=((400.0, 1.0, 0), (400.0, 1.0, 1), (400.0, 1.0, 8)))
+    results = run(cfg, log=lambda _line: None)
+    sc = results["scenarios"][0]
+    assert sc["name"] == "analytics-api" and sc["status"] == "ok", sc.get("error")
+    # Then each phase measured the PnL updates, and the queries of the phases with callers
+    assert set(sc["latency"]) == {"0", "1", "8"}
+    for key, ph in sc["latency"].items():
+        assert ph["sent"] == ph["reflected"] == 400 and ph["missing"] == 0 and ph["callers"] == int(key)
+    assert "queries" not in sc["latency"]["0"]
+    for key in ("1", "8"):
+        q = sc["latency"][key]["queries"]
+        assert q["inflight"] == int(key) and q["answered"] > 10 and q["errors"] == q["failures"] == 0
+        lat = q["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    # And the table shows them
+    text = render(results)
+    assert "analytics API: analytics.get with N callers" in text and "0 (reference)" in text
 
 
 def test_cli_refuses_unknown_scenarios(capsys):
