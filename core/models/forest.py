@@ -64,14 +64,16 @@ class Forest:
         self.base_margin = float(base_margin)
         parts = [_flat(t, n_features) for t in trees]
         offsets = np.cumsum([0] + [p[0].size for p in parts[:-1]])
-        self._roots = offsets.astype(np.intp)
-        # children[2 * node + went_left]: one gather per level picks the next node of every (row, tree)
+        # A node is addressed by its slot 2 * node: the slot plus "went left" (0 or 1) indexes the next slot, so
+        # a level costs one gather of the feature, one of the threshold, a compare and one gather of the child.
+        self._roots = (2 * offsets).astype(np.intp)[None, :]
         children = [np.stack([p[1] + o, p[0] + o], axis=1) for p, o in zip(parts, offsets, strict=True)]
-        self._children = np.concatenate(children).ravel().astype(np.intp)
-        self._feature = np.concatenate([p[2] for p in parts])
-        self._threshold = np.concatenate([p[3] for p in parts])
-        self._default_left = np.concatenate([p[4] for p in parts])
-        self._value = np.concatenate([p[5] for p in parts])
+        self._next = (2 * np.concatenate(children).ravel()).astype(np.intp)
+        self._feature = np.repeat(np.concatenate([p[2] for p in parts]), 2)
+        self._threshold = np.repeat(np.concatenate([p[3] for p in parts]), 2)
+        self._default_left = np.repeat(np.concatenate([p[4] for p in parts]), 2)
+        self._value = np.repeat(np.concatenate([p[5] for p in parts]), 2)
+        self._split_feature = np.concatenate([p[2] for p in parts])
         self._gain = np.concatenate([p[6] for p in parts])
         self.depth = max(p[7] for p in parts)
 
@@ -83,24 +85,24 @@ class Forest:
         """The raw score of each row of ``x`` (shape ``(n, n_features)``; not checked here)."""
         xf = np.ascontiguousarray(x, dtype=np.float32)
         n = xf.shape[0]
-        node = np.broadcast_to(self._roots, (n, self._roots.size))
-        row_base = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
+        slot = self._roots if n == 1 else np.broadcast_to(self._roots, (n, self._roots.size))
         flat = xf.ravel()
+        row_base = (np.arange(n, dtype=np.intp) * self.n_features)[:, None]
         missing = bool(np.isnan(flat).any())
         for _ in range(self.depth):
-            v = flat[row_base + self._feature[node]]
-            go_left = v < self._threshold[node]
+            v = flat[row_base + self._feature[slot]]
+            go_left = v < self._threshold[slot]
             if missing:
-                go_left = np.where(np.isnan(v), self._default_left[node], go_left)
-            node = self._children[2 * node + go_left]
-        out: NDArray[np.float64] = self._value[node].sum(axis=1) + self.base_margin
+                go_left = np.where(np.isnan(v), self._default_left[slot], go_left)
+            slot = self._next[slot + go_left]
+        out: NDArray[np.float64] = self._value[slot].sum(axis=1) + self.base_margin
         return out
 
     def gain_by_feature(self) -> NDArray[np.float64]:
         """Total split gain of each feature over all trees (XGBoost's ``total_gain``)."""
         split = self._gain > 0
         out: NDArray[np.float64] = np.bincount(
-            self._feature[split], weights=self._gain[split], minlength=self.n_features
+            self._split_feature[split], weights=self._gain[split], minlength=self.n_features
         ).astype(np.float64)
         return out
 

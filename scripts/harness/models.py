@@ -1,5 +1,6 @@
-"""Trained models for the benchmark: the tree model the ``worker-tree`` scenario serves, and the amortized
-cost of one model call per row, measured in-process at batch sizes 1 and 256 on real feature rows."""
+"""Trained models for the benchmark: the tree models the ``worker-tree`` (LightGBM) and ``worker-xgb`` (XGBoost)
+scenarios serve, and the amortized cost of one model call per row, measured in-process at batch sizes 1 and
+256 on real feature rows."""
 
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ def _bed() -> tuple[Dataset, NDArray[np.float64], NDArray[np.int64]]:
     return ds, x[:_TRAIN_ROWS], y[:_TRAIN_ROWS]
 
 
-def train_tree_registry(registry: Path) -> str:
-    """Fit the gradient-boosted tree model on the synthetic bed, register it with its drift reference
+def train_tree_registry(registry: Path, kind: str = "lgbm") -> str:
+    """Fit a gradient-boosted tree model of ``kind`` on the synthetic bed, register it with its drift reference
     and make it active; returns its version."""
     ds, x, y = _bed()
-    model = fit_model("lgbm", x, y, feature_names=ds.feature_names, seed=0)
+    model = fit_model(kind, x, y, feature_names=ds.feature_names, seed=0)
     reg = Registry(registry)
     manifest = reg.register(model, data="synthetic", metrics={}, reference=reference_from(x, ds.feature_names))
     reg.promote(manifest.version)
@@ -58,6 +59,7 @@ def model_costs(*, quick: bool) -> dict[str, Any]:
         "baseline": BaselineModel(),
         "logistic": fit_model("logistic", x, y, feature_names=names, seed=0),
         "lgbm": fit_model("lgbm", x, y, feature_names=names, seed=0),
+        "xgb": fit_model("xgb", x, y, feature_names=names, seed=0),
     }
     budget = 0.2 if quick else 1.0
     out: dict[str, Any] = {}

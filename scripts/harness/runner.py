@@ -91,7 +91,7 @@ class BenchConfig:
     sink_grace_s: float = 30.0
     """Longest a sink waits after the publisher is done, seconds."""
     model_costs: bool = False
-    """Also time one model call per row in-process (baseline, logistic, LightGBM at batch 1 and 256)."""
+    """Also time one model call per row in-process (baseline, logistic, LightGBM, XGBoost at batch 1 and 256)."""
     keep: bool = False
     """Keep the scratch directory (logs of every process, the phases' raw files) and report its path."""
 
@@ -103,9 +103,14 @@ class BenchConfig:
                 warmup_count=2_000, rate_seconds=(2.0, 1.0), ready_timeout=40.0, keep=keep, rr_sequential=500,
                 analytics_phases=((8.0, 3.0), (1_000.0, 2.0), (10_000.0, 1.0)),
                 api_phases=((1_000.0, 2.0, 0), (1_000.0, 2.0, 1), (1_000.0, 2.0, 64)),
-                model_costs="worker-tree" in scenarios,
+                model_costs=_has_tree(scenarios),
             )  # fmt: skip
-        return cls(scenarios, runs=runs, keep=keep, model_costs="worker-tree" in scenarios)
+        return cls(scenarios, runs=runs, keep=keep, model_costs=_has_tree(scenarios))
+
+
+def _has_tree(scenarios: tuple[str, ...]) -> bool:
+    """A tree model's worker is measured: its model's cost per row goes beside it."""
+    return bool({"worker-tree", "worker-xgb"} & set(scenarios))
 
 
 def _summary(values: list[float]) -> dict[str, float | None]:

@@ -210,17 +210,25 @@ def _worker_no_live_quality(ctx: Context) -> Target:
     return _worker_target(ctx, SPARK_ML_LIVE_QUALITY="false", note="SPARK_ML_LIVE_QUALITY=false")
 
 
-def prepare_tree_registry(registry: Path) -> str:
-    """Put a LightGBM model trained on the synthetic bed in ``registry`` and make it active; returns its version."""
-    from spark_ml.scripts.harness.models import train_tree_registry  # imports LightGBM: only when this scenario runs
+def prepare_tree_registry(registry: Path, kind: str = "lgbm") -> str:
+    """Put a tree model (``lgbm`` or ``xgb``) trained on the synthetic bed in ``registry`` and make it active;
+    returns its version."""
+    from spark_ml.scripts.harness.models import train_tree_registry  # imports the library: only when one runs
 
-    return train_tree_registry(registry)
+    return train_tree_registry(registry, kind)
 
 
 @scenario("worker-tree", "spark-ml worker, trained tree model", jetstream=True, partitions=P)
 def _worker_tree(ctx: Context) -> Target:
     _worker_help()
     version = prepare_tree_registry(ctx.workdir / "registry")
+    return _worker_target(ctx, note=f"model {version}")
+
+
+@scenario("worker-xgb", "spark-ml worker, trained XGBoost model", jetstream=True, partitions=P)
+def _worker_xgb(ctx: Context) -> Target:
+    _worker_help()
+    version = prepare_tree_registry(ctx.workdir / "registry", "xgb")
     return _worker_target(ctx, note=f"model {version}")
 
 

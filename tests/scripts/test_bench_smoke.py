@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import replace
 
@@ -162,6 +163,20 @@ def test_partitioned_worker_is_measured_beside_its_reference():
         assert c["throughput_ratio"] > 0
         assert c["cpu_ratio"] is None or c["cpu_ratio"] >= 0  # /proc CPU ticks: a short run may round to zero
     assert "partitioned workers against the unpartitioned queue group" in render(results)
+
+
+def test_xgboost_worker_is_measured_and_costed_beside_lightgbm():
+    # Given the worker serving an XGBoost model, with the in-process cost of one model call per row
+    results = run(dataclasses.replace(_tiny("worker-xgb"), model_costs=True), log=lambda _line: None)
+    # Then every snapshot was predicted by it
+    (sc,) = [s for s in results["scenarios"] if s["name"] == "worker-xgb"]
+    assert sc["status"] == "ok", sc.get("error")
+    assert sc["note"].startswith("model xgb-")
+    assert [r["received"] for r in sc["throughput"]["runs"]] == [3000, 3000]
+    # And its cost per row at batch 1 and 256 is reported beside LightGBM's
+    costs = results["model_cost_us_per_row"]
+    assert {"lgbm", "xgb"} <= set(costs) and all(c[b] > 0 for c in costs.values() for b in ("1", "256"))
+    assert "xgb" in render(results)
 
 
 def test_failover_finds_the_moved_partitions(tmp_path):
