@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     analytics_standby_buffer_s: float = Field(10.0, gt=0)
     """How far back a standby analytics instance keeps messages to replay over the checkpoint it takes over
     (longer than member_ttl_s + checkpoint_s, or a crash of the active one loses what arrived in between)."""
+    analytics_query_share: float = Field(0.25, gt=0, le=1)
+    """Largest share of the analytics event loop's time that ``analytics.get``/``analytics.export`` may take, so
+    that callers asking back to back cannot delay the ``analytics.pnl`` updates (1: no limit)."""
 
     @field_validator("analytics_weights")
     @classmethod

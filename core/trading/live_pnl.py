@@ -347,11 +347,13 @@ class PaperPosition:
 
     def periods_per_year(self) -> float:
         """Updates per year over the returns window, from its timestamps (nan without two increasing ones)."""
-        ts = [t for t in list(self._tsw)[-(len(self._rets) + 1) :] if t is not None]
-        if len(ts) < 2 or len(ts) != min(len(self._tsw), len(self._rets) + 1):
+        n = len(self._rets) + 1  # the window's bounds: the deque holds one more stamp once it is full
+        tsw = self._tsw
+        first, last = (tsw[-n], tsw[-1]) if 2 <= n <= len(tsw) else (None, None)
+        if first is None or last is None:
             return math.nan
-        try:
-            return analytics.periods_per_year(ts)
+        try:  # only the ends and the count matter: no copy of the whole window
+            return analytics.periods_per_year(np.linspace(first, last, n))
         except ValueError:
             return math.nan
 

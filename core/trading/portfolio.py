@@ -214,11 +214,11 @@ class Portfolio:
         }
 
     def _periods(self) -> float:
-        ts = list(self._tsw)[-(len(self._rets) + 1) :]
-        if len(ts) < 2:
+        n, tsw = len(self._rets) + 1, self._tsw
+        if n < 2 or len(tsw) < n:
             return math.nan
-        try:
-            return analytics.periods_per_year(ts)
+        try:  # only the ends and the count matter (as in PaperPosition.periods_per_year)
+            return analytics.periods_per_year(np.linspace(tsw[-n], tsw[-1], n))
         except ValueError:
             return math.nan
 

@@ -170,3 +170,29 @@ async def test_stats_count_the_refusals(nc: Client, service, uid: str) -> None:
     stats = {e["name"]: e for e in json.loads(reply.data)["endpoints"]}
     assert stats["get"]["num_requests"] == 2 and stats["get"]["num_errors"] == 1
     assert stats["get"]["last_error"].startswith("404:unknown_symbol")
+
+
+async def test_queries_take_at_most_their_share_of_the_loop(nc: Client) -> None:
+    # Given an API whose answers take 10 ms of the loop each, limited to half of the loop's time
+    import time as _time
+
+    from spark_ml.worker.services.analytics_api import AnalyticsApi
+
+    def slow(symbol: str | None) -> dict[str, Any]:
+        _time.sleep(0.01)
+        return {"symbol": symbol}
+
+    api = AnalyticsApi(nc, get=slow, export=slow, share=0.5)
+    await api.start()
+    try:
+        # When 6 requests arrive at once
+        t0 = _time.perf_counter()
+        replies = await asyncio.gather(*(nc.request(subjects.ANALYTICS_GET, b"{}", timeout=5) for _ in range(6)))
+        elapsed = _time.perf_counter() - t0
+    finally:
+        await api.stop()
+    # Then every one is answered, and each after the first waited as long as the one before it took
+    assert all(json.loads(r.data) == {"symbol": None} for r in replies)
+    assert elapsed >= 6 * 0.01 + 5 * 0.01 * 0.95
+    with pytest.raises(ValueError):
+        AnalyticsApi(nc, get=slow, export=slow, share=0)

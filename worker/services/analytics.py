@@ -123,6 +123,8 @@ class AnalyticsService(Lifecycle):
         standby_buffer_s: how far back a standby keeps messages to replay over the checkpoint it takes over.
         standby_buffer_max: messages a standby keeps at most.
         api: serve ``analytics.get`` and ``analytics.export`` while active.
+        query_share: the largest share of the event loop's time queries may take (1: no limit; see
+            :mod:`spark_ml.worker.services.analytics_api`).
         memory_without_jetstream: when the server has no JetStream, run with the state in memory (the promise
             that this is the only instance, ``SPARK_ML_SOLO``) instead of raising ClusterRefused.
     """
@@ -147,6 +149,7 @@ class AnalyticsService(Lifecycle):
         standby_buffer_max: int = 500_000,
         api: bool = True,
         memory_without_jetstream: bool = False,
+        query_share: float = 1.0,
     ) -> None:
         if interval_s <= 0 or min_gap_s < 0 or idle_s <= 0 or checkpoint_s <= 0 or standby_buffer_s <= 0:
             raise ValueError("interval_s, idle_s, checkpoint_s and standby_buffer_s must be > 0, min_gap_s >= 0")
@@ -191,7 +194,7 @@ class AnalyticsService(Lifecycle):
         self._wake = asyncio.Event()
         self._running = False
         self._parser = SnapshotParser()
-        self._api = AnalyticsApi(nc, get=self.figures, export=self.export) if api else None
+        self._api = AnalyticsApi(nc, get=self.figures, export=self.export, share=query_share) if api else None
         self.phase = Phase.STANDBY
         if store is not None:
             store.lease.on_lost = self.on_lost
@@ -635,6 +638,7 @@ def analytics_from_settings(nc: Client, settings: Settings, *, holder: str | Non
         checkpoint_s=settings.checkpoint_s,
         standby_buffer_s=settings.analytics_standby_buffer_s,
         memory_without_jetstream=settings.solo,
+        query_share=settings.analytics_query_share,
     )
 
 

@@ -15,6 +15,13 @@ Requests (JSON or msgpack; the reply comes in the request's encoding, an empty b
   ``SPARK_ML_ANALYTICS_TRADES_KEPT`` most recent trades (the open one last, ``exitTs`` null), while
   ``tradesTotal`` counts every trade. One symbol per request keeps a reply far below NATS's max payload.
 
+**A share of the event loop.** The active instance follows the stream on the same event loop (in ``spark-ml up``
+the worker's too), and a query costs a few hundred microseconds (the figures of a symbol, or of every symbol for
+the portfolio). So that callers asking back to back cannot delay the ``analytics.pnl`` updates, queries get at
+most ``share`` of the loop's time (``SPARK_ML_ANALYTICS_QUERY_SHARE``): after a request that took ``c`` seconds,
+the next one (of either endpoint) waits until ``c * (1 - share) / share`` has passed. A lone caller does not
+notice; many callers see the queue, and the updates keep their latency (``spark-ml bench --only analytics-api``).
+
 Refusals are ``{"error": {"code", "message"}}`` with the micro error headers (``Nats-Service-Error-Code``), the
 codes of :func:`spark_ml.core.outcomes.outcome_of`: 400 ``decode`` (not JSON/msgpack), 400 ``schema`` (not a
 map, an unknown field, a symbol that is not a string of 1..64 printable characters), 413 ``payload_too_large``,
@@ -24,7 +31,9 @@ the STATS hook adds them to ``num_errors``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -79,10 +88,15 @@ class AnalyticsApi:
         get: a symbol or None -> the ``analytics.get`` body.
         export: a symbol or None -> the ``analytics.export`` body.
         version: the service version for ``$SRV.INFO``.
+        share: the largest share of the event loop's time queries may take (1: no limit).
     """
 
-    def __init__(self, nc: Client, *, get: Answer, export: Answer, version: str = "0.0.0") -> None:
+    def __init__(self, nc: Client, *, get: Answer, export: Answer, version: str = "0.0.0", share: float = 1.0) -> None:
+        if not 0 < share <= 1:
+            raise ValueError("share must be in (0, 1]")
         self._nc = nc
+        self._pause = (1.0 - share) / share
+        self._free_at = 0.0
         self._answers = {"get": get, "export": export}
         self._version = version
         self._service: Service | None = None
@@ -114,6 +128,17 @@ class AnalyticsApi:
         await self._answer("export", request)
 
     async def _answer(self, endpoint: str, request: Request) -> None:
+        wait = self._free_at - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        start = time.perf_counter()
+        try:
+            await self._reply(endpoint, request)
+        finally:
+            end = time.perf_counter()
+            self._free_at = end + (end - start) * self._pause
+
+    async def _reply(self, endpoint: str, request: Request) -> None:
         headers = request.headers
         content_type = headers.get("Content-Type") if headers else None
         encoding: Encoding = detect_encoding(request.data, content_type) if request.data.strip() else "json"
