@@ -54,7 +54,8 @@ def _add_settings_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("settings (override SPARK_ML_* environment variables)")
     for flag, field in _SETTING_FLAGS.items():
         g.add_argument(flag, dest=f"s_{field}", default=None, metavar=field.upper())
-    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-level", dest="s_log_level", default=None, help="SPARK_ML_LOG_LEVEL (default INFO)")
+    p.add_argument("--log-format", dest="s_log_format", default=None, help="SPARK_ML_LOG_FORMAT: text | json")
 
 
 def _settings(args: argparse.Namespace) -> Any:
@@ -157,7 +158,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spark_ml.worker.logs import setup_logging
 
-    setup_logging(getattr(args, "log_level", "INFO"))
     try:
         settings = _settings(args)
     except ValidationError as exc:
@@ -165,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             loc = ".".join(str(x) for x in err["loc"])
             print(f"spark-ml: invalid setting {loc}: {err['msg']}", file=sys.stderr)
         return 2
+    setup_logging(settings.log_level, settings.log_format)
     return _dispatch(args, settings)
 
 

@@ -19,7 +19,7 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["BatchHistogram", "HistogramChild"]
+__all__ = ["BatchHistogram", "HistogramChild", "ScaledHistogram"]
 
 
 class HistogramChild:
@@ -109,6 +109,16 @@ class BatchHistogram(Collector):
             child = self._children[values] = HistogramChild(self._edges)
         return child
 
+    @property
+    def bounds(self) -> list[float]:
+        """The finite upper bounds, ascending."""
+        bounds: list[float] = self._edges.tolist()
+        return bounds
+
+    def children(self) -> list[tuple[tuple[str, ...], HistogramChild]]:
+        """Every labelled series now (a copy: safe to iterate while new series are added)."""
+        return list(self._children.items())
+
     def observe_many(self, values: Sequence[float] | NDArray[np.float64]) -> None:
         self._children[()].observe_many(values)
 
@@ -124,3 +134,48 @@ class BatchHistogram(Collector):
 
     def describe(self) -> Iterator[Metric]:
         yield HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+
+
+class ScaledHistogram(Collector):
+    """Another histogram's observations in another unit: the same counts, bounds and sum times ``scale``.
+
+    ``ml_predict_latency_seconds`` is ``ml_predict_latency_ms`` divided by 1000: the base unit Prometheus asks
+    for, beside the name the customer's alerts use, at no cost on the hot path (nothing is observed twice;
+    the conversion happens at scrape time).
+
+    Args:
+        source: the histogram observed in the original unit.
+        name: metric name.
+        documentation: help text.
+        scale: factor from the source's unit to this one (``1e-3`` for milliseconds to seconds).
+        registry: where to register; None to stay unregistered.
+    """
+
+    def __init__(
+        self,
+        source: BatchHistogram,
+        name: str,
+        documentation: str,
+        *,
+        scale: float,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.source = source
+        self.name = name
+        self.documentation = documentation
+        self.scale = scale
+        # Rounded to 12 significant digits: 0.1 ms is le="0.0001", not "0.00010000000000000002".
+        self._les = [floatToGoString(float(f"{b * scale:.12g}")) for b in source.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        if registry is not None:
+            registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.source.labelnames)
+        for values, child in self.source.children():
+            family.add_metric(
+                list(values), list(zip(self._les, child.cumulative(), strict=True)), child.sum * self.scale
+            )
+        yield family
+
+    def describe(self) -> Iterator[Metric]:
+        yield HistogramMetricFamily(self.name, self.documentation, labels=self.source.labelnames)

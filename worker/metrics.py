@@ -3,17 +3,29 @@
 :class:`Metrics` is the worker's set, :class:`HttpMetrics` the HTTP gateway's (``spark-ml up`` builds
 both on one registry). The six names of DESIGN.md are kept exactly (the customer's alerts and dashboards
 use them); the rest are operator extras. Latency is in milliseconds with explicit buckets that include the
-alert thresholds (80 ms and 200 ms), so ``histogram_quantile`` is exact at those points.
+alert thresholds (80 ms and 200 ms), so ``histogram_quantile`` is exact at those points; each millisecond
+histogram has a twin in seconds (``ml_predict_latency_seconds``, ``ml_http_request_duration_seconds``), the
+base unit of Prometheus' naming guide, computed from the same observations at scrape time.
+
+Every registry also carries, once, the standard process metrics (``process_resident_memory_bytes``,
+``process_cpu_seconds_total``, open file descriptors ...), ``python_info``, the garbage collector's counts, and
+``spark_ml_build_info{version,python,nats_py,feature_kernel}`` (value 1).
 """
 
 from __future__ import annotations
 
+import platform
 import time
+import weakref
+from importlib import metadata
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 from spark_ml.core.outcomes import Outcome, Status
-from spark_ml.worker.histogram import BatchHistogram, HistogramChild
+from spark_ml.worker.histogram import BatchHistogram, HistogramChild, ScaledHistogram
 
 __all__ = ["HTTP_LATENCY_BUCKETS_MS", "LATENCY_BUCKETS_MS", "SCORE_BUCKETS", "HttpMetrics", "Metrics", "Status"]
 
@@ -28,8 +40,43 @@ HTTP_LATENCY_BUCKETS_MS = (*LATENCY_BUCKETS_MS, 2500.0, 5000.0, 10000.0)
 """The worker's millisecond buckets, extended past the default request timeout so 504s land in a bucket."""
 
 
+_EQUIPPED: weakref.WeakSet[CollectorRegistry] = weakref.WeakSet()
+"""Registries that already carry the process collectors and the build info (``spark-ml up`` builds the worker's
+and the gateway's containers on one registry: registering them twice would be refused as duplicates)."""
+
+
+def build_info() -> dict[str, str]:
+    """Labels of ``spark_ml_build_info``: versions of spark-ml, Python and nats-py, and the feature kernel."""
+    from spark_ml.core.features import KERNEL
+
+    def version(dist: str) -> str:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    return {
+        "version": version("spark-ml"),
+        "python": platform.python_version(),
+        "nats_py": version("nats-py"),
+        "feature_kernel": KERNEL,
+    }
+
+
+def _equip(registry: CollectorRegistry) -> None:
+    if registry in _EQUIPPED:
+        return
+    _EQUIPPED.add(registry)
+    if registry is not REGISTRY:  # prometheus_client's global registry has them from its import
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    Info("spark_ml_build", "spark-ml build (value 1)", registry=registry).info(build_info())
+
+
 class _Container:
-    """Collectors on one registry, rendered together in the Prometheus text format.
+    """Collectors on one registry, rendered together in the Prometheus text format, with the process
+    collectors and ``spark_ml_build_info`` (once per registry).
 
     Args:
         registry: where the collectors live; a new private registry when None.
@@ -37,6 +84,7 @@ class _Container:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        _equip(self.registry)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -61,6 +109,13 @@ class Metrics(_Container):
             "Receive-to-publish latency in milliseconds",
             buckets=LATENCY_BUCKETS_MS,
             labelnames=["model_version"],
+            registry=r,
+        )
+        self.predict_latency_seconds = ScaledHistogram(
+            self.predict_latency,
+            "ml_predict_latency_seconds",
+            "Receive-to-publish latency in seconds (ml_predict_latency_ms in the base unit)",
+            scale=1e-3,
             registry=r,
         )
         self.model_version_info = Gauge(
@@ -224,7 +279,8 @@ def _unit_label(n: int, units: int) -> str:
 
 
 class HttpMetrics(_Container):
-    """The HTTP gateway's metrics: requests by route and status code, latency by route (milliseconds).
+    """The HTTP gateway's metrics: requests by route and status code, latency by route (milliseconds, and the
+    same in seconds as ``ml_http_request_duration_seconds``).
 
     Args:
         registry: where the collectors live; a new private registry when None.
@@ -236,11 +292,18 @@ class HttpMetrics(_Container):
         self.requests = Counter(
             "ml_http_requests", "HTTP requests answered by the gateway", ["route", "code"], registry=r
         )
-        self.latency = Histogram(
+        self.latency = BatchHistogram(
             "ml_http_latency_ms",
             "HTTP request latency in milliseconds, arrival to response",
-            ["route"],
+            labelnames=["route"],
             buckets=HTTP_LATENCY_BUCKETS_MS,
+            registry=r,
+        )
+        self.latency_seconds = ScaledHistogram(
+            self.latency,
+            "ml_http_request_duration_seconds",
+            "HTTP request latency in seconds, arrival to response (ml_http_latency_ms in the base unit)",
+            scale=1e-3,
             registry=r,
         )
 

@@ -138,6 +138,17 @@ class Settings(BaseSettings):
         parse_weights(value)
         return value
 
+    # --- logs (worker/logs.py) ---
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """Level of spark-ml's own loggers (case-insensitive)."""
+    log_format: Literal["text", "json"] = "text"
+    """``text``: one readable line per event; ``json``: one JSON object per line (ts, level, logger, message)."""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("nats_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
