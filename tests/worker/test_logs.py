@@ -12,7 +12,6 @@ import pytest
 from nats.aio.client import Client
 
 from spark_ml.core import subjects
-
 from spark_ml.worker.logs import JsonFormatter, default_log_config, setup_logging
 from spark_ml.worker.settings import Settings
 from tests.support.processes import WorkerProcess, worker_env
