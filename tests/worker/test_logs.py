@@ -12,7 +12,7 @@ import pytest
 from nats.aio.client import Client
 
 from spark_ml.core import subjects
-from spark_ml.worker.logs import JsonFormatter, default_log_config, setup_logging
+from spark_ml.worker.logs import JsonFormatter, default_log_config
 from spark_ml.worker.settings import Settings
 from tests.support.processes import WorkerProcess, worker_env
 
@@ -53,8 +53,9 @@ def test_log_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch)
         Settings()
     with pytest.raises(ValueError, match="xml"):
         default_log_config("INFO", "xml")
-    setup_logging("WARNING", "text")  # leave the test process as pytest expects it: no exception, text lines
-    assert logging.getLogger("spark_ml").level == logging.WARNING
+    # (the config is only built here: applying it would change the loggers of the tests that run after this one)
+    assert default_log_config("DEBUG", "json")["handlers"]["stderr"]["formatter"] == "json"
+    assert default_log_config("DEBUG", "json")["loggers"]["spark_ml"]["level"] == "DEBUG"
 
 
 async def test_a_worker_logs_json_lines_at_the_level_of_the_environment(
