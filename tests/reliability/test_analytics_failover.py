@@ -14,6 +14,8 @@ import json
 import os
 import re
 import signal
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,14 @@ import pytest
 from nats.aio.client import Client
 
 from spark_ml.core import subjects
+from spark_ml.core.partition import DEFAULT_PARTITIONS, server_mappings
 from spark_ml.worker.natsserver import NatsServer
 from spark_ml.worker.services.analytics import AnalyticsService
 from tests.support.connections import connected
 from tests.support.lifecycle import until
-from tests.support.processes import SparkMl
-from tests.worker.test_analytics_api import feed
+from tests.support.ports import free_port
+from tests.support.processes import SparkMl, service_env
+from tests.worker.test_analytics_api import T0, H, feed, snap
 
 SYMBOLS = ["EURUSD", "GBPUSD", "BRK.B"]
 TTL_S = 1.5
@@ -163,3 +167,57 @@ async def test_two_processes_answer_as_one_through_a_kill_and_a_hand_over(
     await feed(nc, SYMBOLS, 100, seed=4, start=400)
     await served_updates(nc, 500)
     assert await answers(nc) == expected(reference)
+
+
+async def test_two_spark_ml_up_processes_run_one_active_analytics_and_both_gateways_answer(tmp_path: Path) -> None:
+    # Given two `spark-ml up` processes on one server with the partition mapping (workers splitting the
+    # partitions, analytics in both)
+    with NatsServer(store_dir=tmp_path / "nats", mappings=server_mappings(DEFAULT_PARTITIONS)) as server:
+        async with connected(server.url, allow_reconnect=False) as nc:
+            await _two_ups(server, nc, tmp_path)
+
+
+async def _two_ups(server: NatsServer, nc: Client, tmp_path: Path) -> None:
+    procs = []
+    ports = []
+    for name in ("up-a", "up-b"):
+        ports.append(free_port())
+        env = service_env(tmp_path / name, {"SPARK_ML_NATS_URL": server.url, "SPARK_ML_HTTP_PORT": str(ports[-1])})
+        env["SPARK_ML_MEMBER_TTL_S"] = str(TTL_S)
+        procs.append(SparkMl(["up"], env, tmp_path / f"{name}.log"))
+    try:
+        for proc in procs:
+            assert proc.wait_for_output(("Ctrl-C to stop",), 60), proc.output()[-2000:]
+        # When snapshots flow through the workers (real predictions from them)
+        for k in range(50):
+            for sym in SYMBOLS:
+                await nc.publish(subjects.snapshot_for(sym), snap(sym, 100.0 + k % 7, T0 + k * H))
+        await nc.flush()
+        await until(lambda: sum(active(p) for p in procs) == 1, 20, "one analytics instance active")
+        # Then exactly one analytics instance is active, and the gateway of either process answers the same
+        loop = asyncio.get_running_loop()
+        bodies = []
+        for port in ports:
+            status, body = await loop.run_in_executor(None, _get, f"http://127.0.0.1:{port}/ml/analytics/EURUSD")
+            assert status == 200, body
+            bodies.append(body)
+        assert bodies[0]["updates"] == bodies[1]["updates"] == 50 and bodies[0]["symbol"] == "EURUSD"
+        # And when the process with the active instance is stopped, the other's takes over and answers on
+        first = next(p for p in procs if active(p))
+        other = next(p for p in procs if p is not first)
+        assert first.stop(20) == 0
+        await until(lambda: active(other), 20, "the other process's analytics active")
+        port = ports[procs.index(other)]
+        status, body = await loop.run_in_executor(None, _get, f"http://127.0.0.1:{port}/ml/analytics/EURUSD")
+        assert status == 200 and body["updates"] == 50, body
+    finally:
+        for proc in procs:
+            proc.stop(20)
+
+
+def _get(url: str) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
