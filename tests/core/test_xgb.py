@@ -6,6 +6,8 @@ The generic contract (round trip, determinism, refusals) is checked with every k
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -116,3 +118,19 @@ def test_forest_scores_a_hand_made_tree() -> None:
 def test_malformed_trees_refused(tree: Tree, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         Forest([tree], n_features=2, base_margin=0.0)
+
+
+def test_serving_needs_no_xgboost(model: XgbModel, data, tmp_path) -> None:
+    # Given the artifact, read back in a process where `import xgboost` fails (the runtime install has none)
+    (tmp_path / "model.json").write_bytes(model.to_bytes())
+    np.save(tmp_path / "x.npy", data[0][3000:3100])
+    script = (
+        "import sys; sys.modules['xgboost'] = None\n"
+        "import numpy as np\n"
+        "from spark_ml.core.models import model_from_bytes\n"
+        f"m = model_from_bytes('xgb', open({str(tmp_path / 'model.json')!r}, 'rb').read())\n"
+        f"np.save({str(tmp_path / 'p.npy')!r}, m.predict_proba(np.load({str(tmp_path / 'x.npy')!r})))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    # Then it scores exactly as here
+    assert np.array_equal(np.load(tmp_path / "p.npy"), model.predict_proba(data[0][3000:3100]))
