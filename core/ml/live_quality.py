@@ -288,6 +288,8 @@ class LiveQuality:
         self.windows: dict[str, Window] = {}
         self._backlog: deque[_Batch] = deque()
         self._backlog_len = 0
+        self._later: dict[str, int] | None = None
+        """Per symbol, its snapshots in the batches waiting behind the one being joined (see :meth:`_count`)."""
 
     def set_versions(self, active: str, shadow: str | None) -> list[str]:
         """The versions now served; returns the versions whose windows were dropped (neither any more).
@@ -314,10 +316,14 @@ class LiveQuality:
         window = self.windows.get(version)
         if window is None:  # a batch of a version no longer served (a swap raced it): its own window
             window = Window(self.window_size)
+        shadow = self.windows.get(self.shadow) if self.shadow is not None else None
+        if shadow is None and not self._backlog:  # nothing to wait for: joined at once (most batches)
+            self._later = None
+            self.join.feed(snaps, scores, window, count_of=self._count if self.count_of is not None else None)
+            return
         batch = _Batch(key, snaps, scores, window)
-        if self.shadow is not None:
-            batch.shadow = self.windows.get(self.shadow)
-            batch.waiting = batch.shadow is not None
+        batch.shadow = shadow
+        batch.waiting = shadow is not None
         self._backlog.append(batch)
         self._backlog_len += len(snaps)
         self.settle()
@@ -339,28 +345,22 @@ class LiveQuality:
         while backlog and (force or not backlog[0].waiting or self._backlog_len > self.backlog_rows):
             b = backlog.popleft()
             self._backlog_len -= len(b.snaps)
-            labelled += self.join.feed(
-                b.snaps, b.scores, b.window, b.shadow_scores, b.shadow, count_of=self._count_at()
-            )
+            self._later = None
+            count_of = self._count if self.count_of is not None else None
+            labelled += self.join.feed(b.snaps, b.scores, b.window, b.shadow_scores, b.shadow, count_of=count_of)
         return labelled
 
-    def _count_at(self) -> Callable[[str], int] | None:
-        """``count_of`` as of the batch being joined: the batches still waiting have advanced the states since."""
-        count_of = self.count_of
-        if count_of is None:
-            return None
-        later: dict[str, int] | None = None
-
-        def count(symbol: str) -> int:
-            nonlocal later
-            if later is None:
-                later = {}
-                for batch in self._backlog:
-                    for snap in batch.snaps:
-                        later[snap.symbol] = later.get(snap.symbol, 0) + 1
-            return count_of(symbol) - later.get(symbol, 0)
-
-        return count
+    def _count(self, symbol: str) -> int:
+        """``count_of`` as of the batch being joined: the batches still waiting have advanced the states since
+        (they are counted once per joined batch, and only when a symbol new to the join asks)."""
+        assert self.count_of is not None
+        later = self._later
+        if later is None:
+            later = self._later = {}
+            for batch in self._backlog:
+                for snap in batch.snaps:
+                    later[snap.symbol] = later.get(snap.symbol, 0) + 1
+        return self.count_of(symbol) - later.get(symbol, 0)
 
     @property
     def waiting_rows(self) -> int:
