@@ -17,6 +17,7 @@ __all__ = [
     "AnalyticsQuery",
     "ErrorBody",
     "ErrorReply",
+    "GatewayHealth",
     "LiveWindow",
     "MarketSnapshot",
     "ModelInfo",
@@ -111,7 +112,7 @@ class PredictRequest(_Wire):
     """Request body of ``ml.predict`` and ``POST /ml/predict``."""
 
     snapshot: MarketSnapshot
-    model: str | None = None
+    model: Annotated[str, Field(min_length=1)] | None = None
     """Ask a specific registry version instead of the active one."""
 
 
@@ -160,6 +161,16 @@ class VersionQuality(_Wire):
     """Rows a window needs before its figures are exported as metrics."""
     window: LiveWindow | None = None
     """The window itself, when the request asked for it."""
+
+
+class GatewayHealth(_Wire):
+    """Body of the HTTP gateway's ``GET /ml/health`` (200 when both are true, else 503)."""
+
+    status: Literal["ok", "unavailable"]
+    nats: bool
+    """The gateway is connected to NATS."""
+    worker: bool
+    """A worker answered the micro service's PING."""
 
 
 class AnalyticsQuery(_Wire):

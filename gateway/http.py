@@ -5,7 +5,10 @@ analytics ``GET /ml/analytics`` (the portfolio) and ``GET /ml/analytics/{symbol}
 the path), which ask ``analytics.get`` (:mod:`spark_ml.worker.services.analytics_api`) with ``{"symbol": ...}`` or
 ``{}`` and answer its JSON body: 200, 404 ``unknown_symbol``, 400 ``schema`` (a symbol that is not 1..64 printable
 characters), 503 when no analytics instance is active (a take-over in progress), 504 on no reply, behind the same
-API key and rate limit as ``/ml/predict``.
+API key and rate limit as ``/ml/predict``. ``GET /openapi.json`` is the OpenAPI 3.1 document of these routes
+(:func:`spark_ml.core.specs.openapi.openapi_document`, for this gateway's settings), served like the health check,
+without the API key or the rate limit.
+
 The bridge never parses a prediction request: it checks who is asking (API key, rate limit) and how
 much (size), forwards the bytes over NATS request-reply with a timeout, and maps the outcome:
 
@@ -49,6 +52,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from aiohttp import web
@@ -63,6 +67,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from spark_ml.core.codec import decode
 from spark_ml.core.contracts import ErrorReply
 from spark_ml.core.partition import partition_of, predict_part
+from spark_ml.core.specs.openapi import SPEC_ROUTE, openapi_document
 from spark_ml.core.subjects import ANALYTICS_GET, PREDICT, SERVICE_NAME
 from spark_ml.gateway.ratelimit import ClientRateLimiter
 from spark_ml.worker.connect import connect_options, safe_url
@@ -77,8 +82,8 @@ log = logging.getLogger(__name__)
 
 _R_PREDICT, _R_HEALTH, _R_INFO, _R_METRICS = "/ml/predict", "/ml/health", "/ml/model/info", "/ml/metrics"
 _R_ANALYTICS, _R_ANALYTICS_SYMBOL = "/ml/analytics", "/ml/analytics/{symbol}"
-_OPEN = frozenset({_R_HEALTH})
-"""Routes served without the API key: a liveness probe reveals nothing and carries no secret."""
+_OPEN = frozenset({_R_HEALTH, SPEC_ROUTE})
+"""Routes served without the API key: a liveness probe and the API's description reveal nothing and carry no secret."""
 _LIMITED = frozenset({_R_PREDICT, _R_INFO, _R_ANALYTICS, _R_ANALYTICS_SYMBOL})
 """Routes that cost a worker a request, hence rate limited."""
 _HEALTH_TIMEOUT_S = 1.0
@@ -135,6 +140,13 @@ def _symbol_of(body: bytes, content_type: str | None, max_bytes: int) -> str | N
     return symbol if type(symbol) is str and symbol else None
 
 
+def _package_version() -> str:
+    try:
+        return version("spark-ml")
+    except PackageNotFoundError:  # a source tree that was never installed
+        return "0.0.0"
+
+
 def _reply_status(code: str) -> int:
     """HTTP status for a worker's ``Nats-Service-Error-Code`` (502 for anything that is not an HTTP error)."""
     try:
@@ -164,6 +176,13 @@ class HttpGateway(Lifecycle):
         self._metrics = HttpMetrics(registry)
         self._key = settings.api_key.get_secret_value().encode() if settings.api_key is not None else None
         self._runner: web.AppRunner | None = None
+        self._openapi = openapi_document(
+            version=_package_version(),
+            api_key=self._key is not None,
+            max_payload=settings.max_payload,
+            rate_limit=settings.rate_limit,
+            request_timeout_s=settings.request_timeout_s,
+        )
         self.port: int = settings.http_port
         """The bound port (the ephemeral one when ``http_port`` is 0), known after :meth:`start`."""
 
@@ -179,6 +198,7 @@ class HttpGateway(Lifecycle):
         app.router.add_get(_R_METRICS, self._render_metrics)
         app.router.add_get(_R_ANALYTICS, self._analytics)
         app.router.add_get(_R_ANALYTICS_SYMBOL, self._analytics)
+        app.router.add_get(SPEC_ROUTE, self._spec)
         return app
 
     async def start(self) -> None:
@@ -296,6 +316,9 @@ class HttpGateway(Lifecycle):
                 worker = False
         body = {"status": "ok" if connected and worker else "unavailable", "nats": connected, "worker": worker}
         return web.json_response(body, status=200 if connected and worker else 503)
+
+    async def _spec(self, request: web.Request) -> web.Response:
+        return web.json_response(self._openapi)
 
     async def _render_metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=self._metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

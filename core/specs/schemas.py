@@ -15,6 +15,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from spark_ml.core.contracts import (
     AnalyticsQuery,
     ErrorReply,
+    GatewayHealth,
     MarketSnapshot,
     ModelInfo,
     ModelQuality,
@@ -35,6 +36,7 @@ CONTRACTS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (PnlUpdate, "serialization"),
     (ModelQualityRequest, "validation"),
     (AnalyticsQuery, "validation"),
+    (GatewayHealth, "serialization"),
     (ModelQuality, "serialization"),
 )
 """Every contract that crosses the wire, with the side that reads it."""
