@@ -3,7 +3,8 @@
 Every request gets exactly one reply: a Prediction, or ``{"error": {"code", "message"}}`` with the micro
 error headers ``Nats-Service-Error`` / ``Nats-Service-Error-Code`` (400 bad input, 413 oversized, 500 model
 failure, 503 ``unavailable``: no owner of the symbol's partition now). The service also answers
-``$SRV.PING|INFO|STATS`` through ``nats.micro``.
+``$SRV.PING|INFO|STATS`` through ``nats.micro``; in ``$SRV.INFO`` each endpoint's metadata carries its request, reply
+and error schemas (:func:`spark_ml.core.specs.micro.endpoint_metadata`).
 
 Why the handler replies to errors itself: in nats-py 2.16 an endpoint counts an error only when its
 handler raises, and for a raised ``ServiceError`` it replies ``respond_error(code, description)`` with an
@@ -51,12 +52,13 @@ from nats.micro.service import EndpointStats, Service, ServiceConfig
 
 from spark_ml.core import subjects
 from spark_ml.core.codec import DEFAULT_MAX_PAYLOAD, Encoding, SnapshotParser, detect_encoding, encode
-from spark_ml.core.contracts import ErrorReply
+from spark_ml.core.contracts import ErrorReply, ModelInfo, Prediction, PredictRequest
 from spark_ml.core.engine import Engine
 from spark_ml.core.errors import InvalidInput, SparkMlError
 from spark_ml.core.models.base import Model
 from spark_ml.core.outcomes import Outcome, internal_failure, outcome_of, unavailable
 from spark_ml.core.partition import DEFAULT_PARTITIONS, partition_of, predict_part
+from spark_ml.core.specs.micro import endpoint_metadata
 from spark_ml.core.subjects import PREDICT, QUEUE_GROUP, SERVICE_NAME
 from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.metrics import Metrics, Status
@@ -221,8 +223,10 @@ class PredictService:
             stats_handler=self._stats,
         )
         service = self._service = await add_service(nc, config)
-        await service.add_endpoint(name="predict", subject=PREDICT, handler=self._on_predict)
-        await service.add_endpoint(name="model-info", subject=MODEL_INFO, handler=self._on_model_info)
+        meta = endpoint_metadata(PredictRequest, Prediction)
+        await service.add_endpoint(name="predict", subject=PREDICT, handler=self._on_predict, metadata=meta)
+        meta = endpoint_metadata(None, ModelInfo, content_types="application/json")
+        await service.add_endpoint(name="model-info", subject=MODEL_INFO, handler=self._on_model_info, metadata=meta)
         self._unlisten = self._owned.listen(lambda _owned: self._owned_changed.set())
         await self._follow_owned()
         self._follower = asyncio.create_task(self._follow_loop(), name="spark-ml-predict-parts")
