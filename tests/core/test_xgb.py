@@ -50,6 +50,19 @@ def test_scores_agree_with_xgboost(model: XgbModel, data) -> None:
     assert ours.std() > 0.01
 
 
+def test_values_on_a_split_threshold_go_where_xgboost_sends_them(model: XgbModel, data) -> None:
+    # Given rows whose features sit exactly on split thresholds (and float64 values that round onto them)
+    trees = json.loads(model.to_bytes())["learner"]["gradient_booster"]["model"]["trees"]
+    splits = [(f, c) for t in trees for f, c, left in zip(t["split_indices"], t["split_conditions"],
+              t["left_children"], strict=True) if left >= 0]  # fmt: skip
+    rng = np.random.default_rng(3)
+    x = data[0][rng.integers(0, 3000, size=len(splits))].copy()
+    for row, (feature, threshold) in enumerate(splits):
+        x[row, feature] = float(np.float32(threshold)) * (1 + (row % 3 - 1) * 1e-9)
+    # Then the forest agrees with XGBoost on each of them
+    assert np.abs(model.predict_proba(x) - _booster(model).inplace_predict(x)).max() < 1e-6
+
+
 def test_importance_is_xgboost_total_gain(model: XgbModel) -> None:
     theirs = _booster(model).get_score(importance_type="total_gain")
     ours = model.importance()
