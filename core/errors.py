@@ -11,6 +11,7 @@ Grouped by who handles them::
      ├── Unavailable             no worker can answer now (no owner, no responder): 503, retry shortly
      │    └── RequestTimeout     no reply in time: 504 (also a TimeoutError)
      ├── MissingExtra            an optional dependency is not installed: the message names the extra to install
+     ├── SecretFileError         a SPARK_ML_*_FILE names a file that cannot be read: the process exits 1 with the reason
      ├── UnknownSymbol           a query named a symbol nobody has data for: 404
      └── TransportError          NATS refused or lost something; the worker runtime handles it, no reply carries it
           ├── NatsRefused        credentials or certificate refused: the process exits with the reason
@@ -37,6 +38,7 @@ __all__ = [
     "PayloadTooLarge",
     "RegistryError",
     "RequestTimeout",
+    "SecretFileError",
     "SparkMlError",
     "TransportError",
     "Unavailable",
@@ -146,6 +148,15 @@ class UnknownSymbol(SparkMlError):
 
     status = 404
     code = "unknown_symbol"
+
+
+class SecretFileError(SparkMlError, OSError):
+    """A secret's ``SPARK_ML_<NAME>_FILE`` cannot be used: unreadable, empty, or set beside ``SPARK_ML_<NAME>``.
+
+    A configuration fault, not bad input: the command exits 1 with this message (never the file's content).
+    """
+
+    code = "secret_file"
 
 
 class TransportError(SparkMlError):

@@ -35,47 +35,63 @@ _SCRIPTS = {
     "asyncapi": ("spark_ml.scripts.asyncapi", "print the AsyncAPI 3.0 document of every NATS subject (or --output it)"),
 }
 
-# flag -> Settings field
-_SETTING_FLAGS: dict[str, str] = {
-    "--nats-url": "nats_url",
-    "--metrics-port": "metrics_port",
-    "--http-port": "http_port",
-    "--bind-host": "bind_host",
-    "--mode": "mode",
-    "--registry": "registry",
-    "--pool-size": "pool_size",
-    "--batch-max": "batch_max",
-    "--batch-wait-ms": "batch_wait_ms",
-    "--queue-max": "queue_max",
-}
 
+def _add_settings_flags(p: argparse.ArgumentParser, command: str) -> None:
+    from spark_ml.worker.settings_flags import add_settings_flags
 
-def _add_settings_flags(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("settings (override SPARK_ML_* environment variables)")
-    for flag, field in _SETTING_FLAGS.items():
-        g.add_argument(flag, dest=f"s_{field}", default=None, metavar=field.upper())
-    p.add_argument("--log-level", dest="s_log_level", default=None, help="SPARK_ML_LOG_LEVEL (default INFO)")
-    p.add_argument("--log-format", dest="s_log_format", default=None, help="SPARK_ML_LOG_FORMAT: text | json")
+    add_settings_flags(p, command)
 
 
 def _settings(args: argparse.Namespace) -> Any:
     from spark_ml.worker.settings import Settings
+    from spark_ml.worker.settings_flags import overrides
 
-    overrides = {k[2:]: v for k, v in vars(args).items() if k.startswith("s_") and v is not None}
-    return Settings(**overrides)
+    return Settings(**overrides(args))
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("spark-ml")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _environment_epilog() -> str:
+    """Every SPARK_ML_* variable, for the top-level help (each command's help details those it reads)."""
+    import textwrap
+
+    from spark_ml.worker.settings import Settings
+    from spark_ml.worker.settings_flags import env_var
+
+    names = ", ".join(env_var(name) for name in Settings.model_fields)
+    body = textwrap.fill(names, width=100, initial_indent="  ", subsequent_indent="  ")
+    return (
+        "Settings come from SPARK_ML_* environment variables, read once at start; a command's flags override\n"
+        "them ('spark-ml COMMAND --help' lists the ones it reads, with defaults). Secrets may come from files:\n"
+        "SPARK_ML_API_KEY_FILE, SPARK_ML_NATS_PASSWORD_FILE, SPARK_ML_NATS_TOKEN_FILE, SPARK_ML_NATS_CREDS_FILE.\n"
+        f"Environment variables:\n{body}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="spark-ml", description="Real-time ML predictions for market data over NATS")
+    parser = argparse.ArgumentParser(
+        prog="spark-ml",
+        description="Real-time ML predictions for market data over NATS",
+        epilog=_environment_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"spark-ml {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("up", help="run everything: embedded NATS when none answers, worker, gateway, analytics")
-    _add_settings_flags(p)
+    _add_settings_flags(p, "up")
     p.add_argument("--no-gateway", action="store_true", help="do not serve the HTTP gateway")
     p.add_argument("--no-analytics", action="store_true", help="do not run the live analytics consumer")
 
     p = sub.add_parser("worker", help="run a stream worker (and the ml.predict service) against an existing NATS")
-    _add_settings_flags(p)
+    _add_settings_flags(p, "worker")
     p.add_argument(
         "--procs",
         type=int,
@@ -85,13 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check", action="store_true", help="exit 0 when the local worker's /readyz answers 200, else 1")
 
     p = sub.add_parser("gateway", help="run the HTTP gateway in front of ml.predict")
-    _add_settings_flags(p)
+    _add_settings_flags(p, "gateway")
 
     p = sub.add_parser("analytics", help="run the live PnL analytics consumer")
-    _add_settings_flags(p)
+    _add_settings_flags(p, "analytics")
 
     p = sub.add_parser("replay", help="publish snapshots from real or synthetic market data")
-    _add_settings_flags(p)
+    _add_settings_flags(p, "replay")
     p.add_argument(
         "--data",
         default="synthetic",
@@ -104,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-symbol-subject", action="store_true", help="publish on market.snapshot.<SYMBOL>")
 
     p = sub.add_parser("tail", help="print predictions (or any subject) as they arrive")
-    _add_settings_flags(p)
-    p.add_argument("--subject", default="ml.prediction")
+    _add_settings_flags(p, "tail")
+    p.add_argument("--subject", default="ml.prediction", help="subject or wildcard to follow (default ml.prediction)")
     p.add_argument("--count", type=int, default=0, help="exit after this many messages (0 = forever)")
 
     for name, (_, help_text) in _SCRIPTS.items():
@@ -156,10 +172,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in _SCRIPTS:
         return _script(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
+    from spark_ml.core.errors import SecretFileError
     from spark_ml.worker.logs import setup_logging
 
     try:
         settings = _settings(args)
+    except SecretFileError as exc:
+        print(f"spark-ml: {exc}", file=sys.stderr)
+        return 1
     except ValidationError as exc:
         for err in exc.errors():
             loc = ".".join(str(x) for x in err["loc"])

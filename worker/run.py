@@ -97,6 +97,10 @@ def check(settings: Settings) -> int:
 def _env_for(settings: Settings, **overrides: Any) -> dict[str, str]:
     env = dict(os.environ)
     for name, value in settings.model_dump().items():
+        if name.endswith("_file"):
+            # The secret it named is passed read (below), and a child refuses both spellings at once.
+            env.pop(f"SPARK_ML_{name.upper()}", None)
+            continue
         if value is None:
             continue
         secret = getattr(value, "get_secret_value", None)

@@ -6,39 +6,56 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from spark_ml.core.errors import SecretFileError
 from spark_ml.core.partition import DEFAULT_PARTITIONS
 
 __all__ = ["Settings"]
+
+_SECRET_FILES = ("api_key", "nats_password", "nats_token", "nats_creds")
+"""Settings that may come from a file named by ``SPARK_ML_<NAME>_FILE``."""
 
 
 class Settings(BaseSettings):
     """Every knob of spark-ml. Flags given on the command line override the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="SPARK_ML_", extra="ignore", frozen=True, validate_default=True)
+    model_config = SettingsConfigDict(
+        env_prefix="SPARK_ML_", extra="ignore", frozen=True, validate_default=True, use_attribute_docstrings=True
+    )
 
     nats_url: str = "nats://127.0.0.1:4222"
     """NATS server(s), comma-separated."""
     nats_user: str | None = None
+    """NATS user name (with ``nats_password``)."""
     nats_password: SecretStr | None = None
+    """NATS password (environment or ``SPARK_ML_NATS_PASSWORD_FILE`` only: never a flag)."""
     nats_token: SecretStr | None = None
+    """NATS authentication token (environment or ``SPARK_ML_NATS_TOKEN_FILE`` only: never a flag)."""
     nats_creds: Path | None = None
     """A NATS credentials file (JWT + NKey seed)."""
     nats_nkey_seed: Path | None = None
     """A file holding an NKey seed."""
     nats_tls_ca: Path | None = None
+    """CA certificate file that the NATS server's certificate must chain to (enables TLS)."""
     nats_tls_cert: Path | None = None
+    """Client certificate file for mutual TLS (with ``nats_tls_key``)."""
     nats_tls_key: Path | None = None
+    """Private key file of the client certificate."""
 
     bind_host: str = "127.0.0.1"
     """Interface the metrics sidecar and HTTP gateway listen on (0.0.0.0 in containers)."""
     metrics_port: int = Field(9464, ge=0, le=65535)
+    """Port of the metrics sidecar (``/metrics``, ``/healthz``, ``/readyz``); 0: any free port."""
     http_port: int = Field(4010, ge=0, le=65535)
+    """Port of the HTTP gateway; 0: any free port."""
 
     mode: Literal["core", "jetstream"] = "core"
+    """Intake: ``core`` (partition subscriptions, at-most-once) or ``jetstream`` (a durable pull consumer per
+    partition, at-least-once)."""
     ack_wait_s: float = Field(30.0, gt=0)
+    """JetStream: seconds before an unacknowledged message is redelivered."""
     max_deliver: int = Field(5, ge=1)
     """JetStream deliveries before a message is dead-lettered."""
     js_backoff_s: Annotated[tuple[float, ...], NoDecode] = ()
@@ -54,6 +71,7 @@ class Settings(BaseSettings):
     """JetStream: how long a batch of predictions waits for its PubAcks before its inputs are nak'ed."""
 
     registry: Path = Path(".spark-ml/registry")
+    """Model registry directory."""
     registry_poll_s: float = Field(1.0, gt=0)
     """How often a running worker looks for a newly promoted or rolled-back version."""
     api_key: SecretStr | None = None
@@ -73,6 +91,7 @@ class Settings(BaseSettings):
     smaller (at 10k/s, 4 shards cost 69 us of CPU per message against 52 for one, and p99 39 ms against
     4 ms). More worker processes are what add CPU."""
     batch_max: int = Field(256, ge=1, le=65536)
+    """Largest micro-batch."""
     batch_wait_ms: float = Field(0.0, ge=0, le=1000)
     """Extra time a shard waits to fill a batch; 0 means: take what is queued, never wait."""
     queue_max: int = Field(16_384, ge=1)
@@ -83,8 +102,11 @@ class Settings(BaseSettings):
     (slow consumer). JetStream mode waits the same way, with at most ``js_in_flight`` messages requested or
     un-acked. Only what arrives once shutdown has closed the pool is dropped (and counted)."""
     max_payload: int = Field(64 * 1024, ge=256)
+    """Largest accepted payload in bytes (stream, ``ml.predict`` and HTTP bodies)."""
     max_symbols: int = Field(10_000, ge=1)
+    """Symbols with feature state per process (the least recently seen is evicted)."""
     signal_margin: float = Field(0.05, ge=0, lt=0.5)
+    """Score margin around 0.5 for buy and sell signals."""
     drain_timeout_s: float = Field(10.0, gt=0)
     """Bound on finishing in-flight work at shutdown."""
 
@@ -143,6 +165,44 @@ class Settings(BaseSettings):
     """Level of spark-ml's own loggers (case-insensitive)."""
     log_format: Literal["text", "json"] = "text"
     """``text``: one readable line per event; ``json``: one JSON object per line (ts, level, logger, message)."""
+
+    # --- secrets from files (Docker and Kubernetes secrets are mounted as files) ---
+    api_key_file: Path | None = None
+    """File holding the HTTP API key (instead of ``SPARK_ML_API_KEY``); a final newline is ignored."""
+    nats_password_file: Path | None = None
+    """File holding the NATS password (instead of ``SPARK_ML_NATS_PASSWORD``)."""
+    nats_token_file: Path | None = None
+    """File holding the NATS token (instead of ``SPARK_ML_NATS_TOKEN``)."""
+    nats_creds_file: Path | None = None
+    """NATS credentials file (JWT + NKey seed), the ``_FILE`` spelling of ``SPARK_ML_NATS_CREDS``."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_secret_files(cls, data: object) -> object:
+        """``<name>_file`` -> ``<name>``: read once at start; SecretFileError (exit 1) when it cannot be used."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name in _SECRET_FILES:
+            path = out.get(f"{name}_file")
+            if path in (None, ""):
+                continue
+            env = f"SPARK_ML_{name.upper()}"
+            if out.get(name) not in (None, ""):
+                raise SecretFileError(f"{env} and {env}_FILE are both set: set one of them")
+            try:
+                text = Path(path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+                raise SecretFileError(f"{env}_FILE={path}: cannot read it: {reason}") from None
+            if name == "nats_creds":
+                out[name] = path  # a credentials file is used as a file: read here only to fail early
+                continue
+            value = text.removesuffix("\n").removesuffix("\r")
+            if not value:
+                raise SecretFileError(f"{env}_FILE={path}: the file is empty")
+            out[name] = value
+        return out
 
     @field_validator("log_level", mode="before")
     @classmethod
