@@ -16,7 +16,7 @@ from typing import Any
 import msgpack
 from pydantic import ValidationError
 
-from spark_ml.core.codec import Encoding, detect_encoding, encode
+from spark_ml.core.codec import Encoding, detect_encoding, encode, snapshot_from_mapping
 from spark_ml.core.contracts import ErrorReply, MarketSnapshot, Prediction
 from spark_ml.core.errors import InvalidInput, SparkMlError
 from spark_ml.core.outcomes import error_of
@@ -79,22 +79,19 @@ def decode(raw: bytes, headers: Mapping[str, str] | None) -> Any:
 def snapshot_wire(snapshot: SnapshotLike) -> dict[str, Any]:
     """A snapshot as wire data (camelCase names), checked against the contract.
 
-    A mapping is validated as :class:`MarketSnapshot` (strict: numbers must be numbers) and sent with the fields
-    it holds; a refusal is :class:`InvalidInput` with code ``schema``, as a worker would dead-letter it.
+    A :class:`MarketSnapshot` is dumped with its wire names. A mapping must already use them (``spreadBp``, not
+    ``spread_bp``: other keys travel but the workers ignore them); it is checked by the workers' own rules
+    (:func:`spark_ml.core.codec.snapshot_from_mapping`) and sent as it is. A refusal is the :class:`InvalidInput`
+    (code ``schema``, the same message) a worker would dead-letter the snapshot with.
     """
     if isinstance(snapshot, MarketSnapshot):
         return snapshot.model_dump(by_alias=True, exclude_none=True)
     if not isinstance(snapshot, Mapping):
-        raise InvalidInput(
-            f"snapshot: must be a MarketSnapshot or a mapping, not {type(snapshot).__name__}", code="schema"
-        )
-    try:
-        valid = MarketSnapshot.model_validate(dict(snapshot))
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "snapshot"
-        raise InvalidInput(f"{where}: {first['msg']}", code="schema") from exc
-    return valid.model_dump(by_alias=True, exclude_none=True)
+        kind = type(snapshot).__name__
+        raise InvalidInput(f"snapshot: must be a MarketSnapshot or a mapping, not {kind}", code="schema")
+    wire = dict(snapshot)
+    snapshot_from_mapping(wire)
+    return wire
 
 
 def prediction_from(raw: bytes, headers: Mapping[str, str] | None) -> Prediction:

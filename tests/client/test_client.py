@@ -136,6 +136,9 @@ async def test_predict_refusals_raise_the_workers_errors(nats_url, worker_factor
                 await ml.publish(bad)
         with pytest.raises(InvalidInput):
             await ml.publish_many([{**SEED, "symbol": sym}, {"ts": T0}])
+        with pytest.raises(InvalidInput) as not_a_map:
+            await ml.publish([T0, 1.0])  # type: ignore[arg-type]
+        assert not_a_map.value.code == "schema"
 
 
 async def test_model_info(nats_url, worker_factory):

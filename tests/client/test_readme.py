@@ -51,5 +51,5 @@ async def test_the_errors_example(nats_url, worker_factory) -> None:
     out = await run_example(client_examples()[1], nats_url)
     assert out.splitlines() == [
         "refused: 400 unknown_model",
-        "refused: schema mid: Input should be greater than 0",
+        "refused: schema mid: must be finite and > 0",
     ]
