@@ -21,7 +21,12 @@ REFUSED = (SparkMlError, ValueError, OSError)
 
 def add_registry(p: argparse.ArgumentParser, *, out: str | None = None, json_help: str | None = None) -> None:
     """``--registry``; ``--out`` with the help ``out`` and ``--json`` with the help ``json_help`` when given."""
-    p.add_argument("--registry", type=Path, default=None, help="registry directory (default: SPARK_ML_REGISTRY)")
+    p.add_argument(
+        "--registry",
+        type=Path,
+        default=None,
+        help="registry directory [env SPARK_ML_REGISTRY; default .spark-ml/registry]",
+    )
     if out is not None:
         p.add_argument("--out", type=Path, default=None, help=out)
     if json_help is not None:
