@@ -8,7 +8,9 @@ content type, headers, schema), with no server error. Not checked: ``positive_da
 request must be accepted), because the worker refuses some schema-valid requests for reasons no schema states: a
 ``model`` that is not a registry version (``unknown_model``), a symbol that is not printable, prices whose
 indicators overflow. Those refusals are 400s that the document lists. The rate limit is raised so that the
-generated traffic is judged on its content, not cut off with 429s (which the document lists too).
+generated traffic is judged on its content, not cut off with 429s (which the document lists too). schemathesis
+counts every 5xx as a server error, the documented 503 and 504 included: the run starts once a worker and the
+analytics instance answer, with a request timeout no loaded machine reaches.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -40,18 +43,27 @@ ROOT = Path(__file__).resolve().parents[2]
 API_KEY = "openapi-live-key-3b9e"
 
 
-def _wait_healthy(base: str, proc: SparkMl, timeout: float = 60.0) -> None:
+def _status(url: str, headers: dict[str, str]) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
+
+
+def _wait_ready(base: str, proc: SparkMl, key: str | None, timeout: float = 60.0) -> None:
+    """Until a worker answers (``/ml/health``) and the analytics instance is active (``/ml/analytics`` is no 503):
+    a 5xx from a process still starting is not what the test looks for."""
+    headers = {"X-API-Key": key} if key else {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.alive(), proc.output()[-3000:]
-        try:
-            with urllib.request.urlopen(f"{base}/ml/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
+        if _status(f"{base}/ml/health", {}) == 200 and _status(f"{base}/ml/analytics", headers) in (200, 404):
+            return
         time.sleep(0.2)
-    raise AssertionError(f"the gateway was not healthy within {timeout}s: {proc.output()[-3000:]}")
+    raise AssertionError(f"the gateway was not ready within {timeout}s: {proc.output()[-3000:]}")
 
 
 @dataclass(frozen=True)
@@ -73,12 +85,14 @@ def live(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
             "SPARK_ML_METRICS_PORT": "0",
             "SPARK_ML_REGISTRY": str(tmp / "registry"),
             "SPARK_ML_RATE_LIMIT": "100000/second",
+            # A loaded machine must not turn a slow answer into a 504: any 5xx fails the run.
+            "SPARK_ML_REQUEST_TIMEOUT_S": "10",
             **({"SPARK_ML_API_KEY": key} if key else {}),
         }
         proc = SparkMl(["up"], env, tmp / "up.log")
         try:
             base = f"http://127.0.0.1:{port}"
-            _wait_healthy(base, proc)
+            _wait_ready(base, proc, key)
             yield Live(base, key)
         finally:
             code = proc.stop()
