@@ -79,8 +79,8 @@ class Window:
 
 
 _Windows = tuple[Window, Window | None]
-_Pending = tuple[float, int, float, float | None, _Windows]
-"""A symbol's last prediction: mid, the symbol's count of snapshots then, live and shadow score, their windows."""
+_Pending = tuple[int, float, int, float, float | None, _Windows]
+"""A symbol's last prediction: ts, mid, the symbol's count of snapshots then, live and shadow score, windows."""
 
 
 class LabelJoin:
@@ -151,6 +151,7 @@ class LabelJoin:
         for snap, score, sscore in zip(snaps, scores, sscores, strict=False):  # sscores may be endless
             sym = snap.symbol
             mid = snap.mid
+            ts = snap.ts
             prev = cur.get(sym) or old.get(sym)
             if prev is None:
                 if count_of is None:
@@ -162,7 +163,9 @@ class LabelJoin:
                     # is the state's after the batch less the symbol's other rows in it.
                     n = count_of(sym) - in_batch[sym] + 1
             else:
-                pmid, n, pscore, psscore, ppair = prev
+                pts, pmid, n, pscore, psscore, ppair = prev
+                if ts == pts and mid == pmid:  # the same snapshot again (a redelivery): not the next bar
+                    continue
                 if n > warm:
                     up = mid > pmid
                     if ppair is pair:
@@ -178,7 +181,7 @@ class LabelJoin:
                             _add(ppair[1], up, psscore)
                 else:
                     n += 1
-            cur[sym] = (mid, n, score, sscore, pair)
+            cur[sym] = (ts, mid, n, score, sscore, pair)
         if len(cur) >= limit:
             self._old, self._cur = cur, {}
         _extend(window, ys, ss)

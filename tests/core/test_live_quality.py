@@ -257,3 +257,12 @@ def test_pooled_windows_are_the_concatenated_windows() -> None:
     assert pooled[0].figures == live_figures(y, s)
     # not the mean of the two workers' AUCs
     assert pooled[0].figures["auc"] != pytest.approx((auc(y1, s1) + auc(y2, s2)) / 2, abs=1e-6)
+
+
+def test_a_redelivered_snapshot_is_not_the_next_bar() -> None:
+    w = Window(10)
+    join = LabelJoin(max_symbols=10, warmup=0)
+    a, b = Snapshot(1, 5.0, "A"), Snapshot(2, 6.0, "A")
+    join.feed([a, Snapshot(1, 5.0, "A"), b], [0.7, 0.7, 0.2], w)
+    # The copy of ``a`` neither labels ``a`` (as a flat move) nor counts itself: ``a`` is labelled by ``b``.
+    assert list(w.labels) == [True] and list(w.scores) == [0.7]
