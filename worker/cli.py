@@ -33,6 +33,7 @@ _SCRIPTS = {
     "soak": ("spark_ml.scripts.soak", "steady load for minutes: throughput, latency and memory growth each minute"),
     "drift": ("spark_ml.scripts.drift", "calibrate feature drift (PSI) levels on normal periods and a regime change"),
     "asyncapi": ("spark_ml.scripts.asyncapi", "print the AsyncAPI 3.0 document of every NATS subject (or --output it)"),
+    "openapi": ("spark_ml.scripts.openapi", "print the HTTP gateway's OpenAPI 3.1 document (or --output it)"),
 }
 
 

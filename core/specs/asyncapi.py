@@ -77,7 +77,8 @@ def _messages() -> dict[str, Any]:
         "Prediction": {
             "name": "Prediction",
             "title": "Prediction",
-            "summary": "The prediction of one snapshot, in the encoding the snapshot came in.",
+            "summary": "The prediction of one snapshot, in the encoding the snapshot came in (unless "
+            "SPARK_ML_OUTPUT_ENCODING says msgpack or json).",
             "contentType": CONTENT_TYPES[0],
             "headers": header_schema(
                 {},
@@ -109,6 +110,11 @@ def _messages() -> dict[str, Any]:
                     subjects.H_SUBJECT: {"description": "The subject it was published on (before the mapping)."},
                 },
                 {
+                    "Content-Type": {
+                        "enum": [*CONTENT_TYPES, "application/octet-stream"],
+                        "description": "What the refused payload was read as; application/octet-stream when it "
+                        "could not be read (`decode`, `payload_too_large`) or was cut to fit.",
+                    },
                     subjects.H_STREAM_SEQ: {"pattern": "^[0-9]+$", "description": "JetStream: its stream sequence."},
                     subjects.H_TRUNCATED: {
                         "pattern": "^[0-9]+$",
