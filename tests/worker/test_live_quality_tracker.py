@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 
 import pytest
 from nats.aio.client import Client
@@ -98,3 +100,31 @@ async def test_model_quality_answers_and_refuses_bad_requests(nc: Client) -> Non
 def test_decode_window_refuses_mismatched_arrays() -> None:
     with pytest.raises(ValueError):
         decode_window({"labels": "AAE=", "scores": ""})
+
+
+@pytest.mark.parametrize("batch", [1, 8, 64, 256])
+def test_cost_per_prediction_against_the_engine(batch: int) -> None:
+    # The README's cost figures: the observer against the engine's own work on the same batches (16 symbols),
+    # best of three, CPU time; printed with -s. A loose relative bound (measured: a quarter of the engine at batch
+    # 256, a third at batch 1), so a loaded machine does not fail it.
+    metrics = Metrics()
+    engine = Engine(BaselineModel(), features=FeatureStore())
+    tracker = LiveQualityTracker(metrics, engine.features, window=5000, min_rows=500, export_s=5, max_symbols=10_000)
+    tracker.set_models(engine.model.version, None, {})
+    n = 25_600
+    snaps = [Snapshot(i, 100.0 + (i * 7919 % 97), f"S{i % 16}") for i in range(n)]
+    results = [engine.run_batch(snaps[i : i + batch]) for i in range(0, n, batch)]
+    replay = Engine(BaselineModel(), features=FeatureStore())
+    observe = engine_cost = math.inf
+    for _ in range(3):
+        t0 = time.process_time()
+        for r in results:
+            tracker.observe(r)
+        t1 = time.process_time()
+        for r in results:
+            replay.run_batch(r.snaps)
+        t2 = time.process_time()
+        observe, engine_cost = min(observe, (t1 - t0) / n * 1e9), min(engine_cost, (t2 - t1) / n * 1e9)
+    print(f"\nRESULT live quality at batch {batch}: {observe:.0f} ns/prediction, engine {engine_cost:.0f} ns/row")
+    assert tracker.quality.windows[engine.model.version].total > 0
+    assert observe < (0.5 if batch >= 64 else 1.0) * engine_cost
