@@ -225,7 +225,8 @@ class WorkerApp(Lifecycle):
     def _refresh(self) -> None:
         if self.processor is not None:
             self.drift.export()
-            self.live_quality.export()
+            if self.settings.live_quality:
+                self.live_quality.export()
             for i, depth in enumerate(self.processor.pool.depths()):
                 self.metrics.queue_depth.labels(str(i)).set(depth)
         self._export_partitions()

@@ -28,7 +28,7 @@ _SCRIPTS = {
     "train": ("spark_ml.scripts.train", "train a model with walk-forward evaluation and register it"),
     "eval": ("spark_ml.scripts.eval", "gate a model version against the SLOs and the baseline"),
     "backtest": ("spark_ml.scripts.backtest", "backtest ML signals against the baseline and buy-and-hold"),
-    "model": ("spark_ml.scripts.model", "registry: list | info | promote V | rollback | shadow V"),
+    "model": ("spark_ml.scripts.model", "registry: list | info | promote V | rollback | shadow V | compare"),
     "bench": ("spark_ml.scripts.bench", "measure throughput and latency against the raw nats-py ceiling"),
     "soak": ("spark_ml.scripts.soak", "steady load for minutes: throughput, latency and memory growth each minute"),
     "drift": ("spark_ml.scripts.drift", "calibrate feature drift (PSI) levels on normal periods and a regime change"),
