@@ -113,18 +113,13 @@ class SparkMlClient:
         ``subject`` overrides where it goes. Buffered by the NATS client: :meth:`flush` to know the server has it.
         """
         wire = snapshot_wire(snapshot)
-        if subject is None:
-            symbol = wire.get("symbol")
-            subject = snapshot_for(symbol) if symbol is not None else SNAPSHOT
-        await self.nc.publish(subject, encode(wire, self.encoding), headers=self._headers)
+        await self.nc.publish(subject or _subject_of(wire), encode(wire, self.encoding), headers=self._headers)
 
     async def publish_many(self, snapshots: Iterable[SnapshotLike]) -> int:
         """Publish snapshots in order (all are checked first: one refusal publishes none); returns how many."""
         wires = [snapshot_wire(s) for s in snapshots]
         for wire in wires:
-            symbol = wire.get("symbol")
-            subject = snapshot_for(symbol) if symbol is not None else SNAPSHOT
-            await self.nc.publish(subject, encode(wire, self.encoding), headers=self._headers)
+            await self.nc.publish(_subject_of(wire), encode(wire, self.encoding), headers=self._headers)
         return len(wires)
 
     async def flush(self, timeout_s: int = 10) -> None:
@@ -200,6 +195,12 @@ class SparkMlClient:
             raise Unavailable(f"no worker is serving {subject}", code="no_worker") from None
         except NatsTimeoutError:
             raise RequestTimeout(f"no reply on {subject} within {timeout:g}s") from None
+
+
+def _subject_of(wire: dict[str, Any]) -> str:
+    """``market.snapshot.<SYMBOL>`` for a snapshot that names its symbol, else bare ``market.snapshot``."""
+    symbol = wire.get("symbol")
+    return snapshot_for(symbol) if symbol is not None else SNAPSHOT
 
 
 class _Connecting:
