@@ -11,6 +11,7 @@ import nats
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import APIError, NoStreamResponseError
 
 from spark_ml.client.stream import OnBadMessage, PredictionStream
 from spark_ml.client.wire import (
@@ -26,7 +27,15 @@ from spark_ml.core.codec import Encoding, encode
 from spark_ml.core.contracts import ModelInfo, Prediction
 from spark_ml.core.errors import RequestTimeout, Unavailable
 from spark_ml.core.partition import DEFAULT_PARTITIONS, partition_of, predict_part
-from spark_ml.core.subjects import MODEL_INFO, PREDICT, PREDICTION, PREDICTION_SHADOW, SNAPSHOT, snapshot_for
+from spark_ml.core.subjects import (
+    JS_STREAM,
+    MODEL_INFO,
+    PREDICT,
+    PREDICTION,
+    PREDICTION_SHADOW,
+    SNAPSHOT,
+    snapshot_for,
+)
 
 __all__ = ["DEFAULT_URL", "SparkMlClient", "connect"]
 
@@ -107,20 +116,50 @@ class SparkMlClient:
 
     # --- the stream ---------------------------------------------------------------------------------------
 
-    async def publish(self, snapshot: SnapshotLike, *, subject: str | None = None) -> None:
+    async def publish(self, snapshot: SnapshotLike, *, subject: str | None = None, stored: bool = False) -> int | None:
         """Publish one snapshot (a :class:`MarketSnapshot` or a mapping with wire names); see the class docstring.
 
-        ``subject`` overrides where it goes. Buffered by the NATS client: :meth:`flush` to know the server has it.
+        ``subject`` overrides where it goes. Without ``stored`` the NATS client buffers it (:meth:`flush` to know the
+        server has it; core mode is at-most-once) and this returns None. With ``stored`` (JetStream mode) it returns
+        once the stream ``MARKET_SNAPSHOTS`` has stored it, with its stream sequence.
+
+        Raises:
+            InvalidInput: the snapshot breaks the contract (nothing is sent).
+            Unavailable: ``stored``, and no stream stores the subject (code ``no_stream``) or the stream refused it
+                (code ``not_stored``: full, no leader, ...).
+            RequestTimeout: ``stored``, and no PubAck within ``timeout_s``.
         """
         wire = snapshot_wire(snapshot)
-        await self.nc.publish(subject or _subject_of(wire), encode(wire, self.encoding), headers=self._headers)
+        return await self._send(subject or _subject_of(wire), encode(wire, self.encoding), stored)
 
-    async def publish_many(self, snapshots: Iterable[SnapshotLike]) -> int:
-        """Publish snapshots in order (all are checked first: one refusal publishes none); returns how many."""
+    async def publish_many(self, snapshots: Iterable[SnapshotLike], *, stored: bool = False) -> int:
+        """Publish snapshots in order (all are checked first: one refusal publishes none); returns how many.
+
+        With ``stored`` each waits for its PubAck before the next goes (see :meth:`publish`)."""
         wires = [snapshot_wire(s) for s in snapshots]
         for wire in wires:
-            await self.nc.publish(_subject_of(wire), encode(wire, self.encoding), headers=self._headers)
+            await self._send(_subject_of(wire), encode(wire, self.encoding), stored)
         return len(wires)
+
+    async def _send(self, subject: str, payload: bytes, stored: bool) -> int | None:
+        if not stored:
+            await self.nc.publish(subject, payload, headers=self._headers)
+            return None
+        js = self.nc.jetstream()
+        try:
+            ack = await js.publish(
+                subject, payload, timeout=self.timeout_s, stream=JS_STREAM, headers=dict(self._headers)
+            )
+        except NoStreamResponseError:
+            raise Unavailable(
+                f"no stream stores {subject} (is spark-ml in jetstream mode?)", code="no_stream"
+            ) from None
+        except NatsTimeoutError:
+            raise RequestTimeout(f"no PubAck for {subject} within {self.timeout_s:g}s") from None
+        except APIError as exc:
+            raise Unavailable(f"{JS_STREAM} did not store it: {exc.description or exc}", code="not_stored") from exc
+        seq: int = ack.seq
+        return seq
 
     async def flush(self, timeout_s: int = 10) -> None:
         """Return once the server has received everything published so far."""

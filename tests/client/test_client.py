@@ -203,3 +203,22 @@ async def test_wraps_a_connection_of_yours_and_leaves_it_open(nc):
     assert nc.is_connected
     with pytest.raises(ValueError):
         SparkMlClient(nc, encoding="xml")  # type: ignore[arg-type]
+
+
+async def test_stored_publish_in_jetstream_mode(nats_url, worker_factory, uid):
+    async with connect(nats_url) as ml:
+        # Before any stream exists: the client says so instead of losing the snapshot silently
+        with pytest.raises(Unavailable) as none:
+            await ml.publish({**SEED, "symbol": f"J{uid}"}, stored=True)
+        assert none.value.code == "no_stream"
+        # Given a jetstream-mode worker (it creates MARKET_SNAPSHOTS)
+        await worker_factory(mode="jetstream")
+        sym = f"K{uid}"
+        async with ml.predictions() as stream:
+            # When snapshots are published and stored
+            seqs = [await ml.publish(s, stored=True) for s in snaps(sym, 5)]
+            assert await ml.publish_many(snaps(sym, 8, start=5), stored=True) == 3
+            got = await take(stream, 8)
+    # Then each got its stream sequence, in order, and each was predicted
+    assert all(isinstance(q, int) for q in seqs) and seqs == sorted(seqs) and len(set(seqs)) == 5
+    assert [p.ts for p in got] == [s.ts for s in snaps(sym, 8)]
