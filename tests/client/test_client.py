@@ -216,9 +216,13 @@ async def test_stored_publish_in_jetstream_mode(nats_url, worker_factory, uid):
         sym = f"K{uid}"
         async with ml.predictions() as stream:
             # When snapshots are published and stored
-            seqs = [await ml.publish(s, stored=True) for s in snaps(sym, 5)]
+            seqs: list[int] = []
+            for s in snaps(sym, 5):
+                seq = await ml.publish(s, stored=True)
+                assert isinstance(seq, int)
+                seqs.append(seq)
             assert await ml.publish_many(snaps(sym, 8, start=5), stored=True) == 3
             got = await take(stream, 8)
     # Then each got its stream sequence, in order, and each was predicted
-    assert all(isinstance(q, int) for q in seqs) and seqs == sorted(seqs) and len(set(seqs)) == 5
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
     assert [p.ts for p in got] == [s.ts for s in snaps(sym, 8)]
