@@ -151,8 +151,38 @@ def _post(url: str, body: bytes) -> tuple[int, dict[str, Any]]:
         return exc.code, {}
 
 
-def test_spark_ml_up_from_the_base_install_serves_the_baseline(base_venv: Path, tmp_path: Path) -> None:
-    # Given: nothing listens on the NATS port, so `up` starts its embedded nats-server (under ./.spark-ml).
+def _registry_with_a_refusable_active_version(path: Path) -> tuple[str, str]:
+    """A registry whose history holds a logistic version (servable by numpy alone) and whose active version is
+    LightGBM (needs the lgbm extra); returns (logistic version, LightGBM version)."""
+    import numpy as np
+
+    from spark_ml.core.features import FEATURE_NAMES
+    from spark_ml.core.io.registry import Registry
+    from spark_ml.core.ml.drift import reference_from
+    from spark_ml.core.models import fit_model
+    from spark_ml.core.models.logistic import LogisticModel
+
+    names = ("ret_1", "rsi_14")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2000, 2)) * 10 + 50
+    y = (rng.random(2000) < 0.5).astype(np.int64)
+    ref = reference_from(rng.normal(size=(500, len(FEATURE_NAMES))) * 10 + 50, FEATURE_NAMES)
+    reg = Registry(path)
+    versions = []
+    for model in (
+        LogisticModel(names, [50.0, 50.0], [10.0, 10.0], [0.3, -0.2], 0.1),
+        fit_model("lgbm", x, y, feature_names=names, seed=0),
+    ):
+        version = reg.register(model, data="test", metrics={"auc": 0.5}, reference=ref).version
+        reg.promote(version)
+        versions.append(version)
+    return versions[0], versions[1]
+
+
+def test_spark_ml_up_from_the_base_install_serves_without_the_training_stack(base_venv: Path, tmp_path: Path) -> None:
+    # Given: nothing listens on the NATS port, so `up` starts its embedded nats-server (under ./.spark-ml), and a
+    # registry whose active version is LightGBM (not installed) promoted over a logistic version
+    logistic, lgbm = _registry_with_a_refusable_active_version(tmp_path / "registry")
     http_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SPARK_ML_") and not k.lower().endswith("_proxy")}
     env.update(
@@ -186,10 +216,14 @@ def test_spark_ml_up_from_the_base_install_serves_the_baseline(base_venv: Path, 
             if status == 200:
                 break
             time.sleep(0.25)
-        # Then: a baseline prediction, from a process that imported none of the training stack.
-        assert status == 200, f"status {status}, rc {proc.poll()}: {log.read_text(errors='replace')[-3000:]}"
-        assert reply["modelVersion"] == "baseline" and reply["symbol"] == "PKG"
+        # Then: the LightGBM version is refused with the extra to install, and the logistic version it was
+        # promoted over serves (numpy only)
+        text = log.read_text(errors="replace")
+        assert status == 200, f"status {status}, rc {proc.poll()}: {text[-3000:]}"
+        assert reply["modelVersion"] == logistic and reply["symbol"] == "PKG"
         assert 0.0 <= reply["score"] <= 1.0 and reply["signal"] in {"buy", "sell", "hold"}
+        assert f"model {lgbm} refused: serving a LightGBM model needs lightgbm" in text
+        assert "pip install 'spark-ml[lgbm]'" in text and "Traceback" not in text
         assert (tmp_path / ".spark-ml" / "nats").is_dir()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

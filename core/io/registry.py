@@ -40,7 +40,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from spark_ml.core.errors import ArtifactCorrupt, RegistryError
+from spark_ml.core.errors import ArtifactCorrupt, MissingExtra, RegistryError
 from spark_ml.core.models import BASELINE_VERSION, BaselineModel, Model, TrainedModel, model_from_bytes
 
 __all__ = ["HISTORY_MAX", "Manifest", "PointerState", "Registry", "VERSION_RE", "serving_order"]
@@ -346,7 +346,7 @@ class Registry:
             )
         try:
             model = model_from_bytes(manifest.kind, raw)
-        except ArtifactCorrupt:
+        except (ArtifactCorrupt, MissingExtra):  # the artifact is fine when the library is missing: say which
             raise
         except Exception as exc:  # the bytes match the manifest, yet the library refuses them
             raise ArtifactCorrupt(f"artifact of {version} cannot be loaded: {type(exc).__name__}: {exc}") from exc
