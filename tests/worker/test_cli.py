@@ -5,6 +5,7 @@ environment."""
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 from importlib import metadata
 
@@ -98,3 +99,27 @@ def test_secrets_have_no_flag_anywhere() -> None:
     for command in COMMANDS:
         options = {o for a in _subparser(command)._actions for o in a.option_strings}
         assert not {"--api-key", "--nats-password", "--nats-token"} & options, command
+
+
+def test_worker_processes_get_the_secret_read_once_not_both_spellings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    # Given a worker told its NATS password by a file (`spark-ml worker --procs N` hands settings to children)
+    from spark_ml.worker.run import _env_for
+
+    secret = tmp_path / "nats-password"
+    secret.write_text("pw-from-file\n")
+    monkeypatch.setenv("SPARK_ML_NATS_PASSWORD_FILE", str(secret))
+    settings = Settings()
+    # When the children's environment is made
+    env = _env_for(settings, metrics_port=0)
+    # Then it carries the password once (not also the file variable, which a child would refuse beside it),
+    # and a child's settings read from it hold the same secret
+    assert "SPARK_ML_NATS_PASSWORD_FILE" not in env and env["SPARK_ML_NATS_PASSWORD"] == "pw-from-file"
+    for key in [k for k in os.environ if k.startswith("SPARK_ML_")]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        if key.startswith("SPARK_ML_"):
+            monkeypatch.setenv(key, value)
+    child = Settings()
+    assert child.nats_password is not None and child.nats_password.get_secret_value() == "pw-from-file"
