@@ -6,11 +6,13 @@ bed; eight fresh draws of the same bed (eight symbols) are then replayed through
 (``Dataset.rows``: warm, with a next bar) and ``core/ml/evaluate.py`` scores them against training's labels.
 Live, each worker labels its own symbols' predictions; ``ml.model.quality`` returns both workers' windows.
 
-- Pooled, the active model's live window is exactly the offline rows: same count, same figures.
-- Each worker's ``/metrics`` carries ``ml_live_*`` for the active and the shadow version, within a
-  tolerance of the offline figures and of the walk-forward AUC recorded at training.
+- Pooled, the active model's live windows are exactly the offline rows (label, score), so the figures are equal;
+  the offline AUC is within a tolerance of the walk-forward one recorded at training (on another draw).
+- Each worker's ``/metrics`` carries ``ml_live_*`` for the active and the shadow version: the figures of its
+  own window, each of whose (label, score) pairs is an offline one (the shadow's: the rows it scored).
 - With the signal removed (a random walk: strength 0), live AUC falls to about 0.5, below the model's
   offline lower bound (``ml_model_offline_auc_lower``), which is what the alert compares.
+- Through a SIGKILL of one of two jetstream workers, every prediction the survivor labelled has its offline label.
 """
 
 from __future__ import annotations
@@ -53,8 +55,7 @@ SETTINGS: dict[str, Any] = {
     "live_quality_export_s": 0,
 }
 TOLERANCE = 0.03
-"""Of a worker's figure against the offline one on all symbols: a worker holds about 10k labelled rows, where
-the AUC's standard error is about 0.006; the pooled comparison is exact."""
+"""Of the offline AUC of the replayed rows against the walk-forward one recorded at training (other draws)."""
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +128,7 @@ async def _replay(url: str, workers: list[WorkerProcess], beds: list[Dataset]) -
                 await asyncio.sleep(0.01)
         await nc.flush()
         await until(lambda: len(preds.msgs) >= len(inputs), 120, f"{len(inputs)} predictions")
+        await asyncio.sleep(0.5)  # the shadow's last batch: its scores come from a thread, a little later
         inbox = nc.new_inbox()
         replies = await Sink.on(nc, inbox)
         await nc.publish(subjects.MODEL_QUALITY, json.dumps({"windows": True}).encode(), reply=inbox)
@@ -174,6 +176,7 @@ async def _run(tmp_path: Path, registry: Path, beds: list[Dataset]) -> dict[str,
                 await w.ready()
             out = await _replay(server.url, workers, beds)
             out["scrapes"] = [await w.scrape() for w in workers]
+            out["pids"] = [w.pid for w in workers]
             out["compare"] = await _compare(server.url, registry, "--json")
             out["compare_text"] = await _compare(server.url, registry)
             for w in workers:
@@ -207,16 +210,22 @@ async def test_live_quality_equals_offline_on_the_same_data(
     assert offline["auc"] > 0.62
     assert abs(offline["auc"] - walk_forward["mean"]) < TOLERANCE
 
-    # Each worker exports its own figures for the active and the shadow version, near the offline ones.
+    # Each worker exports the figures of its own window: for the active version, its symbols' offline rows; for the
+    # shadow, the rows it scored (it skips a batch while busy with the previous one); every pair an offline one.
     sy, ss = _offline(beds, shadow)
     shadow_offline = _figures(sy, ss)
-    for scrape in out["scrapes"]:
-        assert scrape.total("ml_live_labelled_predictions_total", role="active", model_version=active.version) > 1000
-        for name in ("auc", "accuracy", "log_loss", "brier"):
-            got = scrape.total(f"ml_live_{name}", role="active", model_version=active.version)
-            assert abs(got - offline[name]) < TOLERANCE, (name, got, offline[name])
-            got = scrape.total(f"ml_live_{name}", role="shadow", model_version=shadow.version)
-            assert abs(got - shadow_offline[name]) < TOLERANCE, ("shadow", name, got, shadow_offline[name])
+    offline_pairs = {"active": Counter(zip(y.tolist(), s.tolist(), strict=True))}
+    offline_pairs["shadow"] = Counter(zip(sy.tolist(), ss.tolist(), strict=True))
+    assert Counter(zip(ly.tolist(), ls.tolist(), strict=True)) == offline_pairs["active"]
+    replies = {int(r["worker"].rsplit(":", 1)[1]): r for r in out["replies"]}
+    for pid, scrape in zip(out["pids"], out["scrapes"], strict=True):
+        for row in replies[pid]["versions"]:
+            wy, ws = decode_window(row["window"])
+            assert not Counter(zip(wy.tolist(), ws.tolist(), strict=True)) - offline_pairs[row["role"]]
+            labels = {"role": row["role"], "model_version": row["version"]}
+            assert scrape.total("ml_live_labelled_predictions_total", **labels) == row["labelled"] == wy.size
+            for name, value in _figures(wy, ws).items():
+                assert scrape.total(f"ml_live_{name}", **labels) == pytest.approx(value, abs=1e-9), (name, labels)
         assert scrape.total("ml_model_offline_auc_lower", model_version=active.version) == pytest.approx(
             walk_forward["ci95_low"]
         )
@@ -262,7 +271,7 @@ async def test_live_auc_falls_to_a_coin_flip_without_the_signal(
     for scrape in out["scrapes"]:
         live = scrape.total("ml_live_auc", role="active", model_version=active.version)
         lower = scrape.total("ml_model_offline_auc_lower", model_version=active.version)
-        assert abs(live - 0.5) < TOLERANCE, live
+        assert abs(live - 0.5) < 0.05, live  # a worker may hold one symbol: 2,464 rows, a standard error of 0.012
         assert live < lower  # what MLLiveAucBelowOffline compares
     print(f"\nRESULT live quality without signal: pooled live auc={pooled:.4f}")
 
