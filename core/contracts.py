@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt
 from pydantic.alias_generators import to_camel
+from pydantic.config import JsonDict
 
 __all__ = [
     "AnalyticsQuery",
@@ -33,6 +34,9 @@ __all__ = [
 
 Signal = Literal["buy", "sell", "hold"]
 SYMBOL_MAX_LEN = 64
+SYMBOL_SCHEMA: JsonDict = {"minLength": 1, "maxLength": SYMBOL_MAX_LEN, "pattern": r"^[^\s\x00-\x1f\x7f-\x9f\xad]+$"}
+"""The symbol rule in JSON Schema (the specs): no whitespace or control characters. Exact for Latin-1; beyond it,
+``str.isprintable`` also refuses format, private-use and unassigned characters, which no pattern here lists."""
 MAX_TS = 2**53
 """Largest accepted epoch-millisecond timestamp: beyond it JSON consumers lose integer precision."""
 
@@ -80,9 +84,7 @@ class MarketSnapshot(_Wire):
     """Epoch milliseconds."""
     mid: Annotated[float, Field(gt=0), AfterValidator(_finite)]
     """Mid price, finite."""
-    symbol: Annotated[str, AfterValidator(_symbol)] | None = Field(
-        default=None, json_schema_extra={"minLength": 1, "maxLength": SYMBOL_MAX_LEN}
-    )
+    symbol: Annotated[str, AfterValidator(_symbol)] | None = Field(default=None, json_schema_extra=SYMBOL_SCHEMA)
     """1..64 printable characters, no spaces; when absent, the subject's last token, else ``"_"``."""
     spread_bp: NonNegative | None = None
     vol1m: Annotated[NonNegative | None, Field(alias="vol1m")] = None
@@ -178,7 +180,7 @@ class AnalyticsQuery(_Wire):
 
     model_config = ConfigDict(extra="forbid")
 
-    symbol: str | None = Field(default=None, json_schema_extra={"minLength": 1, "maxLength": SYMBOL_MAX_LEN})
+    symbol: str | None = Field(default=None, json_schema_extra=SYMBOL_SCHEMA)
     """The symbol asked for; absent: the portfolio."""
 
 
