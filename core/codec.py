@@ -23,7 +23,10 @@ from spark_ml.core.errors import InvalidInput, PayloadTooLarge
 from spark_ml.core.subjects import symbol_from_subject
 
 __all__ = [
+    "CONTENT_TYPES",
     "DEFAULT_MAX_PAYLOAD",
+    "OCTET_STREAM",
+    "OutputEncoding",
     "SnapshotParser",
     "MAX_TS",
     "Encoding",
@@ -36,6 +39,12 @@ __all__ = [
 ]
 
 Encoding = Literal["msgpack", "json"]
+OutputEncoding = Literal["auto", "msgpack", "json"]
+"""The encoding of what spark-ml publishes: ``auto`` answers each input in its own encoding."""
+CONTENT_TYPES: dict[Encoding, str] = {"json": "application/json", "msgpack": "application/msgpack"}
+"""The ``Content-Type`` header of each wire encoding, on every message spark-ml publishes."""
+OCTET_STREAM = "application/octet-stream"
+"""The ``Content-Type`` of a dead letter whose payload was never read (undecodable, too large, or cut to fit)."""
 DEFAULT_MAX_PAYLOAD = 64 * 1024
 
 _INF = math.inf

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 
-from spark_ml.core.codec import Snapshot, encode, prediction_wire
+from spark_ml.core.codec import Encoding, Snapshot, encode, prediction_wire
 from spark_ml.core.errors import InvalidInput, ModelError, SparkMlError
 from spark_ml.core.features import FEATURE_NAMES, N_FEATURES, FeatureStore
 from spark_ml.core.models.base import Model
@@ -62,6 +62,8 @@ class BatchResult:
     latencies_ms: list[float] = field(default_factory=list)
     """Receive-to-publish latency of each prediction, filled in by :meth:`wire` or :meth:`encode`."""
     packer: PredictionPacker | None = None
+    encodings: Encoding | list[Encoding] = "msgpack"
+    """The encoding of the payloads :meth:`encode` made: one for all of them, or one per payload."""
 
     def _latencies(self, now: float) -> list[float]:
         lat = self.latencies_ms = [(now - s.recv) * 1000.0 if s.recv else 0.0 for s in self.snaps]
@@ -79,13 +81,24 @@ class BatchResult:
             )
         ]
 
-    def encode(self, now: float) -> list[bytes]:
-        """Predictions as bytes, each in the encoding its snapshot came in (the stream's path)."""
+    def encode(self, now: float, output: Encoding | None = None) -> list[bytes]:
+        """Predictions as bytes (the stream's path): all in ``output``, or with None each in the encoding its
+        snapshot came in. :attr:`encodings` says which each got."""
         packer = self.packer
         if packer is None:
             packer = self.packer = PredictionPacker(self.model_version, self.feature_names)
         snaps = self.snaps
-        if len(snaps) >= _PACK_MANY_MIN and all(s.encoding == "msgpack" for s in snaps):
+        if output is None:
+            first = snaps[0].encoding if snaps else "msgpack"
+            if all(s.encoding == first for s in snaps):
+                output = first
+        if output is not None:
+            self.encodings = output
+            if output == "json":
+                return self._encode_json(now)
+        else:
+            self.encodings = [s.encoding for s in snaps]
+        if len(snaps) >= _PACK_MANY_MIN and output == "msgpack":
             recv = np.array([s.recv for s in snaps])
             lat_arr = (now - recv) * 1000.0
             lat_arr[recv == 0.0] = 0.0
@@ -97,15 +110,24 @@ class BatchResult:
         version, names = self.model_version, self.feature_names
         lat = self._latencies(now)
         out = []
-        for snap, score, signal, row, ms in zip(
-            self.snaps, self.scores.tolist(), self.signals, self.x.tolist(), lat, strict=True
+        for snap, score, signal, row, ms, enc in zip(
+            self.snaps,
+            self.scores.tolist(),
+            self.signals,
+            self.x.tolist(),
+            lat,
+            [output] * len(snaps) if output is not None else self.encodings,
+            strict=True,
         ):
             conf = abs(score - 0.5) * 2.0
-            if snap.encoding == "msgpack":
+            if enc == "msgpack":
                 out.append(pack(snap.ts, snap.symbol, score, signal, conf, row, ms))
             else:
                 out.append(encode(prediction_wire(snap, score, signal, conf, version, names, row, ms), "json"))
         return out
+
+    def _encode_json(self, now: float) -> list[bytes]:
+        return [encode(p, "json") for p in self.wire(now)]
 
 
 def columns_for(model: Model) -> list[int]:

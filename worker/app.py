@@ -147,6 +147,7 @@ class WorkerApp(Lifecycle):
             batch_max=s.batch_max,
             batch_wait_s=s.batch_wait_ms / 1000.0,
             max_payload=s.max_payload,
+            output_encoding=s.output_encoding,
         )
         self._models_changed()
         self._count_load_errors()

@@ -160,6 +160,11 @@ class Settings(BaseSettings):
         parse_weights(value)
         return value
 
+    output_encoding: Literal["auto", "msgpack", "json"] = "auto"
+    """Encoding of what the worker publishes (predictions, shadow predictions, analytics): ``auto`` answers each
+    snapshot in its own encoding (analytics: msgpack); every message says which in ``Content-Type``. Replies
+    on ``ml.predict`` always use the request's encoding."""
+
     # --- logs (worker/logs.py) ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     """Level of spark-ml's own loggers (case-insensitive)."""

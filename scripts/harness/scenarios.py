@@ -193,6 +193,19 @@ def _worker(ctx: Context) -> Target:
     return _worker_target(ctx)
 
 
+@scenario(
+    "worker-json",
+    "spark-ml worker, JSON output (SPARK_ML_OUTPUT_ENCODING=json)",
+    default=False,
+    jetstream=True,
+    partitions=P,
+)
+def _worker_json(ctx: Context) -> Target:
+    # The same msgpack snapshots as `worker`; every prediction goes out as JSON (the slow encoder, per row).
+    _worker_help()
+    return _worker_target(ctx, SPARK_ML_OUTPUT_ENCODING="json", note="SPARK_ML_OUTPUT_ENCODING=json")
+
+
 @scenario("worker-solo", f"spark-ml worker, {_SOLO}", partitions=P)
 def _worker_solo(ctx: Context) -> Target:
     # The mapping is there (same subjects as the partitioned beds), JetStream is not: SPARK_ML_SOLO runs the

@@ -19,8 +19,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
-from spark_ml.core.codec import Snapshot
+from spark_ml.core.codec import Encoding, Snapshot
 from spark_ml.core.errors import SparkMlError
+from spark_ml.worker.natsio.writer import Heads
 
 __all__ = ["AtMostOnce", "Delivery", "Intake", "Output", "Processor", "Settlement"]
 
@@ -58,7 +59,9 @@ class Processor(Protocol):
         """A core NATS message without headers: None when queued, else an awaitable to await first."""
         ...
 
-    async def reject(self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None) -> None:
+    async def reject(
+        self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None, encoding: Encoding | None = None
+    ) -> None:
         """A message refused before it could be parsed (a core message whose subject or headers cannot be
         decoded): count it and dead-letter it unchanged."""
         ...
@@ -83,14 +86,23 @@ class Settlement(Protocol):
 class Output(Protocol):
     """Where a batch's encoded predictions and each dead letter go."""
 
-    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
-        """Send ``payloads`` (one per snapshot, in order) to ``ml.prediction``; raise when they could not be."""
+    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes], heads: Heads) -> None:
+        """Send ``payloads`` (one per snapshot, in order) to ``ml.prediction``, each with its header block from
+        ``heads`` (one for all, or one each; ``Content-Type`` at least); raise when they could not be."""
         ...
 
     async def dead_letter(
-        self, raw: bytes, *, reason: str, message: str, subject: str, stream_seq: int | None = None
+        self,
+        raw: bytes,
+        *,
+        reason: str,
+        message: str,
+        subject: str,
+        stream_seq: int | None = None,
+        encoding: Encoding | None = None,
     ) -> None:
-        """Send a refused payload unchanged to ``ml.dlq.snapshot``, the reason in its headers."""
+        """Send a refused payload unchanged to ``ml.dlq.snapshot``, the reason in its headers (``encoding``: what
+        the payload was read as, for its ``Content-Type``; None when it was not read)."""
         ...
 
 

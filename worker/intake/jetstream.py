@@ -25,13 +25,14 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import Snapshot
+from spark_ml.core.codec import Encoding, Snapshot, detect_encoding
 from spark_ml.worker.intake.base import Processor
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.jspub import AckedPublisher, NotStored
 from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
 from spark_ml.worker.natsio.jswire import ACK, TERM, nak_body
-from spark_ml.worker.pipeline.publish import NatsOutput
+from spark_ml.worker.natsio.writer import Heads
+from spark_ml.worker.pipeline.publish import CONTENT_TYPE, NatsOutput
 from spark_ml.worker.settings import Settings
 
 __all__ = ["JetStreamIntake", "JetStreamOutcomes", "reject_undecodable", "settle_each"]
@@ -152,24 +153,33 @@ class JetStreamOutcomes:
             except Exception as exc:
                 log.debug("predictions stream check failed: %s: %s", type(exc).__name__, exc)
 
-    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
+    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes], heads: Heads) -> None:
         """Output: through JetStream with PubAcks when a stream stores predictions, else core publishes."""
         acked = self.acked
         if acked is None:
-            await self._core.publish(snaps, payloads)
+            await self._core.publish(snaps, payloads, heads)
             return
         try:
-            await acked.publish(payloads, [self.message_id(s) for s in snaps])
+            await acked.publish(payloads, [self.message_id(s) for s in snaps], heads)
         except NotStored as exc:
             # on_publish_failed comes next with this very batch: it acks what was stored, naks the rest
             self._partial = (snaps, exc.stored)
             raise
 
     async def dead_letter(
-        self, raw: bytes, *, reason: str, message: str, subject: str, stream_seq: int | None = None
+        self,
+        raw: bytes,
+        *,
+        reason: str,
+        message: str,
+        subject: str,
+        stream_seq: int | None = None,
+        encoding: Encoding | None = None,
     ) -> None:
         """Output: a core publish (a dead letter is terminated right after: no PubAck to wait for)."""
-        await self._core.dead_letter(raw, reason=reason, message=message, subject=subject, stream_seq=stream_seq)
+        await self._core.dead_letter(
+            raw, reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding
+        )
 
     # ---- settlement ------------------------------------------------------------------------------
 
@@ -217,6 +227,7 @@ class JetStreamOutcomes:
                 message=f"not acknowledged after {self.settings.max_deliver} deliveries",
                 subject=raw.subject or "",
                 stream_seq=seq,
+                encoding=detect_encoding(raw.data or b"", (raw.headers or {}).get(CONTENT_TYPE)),
             )
             self.metrics.dead_letters.labels("max_deliver").inc()
         except Exception:

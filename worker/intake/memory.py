@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import Snapshot
+from spark_ml.core.codec import Encoding, Snapshot
 from spark_ml.worker.intake.base import AtMostOnce, Processor, Settlement
+from spark_ml.worker.natsio.writer import Heads, head_dict
 from spark_ml.worker.pipeline.publish import dead_letter_headers
 
 __all__ = ["MemoryIntake", "MemoryMsg", "MemoryOutput", "Sent"]
@@ -65,16 +66,28 @@ class MemoryOutput:
         """Raised by every :meth:`publish` while set."""
         self._changed = asyncio.Event()
 
-    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
+    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes], heads: Heads) -> None:
         if self.failure is not None:
             raise self.failure
-        self.predictions.extend(Sent(subjects.PREDICTION, p) for p in payloads)
+        blocks = [heads] * len(payloads) if isinstance(heads, bytes) else heads
+        self.predictions.extend(
+            Sent(subjects.PREDICTION, p, head_dict(h)) for p, h in zip(payloads, blocks, strict=True)
+        )
         self._changed.set()
 
     async def dead_letter(
-        self, raw: bytes, *, reason: str, message: str, subject: str, stream_seq: int | None = None
+        self,
+        raw: bytes,
+        *,
+        reason: str,
+        message: str,
+        subject: str,
+        stream_seq: int | None = None,
+        encoding: Encoding | None = None,
     ) -> None:
-        headers = dead_letter_headers(reason=reason, message=message, subject=subject, stream_seq=stream_seq)
+        headers = dead_letter_headers(
+            reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding
+        )
         self.dead_letters.append(Sent(subjects.DLQ, raw, headers))
         self._changed.set()
 

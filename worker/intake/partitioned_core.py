@@ -41,7 +41,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import Snapshot, SnapshotParser
+from spark_ml.core.codec import CONTENT_TYPES, Encoding, Snapshot, SnapshotParser
 from spark_ml.core.errors import ClusterRefused, InvalidInput, OwnershipLost
 from spark_ml.core.features import WARMUP, FeatureStore
 from spark_ml.core.features.checkpoint import decode_checkpoint, encode_checkpoint
@@ -56,7 +56,8 @@ from spark_ml.worker.intake.core import _PENDING_BYTES, _PENDING_MSGS, CoreIntak
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.batchpub import publish_batch
 from spark_ml.worker.natsio.directsub import subscribe_direct, unroute
-from spark_ml.worker.pipeline.publish import NatsOutput
+from spark_ml.worker.natsio.writer import Heads
+from spark_ml.worker.pipeline.publish import CONTENT_TYPE, NatsOutput
 from spark_ml.worker.settings import Settings
 
 __all__ = [
@@ -73,6 +74,7 @@ log = logging.getLogger(__name__)
 
 H_COLD = "Spark-Ml-Cold"
 """Header of a prediction made from a state that is not warm; its value says why (``warmup``, ``checkpoint``)."""
+_COLD_LINES = {why: f"{H_COLD}: {why}\r\n".encode() for why in ("warmup", "checkpoint")}
 PROBE_CONTENT_TYPE = "application/x-spark-ml-probe"
 """Content type of the mapping probes a starting worker publishes; every intake drops them unseen."""
 
@@ -166,15 +168,15 @@ class ColdMarkingOutput:
             for sym in states:
                 self._stale_until[sym] = self._features.state(sym).n + WARMUP
 
-    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
+    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes], heads: Heads) -> None:
         warm = self._warm
         for s in snaps:
             if s.symbol not in warm:
                 break
         else:
-            await publish_batch(self.nc, subjects.PREDICTION, payloads)
+            await publish_batch(self.nc, subjects.PREDICTION, payloads, heads=heads)
             return
-        await self._publish_marked(snaps, payloads)
+        await self._publish_marked(snaps, payloads, heads)
 
     def _reasons(self, snaps: Sequence[Snapshot]) -> list[str | None]:
         # The store holds each state after the whole batch; the count at snapshot i is that minus the
@@ -207,25 +209,29 @@ class ColdMarkingOutput:
             self._stale_until.pop(sym, None)
         return reasons
 
-    async def _publish_marked(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
+    async def _publish_marked(self, snaps: Sequence[Snapshot], payloads: list[bytes], heads: Heads) -> None:
         reasons = self._reasons(snaps)
-        start = 0
+        # Cold predictions carry one more header line: the batch goes out in one write, each with its block.
+        blocks = [heads] * len(payloads) if isinstance(heads, bytes) else list(heads)
         for i, reason in enumerate(reasons):
-            if reason is None:
-                continue
-            if i > start:
-                await publish_batch(self.nc, subjects.PREDICTION, payloads[start:i])
-            # One by one, in order: both calls append to the same client buffer, so the order is kept.
-            await self.nc.publish(subjects.PREDICTION, payloads[i], headers={H_COLD: reason})
-            self.cold_published += 1
-            start = i + 1
-        if start < len(payloads):
-            await publish_batch(self.nc, subjects.PREDICTION, payloads[start:])
+            if reason is not None:
+                blocks[i] += _COLD_LINES[reason]
+                self.cold_published += 1
+        await publish_batch(self.nc, subjects.PREDICTION, payloads, heads=blocks)
 
     async def dead_letter(
-        self, raw: bytes, *, reason: str, message: str, subject: str, stream_seq: int | None = None
+        self,
+        raw: bytes,
+        *,
+        reason: str,
+        message: str,
+        subject: str,
+        stream_seq: int | None = None,
+        encoding: Encoding | None = None,
     ) -> None:
-        await self._inner.dead_letter(raw, reason=reason, message=message, subject=subject, stream_seq=stream_seq)
+        await self._inner.dead_letter(
+            raw, reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding
+        )
 
 
 class _ProbeFilter:
@@ -648,7 +654,9 @@ class PartitionedCoreIntake:
         except InvalidInput:
             await self._processor.on_raw(msg.subject, msg.data, content_type)  # dead-lettered as before
             return
+        headers = dict(msg.headers) if msg.headers else {}
+        headers.setdefault(CONTENT_TYPE, CONTENT_TYPES[snap.encoding])
         try:
-            await self.nc.publish(subjects.snapshot_for(snap.symbol), msg.data, headers=msg.headers)
+            await self.nc.publish(subjects.snapshot_for(snap.symbol), msg.data, headers=headers)
         except Exception as exc:
             log.warning("forwarding a bare snapshot of %s failed: %r", snap.symbol, exc)

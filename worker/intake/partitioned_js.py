@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import Snapshot, SnapshotParser
+from spark_ml.core.codec import CONTENT_TYPES, Snapshot, SnapshotParser
 from spark_ml.core.errors import InvalidInput, OwnershipLost, SparkMlError
 from spark_ml.core.features import FeatureStore
 from spark_ml.core.features.checkpoint import decode_checkpoint, encode_checkpoint
@@ -74,6 +74,8 @@ from spark_ml.worker.natsio import jsadmin
 from spark_ml.worker.natsio.jspub import NotStored
 from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
 from spark_ml.worker.natsio.jswire import ACK, PIN_ID, nak_body
+from spark_ml.worker.natsio.writer import Heads
+from spark_ml.worker.pipeline.publish import CONTENT_TYPE
 from spark_ml.worker.settings import Settings
 
 __all__ = ["GROUP", "PartitionedJetStreamIntake", "unit_consumer", "unit_filter"]
@@ -486,18 +488,19 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             mask.append(fenced)
         return mask if any(mask) else None
 
-    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
+    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes], heads: Heads) -> None:
         """Output, fenced: predictions of a unit this worker may no longer own are not published (nor acked)."""
         fenced = self._fence(snaps)
         if fenced is None:
-            await super().publish(snaps, payloads)
+            await super().publish(snaps, payloads, heads)
             return
         keep = [i for i, f in enumerate(fenced) if not f]
         if not keep:
             return
         kept = [snaps[i] for i in keep]
+        kept_heads = heads if isinstance(heads, bytes) else [heads[i] for i in keep]
         try:
-            await super().publish(kept, [payloads[i] for i in keep])
+            await super().publish(kept, [payloads[i] for i in keep], kept_heads)
         except NotStored:
             partial = self._partial
             if partial is not None and partial[0] is kept:  # as on_publish_failed will see the batch: whole
@@ -657,6 +660,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             except InvalidInput:
                 await self._processor.on_msg(msg)  # dead-lettered and terminated (on_dead) as before
                 continue
+            headers.setdefault(CONTENT_TYPE, CONTENT_TYPES[snap.encoding])
             headers["Nats-Msg-Id"] = f"fwd-{msg.seq}"
             sends.append((msg, subjects.snapshot_for(snap.symbol), headers))
         # Started in order, so they reach the server in order; their PubAcks are awaited together.

@@ -25,6 +25,7 @@ from nats.aio.subscription import Subscription
 
 from spark_ml.core.errors import NotStored
 from spark_ml.worker.natsio import writer
+from spark_ml.worker.natsio.batchpub import slow_headers
 from spark_ml.worker.natsio.jsroute import subscribe_raw, unroute
 from spark_ml.worker.natsio.jswire import status_of
 
@@ -82,8 +83,12 @@ class AckedPublisher:
             if not batch.done.done():
                 batch.done.set_result(None)
 
-    async def publish(self, payloads: Sequence[bytes], msg_ids: Sequence[str | None]) -> None:
-        """Publish the batch and return once the stream stored every message; :class:`NotStored` otherwise."""
+    async def publish(
+        self, payloads: Sequence[bytes], msg_ids: Sequence[str | None], heads: writer.Heads | None = None
+    ) -> None:
+        """Publish the batch (each message with its header block from ``heads``, see
+        :func:`~spark_ml.worker.natsio.writer.head`) and return once the stream stored every message;
+        :class:`NotStored` otherwise."""
         n = len(payloads)
         if not n:
             return
@@ -94,7 +99,7 @@ class AckedPublisher:
         reply = self._inbox + b".%d." % bid
         batch = self._batches[bid] = _Batch(n)
         try:
-            await self._send(reply, payloads, msg_ids)
+            await self._send(reply, payloads, msg_ids, heads)
             try:
                 async with asyncio.timeout(self.timeout_s):
                     await batch.done
@@ -109,15 +114,17 @@ class AckedPublisher:
             self.refused += n - n_stored
             raise NotStored(stored, batch.reason)
 
-    async def _send(self, reply: bytes, payloads: Sequence[bytes], msg_ids: Sequence[str | None]) -> None:
+    async def _send(
+        self, reply: bytes, payloads: Sequence[bytes], msg_ids: Sequence[str | None], heads: writer.Heads | None
+    ) -> None:
         nc = self.nc
         if not self._raw:
             rs = reply.decode()
-            for i, (p, mid) in enumerate(zip(payloads, msg_ids, strict=True)):
-                await nc.publish(self.subject, p, reply=f"{rs}{i}", headers={"Nats-Msg-Id": mid} if mid else None)
+            for i, p in enumerate(payloads):
+                await nc.publish(self.subject, p, reply=f"{rs}{i}", headers=slow_headers(i, msg_ids, heads))
             return
-        total = writer.checked_size(nc, self.subject, payloads, msg_ids)
-        data = writer.pub_frames(self.subject.encode(), payloads, msg_ids, reply)
+        total = writer.checked_size(nc, self.subject, payloads, msg_ids, heads)
+        data = writer.pub_frames(self.subject.encode(), payloads, msg_ids, reply, heads)
         await writer.write_raw(nc, data, len(payloads), total)
 
     async def _on_reply(self, subject: bytes, _: bytes, data: bytes, headers: dict[str, str] | None) -> None:

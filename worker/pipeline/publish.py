@@ -6,6 +6,11 @@ stores the predictions (see :class:`spark_ml.worker.intake.base.Output`).
 A dead letter never exceeds the server's ``max_payload`` (from the INFO the client received): the server
 closes a connection that publishes more. When the refused payload plus the dead letter's headers would not fit,
 the payload is cut to fit and ``Spark-Ml-Truncated`` carries its original size (:func:`fit_dead_letter`).
+
+Every message says its encoding in ``Content-Type``. The header blocks of predictions are made once
+(:data:`CONTENT_HEADS`) and written by the frame writer as they are: a batch costs no header formatting per
+message. A dead letter's ``Content-Type`` is the encoding its payload was read in, or
+``application/octet-stream`` when it could not be read (``decode``, ``payload_too_large``) or was cut.
 """
 
 from __future__ import annotations
@@ -15,13 +20,42 @@ from collections.abc import Callable, Sequence
 from nats.aio.client import Client
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import Snapshot
+from spark_ml.core.codec import CONTENT_TYPES, OCTET_STREAM, Encoding, Snapshot
 from spark_ml.core.partition import published_subject
 from spark_ml.worker.natsio.batchpub import publish_batch
+from spark_ml.worker.natsio.writer import Heads, head
 
-__all__ = ["NatsOutput", "dead_letter_headers", "fit_dead_letter", "header_block_size", "header_safe"]
+__all__ = [
+    "CONTENT_HEADS",
+    "CONTENT_TYPE",
+    "NatsOutput",
+    "content_headers",
+    "dead_letter_headers",
+    "fit_dead_letter",
+    "header_block_size",
+    "header_safe",
+    "heads_of",
+]
 
 _HDR_LINE = len(b"NATS/1.0\r\n")
+CONTENT_TYPE = "Content-Type"
+CONTENT_HEADS: dict[Encoding, bytes] = {enc: head({CONTENT_TYPE: ct}) for enc, ct in CONTENT_TYPES.items()}
+"""The header block of a message in each encoding, made once."""
+_CONTENT_HEADERS: dict[Encoding, dict[str, str]] = {enc: {CONTENT_TYPE: ct} for enc, ct in CONTENT_TYPES.items()}
+_UNREAD = frozenset({"decode", "payload_too_large"})
+"""Dead letters whose payload was never read as msgpack or JSON."""
+
+
+def content_headers(encoding: Encoding) -> dict[str, str]:
+    """``{"Content-Type": ...}`` of an encoding (a shared dict: copy it before adding to it)."""
+    return _CONTENT_HEADERS[encoding]
+
+
+def heads_of(encodings: Encoding | Sequence[Encoding]) -> Heads:
+    """The header blocks of a batch whose payloads are in ``encodings`` (one for all, or one each)."""
+    if isinstance(encodings, str):
+        return CONTENT_HEADS[encodings]
+    return [CONTENT_HEADS[e] for e in encodings]
 
 
 def header_safe(text: str, limit: int = 512) -> str:
@@ -30,10 +64,14 @@ def header_safe(text: str, limit: int = 512) -> str:
     return clean[:limit]
 
 
-def dead_letter_headers(*, reason: str, message: str, subject: str, stream_seq: int | None = None) -> dict[str, str]:
+def dead_letter_headers(
+    *, reason: str, message: str, subject: str, stream_seq: int | None = None, encoding: Encoding | None = None
+) -> dict[str, str]:
     """The headers of a dead letter: why it was refused, and where it came from (as published, before the
-    partition mapping)."""
+    partition mapping); ``encoding``: what its payload was read as (octet-stream when it was not read)."""
+    readable = encoding is not None and reason not in _UNREAD
     headers = {
+        CONTENT_TYPE: CONTENT_TYPES[encoding] if readable and encoding is not None else OCTET_STREAM,
         subjects.H_ERROR: header_safe(reason, 64),
         subjects.H_ERROR_MESSAGE: header_safe(message),
         subjects.H_SUBJECT: header_safe(published_subject(subject), 256),
@@ -57,6 +95,7 @@ def fit_dead_letter(raw: bytes, headers: dict[str, str], max_payload: int) -> by
     if header_block_size(headers) + len(raw) <= max_payload:
         return raw
     headers[subjects.H_TRUNCATED] = str(len(raw))
+    headers[CONTENT_TYPE] = OCTET_STREAM  # a cut payload no longer decodes
     return raw[: max(0, max_payload - header_block_size(headers))]
 
 
@@ -73,19 +112,28 @@ class NatsOutput:
         self.nc = nc
         self._message_id = message_id
 
-    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes]) -> None:
+    async def publish(self, snaps: Sequence[Snapshot], payloads: list[bytes], heads: Heads) -> None:
         """Hand the batch to the connection in one write."""
         message_id = self._message_id
         if message_id is None:
-            await publish_batch(self.nc, subjects.PREDICTION, payloads)
+            await publish_batch(self.nc, subjects.PREDICTION, payloads, heads=heads)
         else:
-            await publish_batch(self.nc, subjects.PREDICTION, payloads, [message_id(s) for s in snaps])
+            await publish_batch(self.nc, subjects.PREDICTION, payloads, [message_id(s) for s in snaps], heads)
 
     async def dead_letter(
-        self, raw: bytes, *, reason: str, message: str, subject: str, stream_seq: int | None = None
+        self,
+        raw: bytes,
+        *,
+        reason: str,
+        message: str,
+        subject: str,
+        stream_seq: int | None = None,
+        encoding: Encoding | None = None,
     ) -> None:
         """Re-publish a refused payload unchanged on ``ml.dlq.snapshot`` (cut to fit the server's limit when it
         must be); the reason travels in headers."""
-        headers = dead_letter_headers(reason=reason, message=message, subject=subject, stream_seq=stream_seq)
+        headers = dead_letter_headers(
+            reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding
+        )
         raw = fit_dead_letter(raw, headers, self.nc.max_payload)
         await self.nc.publish(subjects.DLQ, raw, headers=headers)

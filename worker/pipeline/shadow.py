@@ -28,6 +28,7 @@ from spark_ml.core.features import FEATURE_NAMES
 from spark_ml.core.ml.drift import DriftMonitor, DriftThresholds, load_thresholds
 from spark_ml.core.models import Model
 from spark_ml.worker.metrics import Metrics
+from spark_ml.worker.pipeline.publish import content_headers
 
 __all__ = ["DriftTracker", "ShadowScorer"]
 
@@ -109,6 +110,7 @@ class ShadowScorer:
             signals = self.policy.signals(scores)
             conf = (np.abs(scores - 0.5) * 2.0).tolist()
             names = model.feature_names
+            encodings = live.encodings  # as the live predictions went out
             for i, snap in enumerate(live.snaps):
                 wire = {
                     "ts": snap.ts,
@@ -122,7 +124,8 @@ class ShadowScorer:
                     "liveVersion": live.model_version,
                     "liveSignal": live.signals[i],
                 }
-                await self.nc.publish(subjects.PREDICTION_SHADOW, encode(wire, snap.encoding))
+                enc = encodings if isinstance(encodings, str) else encodings[i]
+                await self.nc.publish(subjects.PREDICTION_SHADOW, encode(wire, enc), headers=content_headers(enc))
             self._record(model.version, live.signals, signals)
         except Exception as exc:
             self.metrics.model_errors.labels("shadow_error").inc()

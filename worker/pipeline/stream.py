@@ -12,13 +12,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
-from spark_ml.core.codec import Snapshot, SnapshotParser
+from spark_ml.core.codec import Encoding, OutputEncoding, Snapshot, SnapshotParser, detect_encoding
 from spark_ml.core.engine import BatchResult, Engine
 from spark_ml.core.errors import InvalidInput, SparkMlError
 from spark_ml.core.outcomes import outcome_of
 from spark_ml.worker.intake.base import AtMostOnce, Delivery, Output, Settlement
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.pipeline.pool import Pool
+from spark_ml.worker.pipeline.publish import heads_of
 
 __all__ = ["StreamProcessor"]
 
@@ -38,6 +39,7 @@ class StreamProcessor:
         observers: called with every published batch (shadow scoring, drift); they must not block.
         shards, queue_max, batch_max, batch_wait_s: see :class:`Pool`.
         max_payload: larger payloads are dead-lettered as ``payload_too_large``.
+        output_encoding: the predictions' encoding (``auto``: each in its snapshot's).
 
     When a shard's queue is full, intake waits for room; it does not drop (see :meth:`on_raw`).
     """
@@ -55,10 +57,12 @@ class StreamProcessor:
         batch_max: int = 256,
         batch_wait_s: float = 0.0,
         max_payload: int = 64 * 1024,
+        output_encoding: OutputEncoding = "auto",
     ) -> None:
         self.engine = engine
         self.metrics = metrics
         self.max_payload = max_payload
+        self._output_encoding: Encoding | None = None if output_encoding == "auto" else output_encoding
         self._parser = SnapshotParser(max_payload)
         self._output = output
         self._settlement: Settlement = settlement if settlement is not None else AtMostOnce()
@@ -96,7 +100,7 @@ class StreamProcessor:
             snap = self._validate(raw, subject, content_type, recv, msg)
         except InvalidInput as exc:
             self.metrics.snapshots_received.inc()
-            await self.reject(raw, subject, exc, ctx=msg)
+            await self.reject(raw, subject, exc, ctx=msg, encoding=detect_encoding(raw, content_type))
             return
         await self.pool.submit(snap.symbol, snap)
 
@@ -130,7 +134,7 @@ class StreamProcessor:
             snap = self._validate(raw, subject, content_type, recv, None)
         except InvalidInput as exc:
             self.metrics.snapshots_received.inc()
-            return self.reject(raw, subject, exc)
+            return self.reject(raw, subject, exc, encoding=detect_encoding(raw, content_type))
         if self.pool.offer(snap.symbol, snap):
             return None
         return self._wait_for_room(snap)
@@ -145,8 +149,10 @@ class StreamProcessor:
     def _validate(self, raw: bytes, subject: str, content_type: str | None, recv: float, ctx: object) -> Snapshot:
         return self._parser.parse(raw, subject, content_type, recv, ctx)
 
-    async def reject(self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None) -> None:
-        """Count a refused message and dead-letter it unchanged."""
+    async def reject(
+        self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None, encoding: Encoding | None = None
+    ) -> None:
+        """Count a refused message and dead-letter it unchanged (``encoding``: what it was read as)."""
         outcome = outcome_of(exc)
         self.metrics.refused(outcome, self.engine.model.version)
         self.metrics.dead_letters.labels(outcome.code).inc()
@@ -154,7 +160,7 @@ class StreamProcessor:
         seq = _stream_seq(ctx)
         try:
             await self._output.dead_letter(
-                raw, reason=outcome.code, message=outcome.message, subject=subject, stream_seq=seq
+                raw, reason=outcome.code, message=outcome.message, subject=subject, stream_seq=seq, encoding=encoding
             )
         except Exception:
             self.metrics.model_errors.labels("publish_error").inc()
@@ -174,9 +180,9 @@ class StreamProcessor:
         unordered = sum(1 for _, e in rejected if e.code == "out_of_order") if rejected else 0
         metrics.feature_extractions.inc(n_in - unordered)
         if n_ok:
-            payloads = result.encode(_perf())
+            payloads = result.encode(_perf(), self._output_encoding)
             try:
-                await self._output.publish(result.snaps, payloads)
+                await self._output.publish(result.snaps, payloads, heads_of(result.encodings))
             except Exception:
                 metrics.model_errors.labels("publish_error").inc()
                 log.exception("publishing %d predictions failed", n_ok)
@@ -200,7 +206,7 @@ class StreamProcessor:
 
     async def _reject_all(self, rejected: Sequence[tuple[Snapshot, SparkMlError]]) -> None:
         for snap, exc in rejected:
-            await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx)
+            await self.reject(snap.raw, snap.subject, exc, ctx=snap.ctx, encoding=snap.encoding)
 
 
 def _stream_seq(ctx: object) -> int | None:

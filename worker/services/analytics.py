@@ -62,7 +62,7 @@ from nats.aio.client import Client
 from nats.aio.subscription import Subscription
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import SnapshotParser, decode, encode
+from spark_ml.core.codec import Encoding, SnapshotParser, decode, encode
 from spark_ml.core.contracts import valid_symbol
 from spark_ml.core.errors import ClusterRefused, InvalidInput, UnknownSymbol
 from spark_ml.core.trading.live_figures import symbol_export, symbol_figures
@@ -70,11 +70,12 @@ from spark_ml.core.trading.live_pnl import PaperPosition
 from spark_ml.core.trading.portfolio import Portfolio, parse_weights
 from spark_ml.worker.lifecycle import Lifecycle
 from spark_ml.worker.natsio.directsub import subscribe_direct, unroute
+from spark_ml.worker.pipeline.publish import content_headers
 from spark_ml.worker.services.analytics_api import AnalyticsApi
 from spark_ml.worker.services.analytics_store import ACTIVE_KEY, PORTFOLIO_KEY, AnalyticsStore, Saved, pack, symbol_key
 from spark_ml.worker.settings import Settings
 
-__all__ = ["AnalyticsService", "Phase", "analytics_from_settings"]
+__all__ = ["AnalyticsService", "Phase", "analytics_encoding", "analytics_from_settings"]
 
 log = logging.getLogger(__name__)
 _now = time.perf_counter
@@ -103,6 +104,11 @@ class _Symbol:
         self.last_seen = 0.0
 
 
+def analytics_encoding(settings: Settings) -> Encoding:
+    """The encoding of ``analytics.pnl.*`` under ``SPARK_ML_OUTPUT_ENCODING`` (``auto``: msgpack, as before)."""
+    return "json" if settings.output_encoding == "json" else "msgpack"
+
+
 class AnalyticsService(Lifecycle):
     """The live PnL consumer and query API; an async context manager.
 
@@ -127,6 +133,7 @@ class AnalyticsService(Lifecycle):
             :mod:`spark_ml.worker.services.analytics_api`).
         memory_without_jetstream: when the server has no JetStream, run with the state in memory (the promise
             that this is the only instance, ``SPARK_ML_SOLO``) instead of raising ClusterRefused.
+        encoding: of the messages it publishes (``Content-Type`` says which).
     """
 
     def __init__(
@@ -150,6 +157,7 @@ class AnalyticsService(Lifecycle):
         api: bool = True,
         memory_without_jetstream: bool = False,
         query_share: float = 1.0,
+        encoding: Encoding = "msgpack",
     ) -> None:
         if interval_s <= 0 or min_gap_s < 0 or idle_s <= 0 or checkpoint_s <= 0 or standby_buffer_s <= 0:
             raise ValueError("interval_s, idle_s, checkpoint_s and standby_buffer_s must be > 0, min_gap_s >= 0")
@@ -177,6 +185,8 @@ class AnalyticsService(Lifecycle):
         self.checkpoint_s = checkpoint_s
         self.standby_buffer_s = standby_buffer_s
         self._memory_without_jetstream = memory_without_jetstream
+        self.encoding: Encoding = encoding
+        self._headers = content_headers(encoding)
         self._symbols: OrderedDict[str, _Symbol] = OrderedDict()
         self._portfolio = Portfolio(**self._portfolio_args)
         self._held: dict[str, _Symbol] = {}
@@ -571,7 +581,7 @@ class AnalyticsService(Lifecycle):
         by_pub = self._by_pub
         by_pub[symbol] = st
         by_pub.move_to_end(symbol)
-        await self.nc.publish(subjects.analytics_pnl(symbol), encode(body, "msgpack"))
+        await self.nc.publish(subjects.analytics_pnl(symbol), encode(body, self.encoding), headers=self._headers)
         self.published += 1
 
     async def _publish_due(self, now: float, *, force: bool = False) -> float | None:
@@ -639,6 +649,7 @@ def analytics_from_settings(nc: Client, settings: Settings, *, holder: str | Non
         standby_buffer_s=settings.analytics_standby_buffer_s,
         memory_without_jetstream=settings.solo,
         query_share=settings.analytics_query_share,
+        encoding=analytics_encoding(settings),
     )
 
 

@@ -51,7 +51,7 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service, ServiceConfig
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import DEFAULT_MAX_PAYLOAD, Encoding, SnapshotParser, detect_encoding, encode
+from spark_ml.core.codec import CONTENT_TYPES, DEFAULT_MAX_PAYLOAD, Encoding, SnapshotParser, detect_encoding, encode
 from spark_ml.core.contracts import ErrorReply, ModelInfo, Prediction, PredictRequest
 from spark_ml.core.engine import Engine
 from spark_ml.core.errors import InvalidInput, SparkMlError
@@ -68,8 +68,6 @@ __all__ = ["CONTENT_TYPES", "MODEL_INFO", "PredictService"]
 log = logging.getLogger(__name__)
 
 MODEL_INFO = subjects.MODEL_INFO
-CONTENT_TYPES: dict[Encoding, str] = {"json": "application/json", "msgpack": "application/msgpack"}
-"""Content type of each wire encoding, sent in the ``Content-Type`` header of every reply."""
 
 _ENGINE_CACHE = 8
 """Engines kept for non-live versions asked by ``"model"``: each is a model in memory."""

@@ -15,6 +15,7 @@ from spark_ml.core.codec import Encoding, Snapshot, encode
 from spark_ml.core.errors import InvalidInput, MissingExtra
 from spark_ml.core.ml.sources import load
 from spark_ml.worker.connect import connect
+from spark_ml.worker.pipeline.publish import content_headers
 from spark_ml.worker.settings import Settings
 
 __all__ = ["replay", "snapshot_payload"]
@@ -45,6 +46,7 @@ async def replay(settings: Settings, args: argparse.Namespace) -> int:
     symbol = args.symbol or data.symbol
     total = args.count or len(bars)
     encoding: Encoding = "json" if args.json else "msgpack"
+    headers = content_headers(encoding)
     subject = subjects.snapshot_for(symbol) if args.per_symbol_subject else subjects.SNAPSHOT
     # Looping past the end shifts timestamps forward so a symbol's ts keeps increasing.
     span = bars[-1].ts - bars[0].ts + 1
@@ -65,7 +67,8 @@ async def replay(settings: Settings, args: argparse.Namespace) -> int:
                 for i in range(sent, due):
                     snap = bars[i % len(bars)]
                     ts = snap.ts + (i // len(bars)) * span
-                    await nc.publish(subject, encode(snapshot_payload(snap, ts=ts, symbol=symbol), encoding))
+                    payload = encode(snapshot_payload(snap, ts=ts, symbol=symbol), encoding)
+                    await nc.publish(subject, payload, headers=headers)
                 bar.update(due - sent)
                 sent = due
                 if not rate:
