@@ -69,6 +69,7 @@ class Snapshot:
         raw: the payload as received, dead-lettered unchanged if a later stage refuses the snapshot.
         subject: the subject it arrived on.
         ctx: opaque transport context (the JetStream message to acknowledge), never read by core.
+        trace: the well-formed W3C ``traceparent`` the message carried, or None (set by the transport).
     """
 
     ts: int
@@ -82,6 +83,7 @@ class Snapshot:
     raw: bytes = b""
     subject: str = ""
     ctx: object = None
+    trace: str | None = None
 
     def __repr__(self) -> str:
         return f"Snapshot(ts={self.ts}, mid={self.mid}, symbol={self.symbol!r})"

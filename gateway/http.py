@@ -53,7 +53,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -69,12 +69,17 @@ from spark_ml.core.contracts import ErrorReply
 from spark_ml.core.partition import partition_of, predict_part
 from spark_ml.core.specs.openapi import SPEC_ROUTE, openapi_document
 from spark_ml.core.subjects import ANALYTICS_GET, PREDICT, SERVICE_NAME
+from spark_ml.core.tracecontext import TRACEPARENT, clean_traceparent
 from spark_ml.gateway.ratelimit import ClientRateLimiter
 from spark_ml.worker.connect import connect_options, safe_url
 from spark_ml.worker.lifecycle import Lifecycle
 from spark_ml.worker.metrics import HttpMetrics
 from spark_ml.worker.services.predict import CONTENT_TYPES, MODEL_INFO
 from spark_ml.worker.settings import Settings
+from spark_ml.worker.tracing_optional import tracing_for
+
+if TYPE_CHECKING:  # the SDK is optional: imported only when tracing is on
+    from spark_ml.worker.tracing import Tracing
 
 __all__ = ["HttpGateway", "run_gateway"]
 
@@ -164,13 +169,23 @@ class HttpGateway(Lifecycle):
         settings: ``bind_host``, ``http_port`` (0: an ephemeral port, see :attr:`port`), ``api_key``,
             ``rate_limit``, ``request_timeout_s`` and ``max_payload`` are used.
         registry: where the ``ml_http_*`` metrics live (served on ``/ml/metrics``); a new one when None.
+        tracing: a ``POST /ml/predict`` span per predict call, child of the caller's ``traceparent``, whose
+            context the NATS request carries (None: no span; a caller's ``traceparent`` goes on unchanged).
 
     Raises:
         ValueError: when ``settings.rate_limit`` is not in ``limits`` notation.
     """
 
-    def __init__(self, nc: Client, settings: Settings, *, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        settings: Settings,
+        *,
+        registry: CollectorRegistry | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self._nc = nc
+        self._tracing = tracing
         self._settings = settings
         self._limiter = ClientRateLimiter(settings.rate_limit)
         self._metrics = HttpMetrics(registry)
@@ -293,9 +308,20 @@ class HttpGateway(Lifecycle):
             return _error(400, "bad_header", "the Content-Type header must be printable ASCII (RFC 9110 field value)")
         forward = {"Content-Type": content_type} if "json" in content_type or "msgpack" in content_type else None
         symbol = _symbol_of(body, forward["Content-Type"] if forward else None, limit)
-        if symbol is None:
-            return await self._forward(PREDICT, body, forward)
-        return await self._forward(predict_part(partition_of(symbol, self._settings.partitions)), body, forward)
+        subject = PREDICT if symbol is None else predict_part(partition_of(symbol, self._settings.partitions))
+        trace = clean_traceparent(request.headers.get(TRACEPARENT))
+        if self._tracing is None:
+            if trace is not None:
+                forward = {**(forward or {}), TRACEPARENT: trace}
+            return await self._forward(subject, body, forward)
+        attributes = {"http.request.method": "POST", "http.route": _R_PREDICT, "url.path": request.path}
+        with self._tracing.server_span(f"POST {_R_PREDICT}", trace, attributes) as span:
+            mine = self._tracing.current_traceparent()
+            if mine is not None:
+                forward = {**(forward or {}), TRACEPARENT: mine}
+            response = await self._forward(subject, body, forward)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
 
     async def _analytics(self, request: web.Request) -> web.Response:
         symbol = request.match_info.get("symbol")
@@ -355,7 +381,8 @@ async def run_gateway(settings: Settings, *, stop: asyncio.Event) -> None:
     """``spark-ml gateway``: serve HTTP at once, connect to NATS in the background (retrying forever), run until
     ``stop`` is set. Until NATS is reachable, requests get 503 right away."""
     nc = Client()
-    gateway = HttpGateway(nc, settings)
+    tracing = tracing_for(settings, "spark-ml-gateway")
+    gateway = HttpGateway(nc, settings, tracing=tracing)
     await gateway.start()
     connecting = asyncio.create_task(_connect(nc, settings), name="gateway-nats-connect")
     try:
@@ -368,6 +395,8 @@ async def run_gateway(settings: Settings, *, stop: asyncio.Event) -> None:
             await nc.drain()
         elif not nc.is_closed:
             await nc.close()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)  # flushes the exporter: network I/O
         log.info("gateway: stopped")
 
 

@@ -15,7 +15,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from nats.aio.client import Client
 from prometheus_client import CollectorRegistry
@@ -36,6 +36,10 @@ from spark_ml.worker.pipeline.shadow import DriftTracker, ShadowScorer
 from spark_ml.worker.pipeline.stream import StreamProcessor
 from spark_ml.worker.settings import Settings
 from spark_ml.worker.sidecar import MetricsServer
+from spark_ml.worker.tracing_optional import tracing_for
+
+if TYPE_CHECKING:  # the SDK is optional: imported only when tracing is on
+    from spark_ml.worker.tracing import Tracing
 
 __all__ = ["ServiceFactory", "Stoppable", "WorkerApp", "run_worker"]
 
@@ -64,6 +68,8 @@ class WorkerApp(Lifecycle):
             ``async stop()``. The composition root (``spark_ml.worker.run``, ``spark_ml.worker.up``) supplies them,
             so the worker never imports the gateway layer.
         serve_metrics: run the metrics sidecar on ``settings.metrics_port``.
+        tracing: spans of the stream and of ``ml.predict``; None builds them from ``settings`` when
+            ``SPARK_ML_TRACING=on`` (tests pass one with an in-memory exporter).
     """
 
     def __init__(
@@ -74,8 +80,10 @@ class WorkerApp(Lifecycle):
         handle_signals: bool = True,
         services: Sequence[ServiceFactory] = (),
         serve_metrics: bool = True,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        self.tracing = tracing if tracing is not None else tracing_for(settings, "spark-ml-worker")
         self.metrics = Metrics(registry)
         self.handle_signals = handle_signals
         self.service_factories = list(services)
@@ -148,6 +156,7 @@ class WorkerApp(Lifecycle):
             batch_wait_s=s.batch_wait_ms / 1000.0,
             max_payload=s.max_payload,
             output_encoding=s.output_encoding,
+            tracing=self.tracing,
         )
         self._models_changed()
         self._count_load_errors()
@@ -318,6 +327,8 @@ class WorkerApp(Lifecycle):
                 await service.stop()
         if self.sidecar is not None:
             await self.sidecar.stop()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.shutdown)  # flushes the exporter: network I/O
         p = self.processor
         log.info(
             "worker stopped: published=%d dead_lettered=%d abandoned=%d uptime=%.1fs",

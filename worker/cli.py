@@ -154,7 +154,7 @@ async def _http_gateway(app: WorkerApp) -> Stoppable:
     from spark_ml.gateway.http import HttpGateway
 
     assert app.nc is not None
-    gw = HttpGateway(app.nc, app.settings, registry=app.metrics.registry)
+    gw = HttpGateway(app.nc, app.settings, registry=app.metrics.registry, tracing=app.tracing)
     await gw.start()
     return gw
 

@@ -57,6 +57,7 @@ async def predict_service(app: WorkerApp) -> Stoppable:
         partitions=app.settings.partitions,
         owned=app.owned,
         forward_timeout_s=app.settings.request_timeout_s,
+        tracing=app.tracing,
     )
 
 

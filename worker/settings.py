@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from spark_ml.core.errors import SecretFileError
@@ -164,6 +164,16 @@ class Settings(BaseSettings):
     """Encoding of what the worker publishes (predictions, shadow predictions, analytics): ``auto`` answers each
     snapshot in its own encoding (analytics: msgpack); every message says which in ``Content-Type``. Replies
     on ``ml.predict`` always use the request's encoding."""
+
+    tracing: Literal["off", "on"] = "off"
+    """OpenTelemetry spans (``spark_ml.worker.tracing``), exported over OTLP/HTTP as the standard ``OTEL_*``
+    variables say. Off: no span, and a snapshot's ``traceparent`` is copied unchanged onto its prediction."""
+    otel_sdk_disabled: bool = Field(False, validation_alias=AliasChoices("OTEL_SDK_DISABLED", "otel_sdk_disabled"))
+    """The standard ``OTEL_SDK_DISABLED``: true turns tracing off whatever ``tracing`` says."""
+    otel_traces_exporter: Literal["otlp", "console", "none"] = Field(
+        "otlp", validation_alias=AliasChoices("OTEL_TRACES_EXPORTER", "otel_traces_exporter")
+    )
+    """The standard ``OTEL_TRACES_EXPORTER``: where spans go when tracing is on (``none``: made, not exported)."""
 
     # --- logs (worker/logs.py) ---
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

@@ -224,6 +224,7 @@ class Bed:
             cpu0 = cpu_seconds(self.child.pid)
             pub_argv = [sys.executable, "-m", "spark_ml.scripts.harness.publisher", *common, "--count", str(count)]
             pub_argv += ["--symbols", str(self.sequencer.symbols), "--timeout", str(timeout)]
+            pub_argv += list(self.target.publisher_args) if self.target is not None else []
             if rate:
                 pub_argv += ["--rate", str(rate), "--times", prefix + ".send"]
             pub_out = _report(Child("publisher", pub_argv, Path(prefix + ".pub.log"), pipe=True), timeout + 30.0)

@@ -11,7 +11,7 @@ import json
 
 import msgpack
 
-from spark_ml.scripts.harness.wire import pub_frame
+from spark_ml.scripts.harness.wire import hpub_frame, pub_frame
 
 __all__ = [
     "SNAPSHOT_SUBJECT",
@@ -22,6 +22,7 @@ __all__ = [
     "snapshot",
     "snapshot_subject",
     "symbol_of",
+    "traceparent",
 ]
 
 SNAPSHOT_SUBJECT = "market.snapshot"
@@ -57,11 +58,26 @@ def snapshot_subject(seq: int, symbols: int) -> str:
     return f"{SNAPSHOT_SUBJECT}.{symbol_of(seq, symbols)}"
 
 
-def frames(ts0: int, seq0: int, count: int, symbols: int, subject: str = "") -> list[bytes]:
+def traceparent(seq: int) -> str:
+    """A W3C ``traceparent`` of its own for snapshot number ``seq`` (trace id and parent span id from it)."""
+    return f"00-{seq + 1:032x}-{seq + 1:016x}-01"
+
+
+def frames(ts0: int, seq0: int, count: int, symbols: int, subject: str = "", traced: bool = False) -> list[bytes]:
     """``PUB`` commands for snapshots ``seq0 .. seq0+count-1``, built before any clock starts.
 
-    Each on its symbol's subject (:func:`snapshot_subject`), or all on ``subject`` when one is given.
+    Each on its symbol's subject (:func:`snapshot_subject`), or all on ``subject`` when one is given. With
+    ``traced``, each is an ``HPUB`` carrying a ``traceparent`` of its own (:func:`traceparent`).
     """
+    if traced:
+        return [
+            hpub_frame(
+                subject or snapshot_subject(seq, symbols),
+                {"traceparent": traceparent(seq)},
+                snapshot(ts0, seq, symbols),
+            )
+            for seq in range(seq0, seq0 + count)
+        ]
     return [
         pub_frame(subject or snapshot_subject(seq, symbols), snapshot(ts0, seq, symbols))
         for seq in range(seq0, seq0 + count)

@@ -89,16 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--live", action="store_true", help="build snapshots when due; append send times as they come")
     ap.add_argument("--min-sleep", type=float, default=_MIN_SLEEP, help="shortest pause of the paced mode (s)")
     ap.add_argument("--timeout", type=float, default=60.0)
+    ap.add_argument("--traceparent", action="store_true", help="each snapshot with a W3C traceparent of its own")
     args = ap.parse_args(argv)
     signal.signal(signal.SIGTERM, _on_term)
 
     if args.live:
 
         def batch(lo: int, hi: int) -> bytes:
-            return b"".join(frames(args.ts0, args.seq0 + lo, hi - lo, args.symbols, args.subject))
+            return b"".join(frames(args.ts0, args.seq0 + lo, hi - lo, args.symbols, args.subject, args.traceparent))
 
     else:
-        built = frames(args.ts0, args.seq0, args.count, args.symbols, args.subject)
+        built = frames(args.ts0, args.seq0, args.count, args.symbols, args.subject, args.traceparent)
 
         def batch(lo: int, hi: int) -> bytes:
             return b"".join(built[lo:hi])

@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -65,6 +65,8 @@ class Target:
     """The target's Prometheus endpoint, read at the end for its own drop and error counters."""
     http_url: str = ""
     """``POST /ml/predict`` of the target (HTTP scenarios)."""
+    publisher_args: tuple[str, ...] = ()
+    """Extra flags of the publisher (``--traceparent``)."""
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,34 @@ def _worker_json(ctx: Context) -> Target:
     # The same msgpack snapshots as `worker`; every prediction goes out as JSON (the slow encoder, per row).
     _worker_help()
     return _worker_target(ctx, SPARK_ML_OUTPUT_ENCODING="json", note="SPARK_ML_OUTPUT_ENCODING=json")
+
+
+@scenario(
+    "worker-tp",
+    "spark-ml worker, snapshots with a traceparent each, tracing off (passed on)",
+    default=False,
+    jetstream=True,
+    partitions=P,
+)
+def _worker_traceparent(ctx: Context) -> Target:
+    _worker_help()
+    target = _worker_target(ctx, note="snapshots with traceparent, SPARK_ML_TRACING=off")
+    return replace(target, publisher_args=("--traceparent",))
+
+
+@scenario(
+    "worker-traced",
+    "spark-ml worker, tracing on (spans made, not exported), snapshots with a traceparent each",
+    default=False,
+    jetstream=True,
+    partitions=P,
+)
+def _worker_traced(ctx: Context) -> Target:
+    # OTEL_TRACES_EXPORTER=none: spans are made, linked and ended, but no exporter runs (the bed has no collector).
+    _worker_help()
+    note = "snapshots with traceparent, SPARK_ML_TRACING=on, OTEL_TRACES_EXPORTER=none"
+    target = _worker_target(ctx, note=note, SPARK_ML_TRACING="on", OTEL_TRACES_EXPORTER="none")
+    return replace(target, publisher_args=("--traceparent",))
 
 
 @scenario("worker-solo", f"spark-ml worker, {_SOLO}", partitions=P)

@@ -16,7 +16,7 @@ import socket
 import time
 from urllib.parse import urlsplit
 
-__all__ = ["RawNats", "pub_frame"]
+__all__ = ["RawNats", "hpub_frame", "pub_frame"]
 
 _CRLF = b"\r\n"
 _RECV_SIZE = 1 << 18
@@ -25,6 +25,12 @@ _RECV_SIZE = 1 << 18
 def pub_frame(subject: str, payload: bytes) -> bytes:
     """One ``PUB`` command, ready to be concatenated with others and written in one go."""
     return b"PUB %s %d\r\n%s\r\n" % (subject.encode(), len(payload), payload)
+
+
+def hpub_frame(subject: str, headers: dict[str, str], payload: bytes) -> bytes:
+    """One ``HPUB`` command: ``payload`` with a header block."""
+    block = b"NATS/1.0\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + _CRLF
+    return b"HPUB %s %d %d\r\n%s%s\r\n" % (subject.encode(), len(block), len(block) + len(payload), block, payload)
 
 
 class RawNats:

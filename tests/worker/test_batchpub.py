@@ -86,3 +86,46 @@ async def test_msg_ids_deduplicate_in_a_stream(nc: Client, uid: str) -> None:
     await js.publish(subject, b"last")
     info = await js.stream_info(f"D{uid}".replace("-", "")[:30])
     assert info.state.messages == 21
+
+
+async def test_header_blocks_equal_what_publish_delivers(nc: Client, uid: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One block shared by the batch, one block per message (some with ids): Client.publish's headers exactly
+    subject = f"t.{uid}"
+    payloads = _payloads(60)
+    shared = {"Content-Type": "application/msgpack"}
+    each = [{"Content-Type": "application/json", "traceparent": f"00-{i:032x}-{i:016x}-01"} for i in range(60)]
+    ids = [None if i % 4 == 0 else f"id-{i}" for i in range(60)]
+
+    async def reference(headers: list[dict[str, str]], with_ids: bool) -> None:
+        for p, h, mid in zip(payloads, headers, ids, strict=True):
+            await nc.publish(subject, p, headers={**h, "Nats-Msg-Id": mid} if with_ids and mid else h)
+
+    cases: list[tuple[list[dict[str, str]], writer.Heads, bool]] = [
+        ([shared] * 60, writer.head(shared), False),
+        (each, [writer.head(h) for h in each], False),
+        (each, [writer.head(h) for h in each], True),
+        ([shared] * 60, writer.head(shared), True),
+    ]
+    for headers, heads, with_ids in cases:
+        want = await _collect(nc, subject, 60, reference(headers, with_ids))
+        got = await _collect(
+            nc, subject, 60, batchpub.publish_batch(nc, subject, payloads, ids if with_ids else None, heads)
+        )
+        assert got == want
+        with monkeypatch.context() as m:
+            m.setattr(writer, "can_write_raw", lambda nc: False)
+            slow = await _collect(
+                nc, subject, 60, batchpub.publish_batch(nc, subject, payloads, ids if with_ids else None, heads)
+            )
+        assert slow == want
+
+
+async def test_a_header_block_counts_against_the_payload_limit(nc: Client, uid: str) -> None:
+    block = writer.head({"Content-Type": "application/msgpack"})
+    fits = b"x" * (nc.max_payload - len(block) - 2)
+    await batchpub.publish_batch(nc, f"t.{uid}", [fits], heads=block)
+    with pytest.raises(errors.MaxPayloadError):
+        await batchpub.publish_batch(nc, f"t.{uid}", [fits + b"x"], heads=block)
+    with pytest.raises(errors.MaxPayloadError):
+        await batchpub.publish_batch(nc, f"t.{uid}", [b"ok", fits + b"x"], heads=[block, block])
+    assert nc.is_connected

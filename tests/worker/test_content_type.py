@@ -28,7 +28,7 @@ def by_header(msg: Msg) -> Any:
     """Decode as the header says; the payload must not also read as the other encoding."""
     ct = (msg.headers or {}).get("Content-Type")
     if ct == JSON:
-        with pytest.raises(Exception):
+        with pytest.raises(ValueError):  # msgpack reads "{" as one integer, then finds extra data
             msgpack.unpackb(msg.data, raw=False)
         return json.loads(msg.data)
     assert ct == MSGPACK, f"{msg.subject}: Content-Type {ct!r}"
@@ -82,22 +82,22 @@ async def test_every_published_subject_carries_its_content_type(
                 want = came_in[body["symbol"]] if setting == "auto" else {"msgpack": MSGPACK, "json": JSON}[setting]
                 assert msg.headers is not None and msg.headers["Content-Type"] == want, (msg.subject, body)
         # Dead letters: the payload unchanged; octet-stream when it could not be read, else what it was read as
-        reasons = {m.headers["Spark-Ml-Error"]: m for m in dlq.msgs if m.headers}
-        assert reasons["decode"].headers["Content-Type"] == OCTETS
-        assert reasons["schema"].headers["Content-Type"] == JSON
+        reasons = {m.headers["Spark-Ml-Error"]: m.headers for m in dlq.msgs if m.headers}
+        assert reasons["decode"]["Content-Type"] == OCTETS
+        assert reasons["schema"]["Content-Type"] == JSON
         # Analytics: msgpack unless json was chosen
         for msg in pnl.msgs:
             by_header(msg)
-            assert msg.headers["Content-Type"] == (JSON if setting == "json" else MSGPACK)
+            assert (msg.headers or {}).get("Content-Type") == (JSON if setting == "json" else MSGPACK)
         # The forwarded bare snapshot gained the Content-Type it was read as
-        assert forwarded.msgs[0].headers["Content-Type"] == MSGPACK
+        assert (forwarded.msgs[0].headers or {}).get("Content-Type") == MSGPACK
         # ml.predict answers in the request's encoding whatever the setting, and says so
         request = {"snapshot": _snap(10, mp)}
         reply = await nc.request(subjects.PREDICT, json.dumps(request).encode(), timeout=5)
-        assert by_header(reply)["symbol"] == mp and reply.headers["Content-Type"] == JSON
+        assert by_header(reply)["symbol"] == mp and (reply.headers or {}).get("Content-Type") == JSON
         reply = await nc.request(subjects.PREDICT, msgpack.packb(request), timeout=5)
-        assert by_header(reply)["symbol"] == mp and reply.headers["Content-Type"] == MSGPACK
+        assert by_header(reply)["symbol"] == mp and (reply.headers or {}).get("Content-Type") == MSGPACK
         reply = await nc.request(predict_part(0), b"{", timeout=5)
-        assert by_header(reply)["error"]["code"] == "decode" and reply.headers["Content-Type"] == JSON
+        assert by_header(reply)["error"]["code"] == "decode" and (reply.headers or {}).get("Content-Type") == JSON
     finally:
         await svc.stop()

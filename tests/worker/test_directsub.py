@@ -18,7 +18,7 @@ from spark_ml.worker.pipeline.publish import NatsOutput
 from spark_ml.worker.pipeline.stream import StreamProcessor
 from tests.support.natsync import synced
 
-Seen = list[tuple[str, bytes, str | None]]
+Seen = list[tuple[str, bytes, dict[str, str] | None]]
 
 
 async def _send_mix(nc: Client, base: str) -> int:
@@ -48,11 +48,11 @@ async def test_direct_route_sees_what_a_callback_sees(nc: Client, nats_url: str,
     direct_seen: Seen = []
     regular_seen: Seen = []
 
-    async def direct(subject: str, data: bytes, content_type: str | None) -> None:
-        direct_seen.append((subject, data, content_type))
+    async def direct(subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+        direct_seen.append((subject, data, headers))
 
     async def regular(msg: Msg) -> None:
-        regular_seen.append((msg.subject, msg.data, msg.headers.get("Content-Type") if msg.headers else None))
+        regular_seen.append((msg.subject, msg.data, msg.headers or None))
 
     sub, routed = await directsub.subscribe_direct(nc, f"{base}.>", queue="", handler=direct)
     assert routed
@@ -72,7 +72,7 @@ async def test_direct_route_sees_what_a_callback_sees(nc: Client, nats_url: str,
         await _wait(direct_seen, n)
         await _wait(regular_seen, n)
         assert direct_seen == regular_seen
-        assert regular_seen[1][2] == "application/json"
+        assert (regular_seen[1][2] or {}).get("Content-Type") == "application/json"
         await asyncio.wait_for(_until(lambda: len(also) == n), 5)
         # unrouted and unsubscribed: nothing more arrives
         await sub.unsubscribe()
@@ -95,8 +95,8 @@ async def test_unsupported_client_falls_back_to_a_callback(
     monkeypatch.setattr(router, "supported", lambda nc: False)
     seen: Seen = []
 
-    async def handler(subject: str, data: bytes, content_type: str | None) -> None:
-        seen.append((subject, data, content_type))
+    async def handler(subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+        seen.append((subject, data, headers))
 
     _, routed = await directsub.subscribe_direct(nc, f"f.{uid}.>", queue="q", handler=handler)
     assert not routed
@@ -148,8 +148,8 @@ async def test_fast_route_takes_header_less_messages_synchronously(nc: Client, n
             return fut
         return None
 
-    async def slow(subject: str, data: bytes, content_type: str | None) -> None:
-        slow_seen.append((subject, data, content_type))
+    async def slow(subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+        slow_seen.append((subject, data, headers))
 
     sub, routed = await directsub.subscribe_direct(nc, f"{base}.>", queue="", handler=slow, fast=fast)
     assert routed

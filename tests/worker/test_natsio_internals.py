@@ -238,11 +238,11 @@ async def test_without_process_msg_subscriptions_keep_their_callbacks(nats_url: 
     await nc.connect(nats_url, allow_reconnect=False)
     try:
         assert not router.supported(nc)
-        direct: list[tuple[str, bytes, str | None]] = []
+        direct: list[tuple[str, bytes, dict[str, str] | None]] = []
         raw: list[tuple[bytes, bytes, bytes, dict[str, str] | None]] = []
 
-        async def on_direct(subject: str, data: bytes, content_type: str | None) -> None:
-            direct.append((subject, data, content_type))
+        async def on_direct(subject: str, data: bytes, headers: dict[str, str] | None) -> None:
+            direct.append((subject, data, headers))
 
         async def on_raw(subject: bytes, reply: bytes, data: bytes, headers: dict[str, str] | None) -> None:
             raw.append((subject, reply, data, headers))
@@ -262,7 +262,7 @@ async def test_without_process_msg_subscriptions_keep_their_callbacks(nats_url: 
             if direct and raw:
                 break
             await asyncio.sleep(0.01)
-        assert direct == [(f"c.{uid}", b"a", "application/json")]
+        assert direct == [(f"c.{uid}", b"a", {"Content-Type": "application/json"})]
         assert raw == [(f"r.{uid}".encode(), b"re.ply", b"b", None)]
     finally:
         await nc.close()

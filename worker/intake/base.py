@@ -51,8 +51,8 @@ class Processor(Protocol):
         """A message to settle later: queue it, waiting for room; raises when the pool is closing."""
         ...
 
-    async def on_raw(self, subject: str, raw: bytes, content_type: str | None) -> None:
-        """A core NATS message: queue it, waiting while its shard is full."""
+    async def on_raw(self, subject: str, raw: bytes, headers: dict[str, str] | None) -> None:
+        """A core NATS message with its headers: queue it, waiting while its shard is full."""
         ...
 
     def on_raw_sync(self, subject: bytes, raw: bytes) -> Awaitable[None] | None:
@@ -60,7 +60,14 @@ class Processor(Protocol):
         ...
 
     async def reject(
-        self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None, encoding: Encoding | None = None
+        self,
+        raw: bytes,
+        subject: str,
+        exc: SparkMlError,
+        *,
+        ctx: object = None,
+        encoding: Encoding | None = None,
+        trace: str | None = None,
     ) -> None:
         """A message refused before it could be parsed (a core message whose subject or headers cannot be
         decoded): count it and dead-letter it unchanged."""
@@ -100,9 +107,11 @@ class Output(Protocol):
         subject: str,
         stream_seq: int | None = None,
         encoding: Encoding | None = None,
+        trace: str | None = None,
     ) -> None:
         """Send a refused payload unchanged to ``ml.dlq.snapshot``, the reason in its headers (``encoding``: what
-        the payload was read as, for its ``Content-Type``; None when it was not read)."""
+        the payload was read as, for its ``Content-Type``; None when it was not read; ``trace``: its
+        ``traceparent``)."""
         ...
 
 

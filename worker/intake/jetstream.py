@@ -175,10 +175,11 @@ class JetStreamOutcomes:
         subject: str,
         stream_seq: int | None = None,
         encoding: Encoding | None = None,
+        trace: str | None = None,
     ) -> None:
         """Output: a core publish (a dead letter is terminated right after: no PubAck to wait for)."""
         await self._core.dead_letter(
-            raw, reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding
+            raw, reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding, trace=trace
         )
 
     # ---- settlement ------------------------------------------------------------------------------

@@ -84,9 +84,10 @@ class MemoryOutput:
         subject: str,
         stream_seq: int | None = None,
         encoding: Encoding | None = None,
+        trace: str | None = None,
     ) -> None:
         headers = dead_letter_headers(
-            reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding
+            reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding, trace=trace
         )
         self.dead_letters.append(Sent(subjects.DLQ, raw, headers))
         self._changed.set()
@@ -167,5 +168,5 @@ class MemoryIntake:
             if wait is not None:
                 await wait
         else:
-            await processor.on_raw(subject, data, headers.get("Content-Type"))
+            await processor.on_raw(subject, data, headers)
         return msg

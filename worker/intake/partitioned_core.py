@@ -228,9 +228,10 @@ class ColdMarkingOutput:
         subject: str,
         stream_seq: int | None = None,
         encoding: Encoding | None = None,
+        trace: str | None = None,
     ) -> None:
         await self._inner.dead_letter(
-            raw, reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding
+            raw, reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding, trace=trace
         )
 
 
@@ -246,9 +247,9 @@ class _ProbeFilter:
     async def on_msg(self, msg: Delivery) -> None:
         await self._processor.on_msg(msg)
 
-    async def on_raw(self, subject: str, raw: bytes, content_type: str | None) -> None:
-        if content_type != PROBE_CONTENT_TYPE:
-            await self._processor.on_raw(subject, raw, content_type)
+    async def on_raw(self, subject: str, raw: bytes, headers: dict[str, str] | None) -> None:
+        if headers is None or headers.get(CONTENT_TYPE) != PROBE_CONTENT_TYPE:
+            await self._processor.on_raw(subject, raw, headers)
 
 
 class _Pool(Protocol):
@@ -652,7 +653,7 @@ class PartitionedCoreIntake:
         try:
             snap = self._parser.parse(msg.data, msg.subject, content_type, 0.0)
         except InvalidInput:
-            await self._processor.on_raw(msg.subject, msg.data, content_type)  # dead-lettered as before
+            await self._processor.on_raw(msg.subject, msg.data, msg.headers)  # dead-lettered as before
             return
         headers = dict(msg.headers) if msg.headers else {}
         headers.setdefault(CONTENT_TYPE, CONTENT_TYPES[snap.encoding])

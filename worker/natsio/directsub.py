@@ -48,8 +48,7 @@ async def subscribe_direct(
     """
 
     async def callback(msg: Msg) -> None:
-        content_type = msg.headers.get("Content-Type") if msg.headers else None
-        await handler(msg.subject, msg.data, content_type)
+        await handler(msg.subject, msg.data, msg.headers or None)
 
     sub = await nc.subscribe(subject, queue=queue, cb=callback, **subscribe_kwargs)
     if not router.route(nc, sub, handler, raw=False, undecodable=undecodable):

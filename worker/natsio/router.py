@@ -5,7 +5,8 @@ headers)``, which builds a ``Msg``, queues it and lets the subscription's task a
 routed subscription, :func:`route` replaces that step on one client (an instance attribute shadowing the
 method) with a dictionary lookup and one await of the handler, in one of two shapes:
 
-- a core handler (:mod:`spark_ml.worker.natsio.directsub`): ``await handler(subject, payload, content_type)``;
+- a core handler (:mod:`spark_ml.worker.natsio.directsub`): ``await handler(subject, payload, headers)``, headers
+  parsed (only when there are any; None otherwise);
 - a raw handler (:mod:`spark_ml.worker.natsio.jsroute`): ``await handler(subject, reply, data, headers)``, subject
   and reply as the wire bytes, headers parsed by the client's own routine (only when there are any).
 
@@ -43,8 +44,8 @@ from spark_ml.worker.natsio.fastparser import FastParser, wire_error
 
 __all__ = ["DirectHandler", "RawHandler", "UndecodableHandler", "escape", "guard", "route", "supported", "unroute"]
 
-DirectHandler = Callable[[str, bytes, "str | None"], Awaitable[None]]
-"""``await handler(subject, payload, content_type)``."""
+DirectHandler = Callable[[str, bytes, "dict[str, str] | None"], Awaitable[None]]
+"""``await handler(subject, payload, headers)``."""
 
 RawHandler = Callable[[bytes, bytes, bytes, "dict[str, str] | None"], Awaitable[None]]
 """``await handler(subject, reply, data, headers)``; subject and reply as the wire bytes."""
@@ -163,16 +164,14 @@ def _routes(nc: Client) -> dict[int, _Route]:  # noqa: C901 - one dispatcher, ev
             if undecodable is not None:
                 await undecodable(data, escape(subject), InvalidInput(f"subject is not UTF-8: {exc}", code="decode"))
             return
-        content_type = None
+        parsed = None
         if headers:
             ok, parsed = await parsed_headers(headers)
             if not ok:
                 if undecodable is not None:
                     await undecodable(data, text, InvalidInput("malformed header block", code="decode"))
                 return
-            if parsed:
-                content_type = parsed.get("Content-Type")
-        await handler(text, data, content_type)
+        await handler(text, data, parsed or None)
 
     async def process_msg(sid: int, subject: bytes, reply: bytes, data: bytes, headers: bytes | None) -> None:
         entry = routes.get(sid)

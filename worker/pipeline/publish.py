@@ -22,6 +22,7 @@ from nats.aio.client import Client
 from spark_ml.core import subjects
 from spark_ml.core.codec import CONTENT_TYPES, OCTET_STREAM, Encoding, Snapshot
 from spark_ml.core.partition import published_subject
+from spark_ml.core.tracecontext import TRACEPARENT
 from spark_ml.worker.natsio.batchpub import publish_batch
 from spark_ml.worker.natsio.writer import Heads, head
 
@@ -35,6 +36,7 @@ __all__ = [
     "header_block_size",
     "header_safe",
     "heads_of",
+    "traced_heads",
 ]
 
 _HDR_LINE = len(b"NATS/1.0\r\n")
@@ -51,6 +53,26 @@ def content_headers(encoding: Encoding) -> dict[str, str]:
     return _CONTENT_HEADERS[encoding]
 
 
+_TRACE_LINE = TRACEPARENT.encode() + b": "
+
+
+def traced_heads(encodings: Encoding | Sequence[Encoding], traces: Sequence[str | None]) -> list[bytes]:
+    """The header blocks of a batch whose messages carry a ``traceparent`` each (None: that one carries none);
+    the values were checked well-formed (hex and dashes), so they are written as they are."""
+    each = [encodings] * len(traces) if isinstance(encodings, str) else encodings
+    made: dict[tuple[str, str], bytes] = {}
+    out: list[bytes] = []
+    for enc, tp in zip(each, traces, strict=True):
+        if tp is None:
+            out.append(CONTENT_HEADS[enc])
+            continue
+        block = made.get((enc, tp))
+        if block is None:
+            block = made[enc, tp] = CONTENT_HEADS[enc] + _TRACE_LINE + tp.encode() + b"\r\n"
+        out.append(block)
+    return out
+
+
 def heads_of(encodings: Encoding | Sequence[Encoding]) -> Heads:
     """The header blocks of a batch whose payloads are in ``encodings`` (one for all, or one each)."""
     if isinstance(encodings, str):
@@ -65,7 +87,13 @@ def header_safe(text: str, limit: int = 512) -> str:
 
 
 def dead_letter_headers(
-    *, reason: str, message: str, subject: str, stream_seq: int | None = None, encoding: Encoding | None = None
+    *,
+    reason: str,
+    message: str,
+    subject: str,
+    stream_seq: int | None = None,
+    encoding: Encoding | None = None,
+    trace: str | None = None,
 ) -> dict[str, str]:
     """The headers of a dead letter: why it was refused, and where it came from (as published, before the
     partition mapping); ``encoding``: what its payload was read as (octet-stream when it was not read)."""
@@ -78,6 +106,8 @@ def dead_letter_headers(
     }
     if stream_seq is not None:
         headers[subjects.H_STREAM_SEQ] = str(stream_seq)
+    if trace is not None:
+        headers[TRACEPARENT] = trace
     return headers
 
 
@@ -129,11 +159,12 @@ class NatsOutput:
         subject: str,
         stream_seq: int | None = None,
         encoding: Encoding | None = None,
+        trace: str | None = None,
     ) -> None:
         """Re-publish a refused payload unchanged on ``ml.dlq.snapshot`` (cut to fit the server's limit when it
         must be); the reason travels in headers."""
         headers = dead_letter_headers(
-            reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding
+            reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding, trace=trace
         )
         raw = fit_dead_letter(raw, headers, self.nc.max_payload)
         await self.nc.publish(subjects.DLQ, raw, headers=headers)

@@ -484,8 +484,9 @@ class AnalyticsService(Lifecycle):
             buf.popleft()
         buf.append((kind, subject, raw, content_type, recv))
 
-    async def _on_snapshot(self, subject: str, raw: bytes, content_type: str | None) -> None:
+    async def _on_snapshot(self, subject: str, raw: bytes, headers: dict[str, str] | None) -> None:
         recv = _now()
+        content_type = headers.get("Content-Type") if headers else None
         if self.phase is not Phase.ACTIVE:
             self._keep(_SNAP, subject, raw, content_type, recv)
             return
@@ -517,8 +518,9 @@ class AnalyticsService(Lifecycle):
         except Exception:
             self._failed("snapshot")
 
-    async def _on_prediction(self, subject: str, raw: bytes, content_type: str | None) -> None:
+    async def _on_prediction(self, subject: str, raw: bytes, headers: dict[str, str] | None) -> None:
         recv = _now()
+        content_type = headers.get("Content-Type") if headers else None
         if self.phase is not Phase.ACTIVE:
             self._keep(_PRED, subject, raw, content_type, recv)
             return

@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from types import TracebackType
-from typing import Any, NotRequired, TypedDict, Unpack, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, Unpack, cast
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -60,8 +60,12 @@ from spark_ml.core.outcomes import Outcome, internal_failure, outcome_of, unavai
 from spark_ml.core.partition import DEFAULT_PARTITIONS, partition_of, predict_part
 from spark_ml.core.specs.micro import endpoint_metadata
 from spark_ml.core.subjects import PREDICT, QUEUE_GROUP, SERVICE_NAME
+from spark_ml.core.tracecontext import TRACEPARENT
 from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.metrics import Metrics, Status
+
+if TYPE_CHECKING:  # the SDK is optional: imported only when tracing is on
+    from spark_ml.worker.tracing import Tracing
 
 __all__ = ["CONTENT_TYPES", "MODEL_INFO", "PredictService"]
 
@@ -123,6 +127,7 @@ class _Options(TypedDict):
     partitions: NotRequired[int]
     owned: NotRequired[OwnedUnits | None]
     forward_timeout_s: NotRequired[float]
+    tracing: NotRequired[Tracing | None]
 
 
 class _Elsewhere(Exception):
@@ -172,6 +177,8 @@ class PredictService:
         partitions: the symbol partitions P (``settings.partitions``).
         owned: the units this worker owns, as its intake reports them; None: every unit (a single worker).
         forward_timeout_s: how long a forwarded request waits for its owner's reply.
+        tracing: a span per request (``ml.predict``, child of the request's ``traceparent``); a forwarded
+            request carries its context to the owner. None: no span, the headers go on unchanged.
     """
 
     def __init__(
@@ -186,8 +193,10 @@ class PredictService:
         partitions: int = DEFAULT_PARTITIONS,
         owned: OwnedUnits | None = None,
         forward_timeout_s: float = 2.0,
+        tracing: Tracing | None = None,
     ) -> None:
         self._nc = nc
+        self._tracing = tracing
         self._engine = engine
         self._metrics = metrics
         self._parser = SnapshotParser(max_payload)
@@ -304,11 +313,25 @@ class PredictService:
         return part
 
     async def _on_predict(self, request: Request) -> None:
-        await self._predict(request, forward=True)
+        if self._tracing is None:
+            await self._predict(request, forward=True)
+        else:
+            await self._traced(request, forward=True)
 
     async def _on_part(self, msg: Msg) -> None:
         self._part_requests += 1
-        await self._predict(Request(msg), forward=False)
+        if self._tracing is None:
+            await self._predict(Request(msg), forward=False)
+        else:
+            await self._traced(Request(msg), forward=False)
+
+    async def _traced(self, request: Request, *, forward: bool) -> None:
+        """:meth:`_predict` inside an ``ml.predict`` span; a forwarded request carries the span's context."""
+        assert self._tracing is not None
+        parent = request.headers.get(TRACEPARENT) if request.headers else None
+        attributes = {"messaging.system": "nats", "messaging.destination.name": request.subject}
+        with self._tracing.server_span(PREDICT, parent, attributes):
+            await self._predict(request, forward=forward)
 
     async def _predict(self, request: Request, *, forward: bool) -> None:
         recv = time.perf_counter()
@@ -367,8 +390,13 @@ class PredictService:
     async def _forward(self, request: Request, symbol: str, part: int, encoding: Encoding, model_version: str) -> None:
         """Ask the owner of ``part`` (``ml.predict.part.<part>``) and relay its reply, headers included."""
         timeout = self._forward_timeout_s
+        headers = request.headers
+        if self._tracing is not None:  # the owner's span is a child of this one (the task inherited it)
+            tp = self._tracing.current_traceparent()
+            if tp is not None:
+                headers = {**(headers or {}), TRACEPARENT: tp}
         try:
-            reply = await self._nc.request(predict_part(part), request.data, timeout=timeout, headers=request.headers)
+            reply = await self._nc.request(predict_part(part), request.data, timeout=timeout, headers=headers)
         except NoRespondersError:
             why = "no worker owns it now (a hand-over in progress?); retry shortly"
         except NatsTimeoutError:
