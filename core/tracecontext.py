@@ -22,11 +22,15 @@ TraceParent = tuple[int, int, int]
 
 
 def clean_traceparent(value: str | None) -> str | None:
-    """``value`` without surrounding blanks when it is a well-formed ``traceparent``, else None."""
+    """``value`` without surrounding blanks when it is a well-formed ``traceparent``, else None (what
+    :func:`parse_traceparent` accepts, checked without converting the ids: this runs per traced snapshot)."""
     if value is None or len(value) > 64:
         return None
-    value = value.strip()
-    return value if parse_traceparent(value) is not None else None
+    if len(value) != 55:
+        value = value.strip()
+    if _FORM.fullmatch(value) is None or value[:2] == "ff" or value[3:35] == _ZERO_TRACE or value[36:52] == _ZERO_SPAN:
+        return None
+    return value
 
 
 def parse_traceparent(value: str | None) -> TraceParent | None:

@@ -97,6 +97,11 @@ async def test_every_published_subject_carries_its_content_type(
         assert by_header(reply)["symbol"] == mp and (reply.headers or {}).get("Content-Type") == JSON
         reply = await nc.request(subjects.PREDICT, msgpack.packb(request), timeout=5)
         assert by_header(reply)["symbol"] == mp and (reply.headers or {}).get("Content-Type") == MSGPACK
+        # ml.model.quality (JSON) and analytics.get (the request's encoding) say theirs too
+        reply = await nc.request(subjects.MODEL_QUALITY, b"", timeout=5)
+        assert "versions" in by_header(reply)
+        reply = await nc.request(subjects.ANALYTICS_GET, msgpack.packb({"symbol": mp}), timeout=5)
+        assert isinstance(by_header(reply), dict)
         reply = await nc.request(predict_part(0), b"{", timeout=5)
         assert by_header(reply)["error"]["code"] == "decode" and (reply.headers or {}).get("Content-Type") == JSON
     finally:

@@ -16,6 +16,7 @@ from nats.aio.client import Client
 from opentelemetry.trace import SpanKind, StatusCode
 
 from spark_ml.core import subjects
+from spark_ml.core.models import BaselineModel
 from spark_ml.core.tracecontext import TRACEPARENT, clean_traceparent, parse_traceparent
 from spark_ml.worker.app import WorkerApp
 from spark_ml.worker.settings import Settings
@@ -138,18 +139,23 @@ async def test_a_dead_letter_carries_the_trace(nc: Client, traced_worker, collec
 
 async def test_with_tracing_off_the_traceparent_goes_on_unchanged(nc: Client, traced_worker, collect, uid: str) -> None:
     app, rec = await traced_worker(tracing=False)
+    app.shadow.model = BaselineModel()
     preds: Collector = await collect(subjects.PREDICTION)
+    shadow: Collector = await collect(subjects.PREDICTION_SHADOW)
     dlq: Collector = await collect(subjects.DLQ)
     sym = f"O{uid}"
     tp = traceparent(*_ids())
     bad_tp = traceparent(*_ids())
     await nc.publish(subjects.snapshot_for(sym), _snap(1, sym), headers={TRACEPARENT: tp})
+    (first_shadow,) = await shadow.wait(1)  # the first batch: the shadow model is not busy yet
+    assert (first_shadow.headers or {}).get(TRACEPARENT) == tp
     await nc.publish(subjects.snapshot_for(sym), _snap(2, sym))
     await nc.publish(subjects.snapshot_for(sym), _snap(3, sym), headers={TRACEPARENT: "00-not-a-trace\r\nX: y"})
     await nc.publish(subjects.snapshot_for(sym), b"{", headers={TRACEPARENT: bad_tp})
     msgs = await preds.wait(3)
     (dead,) = await dlq.wait(1)
-    # Then the prediction carries the snapshot's traceparent as it was; none is made up, a malformed one dropped
+    # Then the prediction (and the shadow one, above) carries the snapshot's traceparent as it was; none is made
+    # up, a malformed one is dropped
     assert [(m.headers or {}).get(TRACEPARENT) for m in msgs] == [tp, None, None]
     assert (dead.headers or {}).get(TRACEPARENT) == bad_tp
     assert app.tracing is None and not rec.spans()
@@ -169,6 +175,9 @@ def test_traceparent_checks() -> None:
         "x" * 1000,
     ):
         assert clean_traceparent(bad) is None, bad
+        assert parse_traceparent(bad) is None, bad
+    for other in (good, "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00", f"{good}-extra", good[:-1]):
+        assert (clean_traceparent(other) is None) == (parse_traceparent(other) is None), other
 
 
 def test_with_tracing_off_no_opentelemetry_module_is_imported() -> None:

@@ -180,10 +180,16 @@ class LiveQualityTracker:
         except ValueError as exc:
             error = {"error": {"code": "bad_request", "message": f"ml.model.quality: {exc}"}}
             with contextlib.suppress(Exception):
-                await msg.respond(json.dumps(error).encode())
+                await _respond_json(msg, error)
             return
         try:
             body = {"worker": f"{os.uname().nodename}:{os.getpid()}", "versions": self.info(windows=want)}
-            await msg.respond(json.dumps(body).encode())
+            await _respond_json(msg, body)
         except Exception:
             log.exception("ml.model.quality: could not answer")
+
+
+async def _respond_json(msg: Msg, body: object) -> None:
+    """Reply with JSON and say so: ``Msg.respond`` sends ``msg.headers`` with the reply (the request's, else)."""
+    msg.headers = {"Content-Type": "application/json"}
+    await msg.respond(json.dumps(body).encode())

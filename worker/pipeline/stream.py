@@ -2,13 +2,13 @@
 
 Intake (the NATS callback) only decodes and validates, so refused payloads are dead-lettered at once and
 good ones reach their shard quickly; everything else happens a batch at a time in :meth:`handle_batch`.
+Where the output goes and how the input is settled are the intake's (:mod:`spark_ml.worker.intake.base`),
+given to the processor when it is built.
 
 Trace context: a snapshot whose headers hold a well-formed W3C ``traceparent`` keeps it (:attr:`Snapshot.trace`),
 and its prediction (and dead letter) carries it on: unchanged with tracing off, through the batch's span with it
 on (:mod:`spark_ml.worker.tracing`). Snapshots without headers take the same path as before: a count of traced
-snapshots not yet scored (:attr:`StreamProcessor._traced`) keeps a batch from looking for traces when none came.
-Where the output goes and how the input is settled are the intake's (:mod:`spark_ml.worker.intake.base`),
-given to the processor when it is built.
+snapshots not yet scored (``StreamProcessor._traced``) keeps a batch from looking for traces when none came.
 """
 
 from __future__ import annotations

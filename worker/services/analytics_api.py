@@ -42,7 +42,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service, ServiceConfig
 
-from spark_ml.core.codec import Encoding, decode, detect_encoding, encode
+from spark_ml.core.codec import CONTENT_TYPES, Encoding, decode, detect_encoding, encode
 from spark_ml.core.contracts import SYMBOL_MAX_LEN, ErrorReply, valid_symbol
 from spark_ml.core.errors import InvalidInput, SparkMlError
 from spark_ml.core.outcomes import outcome_of
@@ -55,7 +55,6 @@ log = logging.getLogger(__name__)
 Answer = Callable[[str | None], dict[str, Any]]
 """A symbol (None: the portfolio) -> the reply body; raises UnknownSymbol."""
 
-_CONTENT_TYPES: dict[Encoding, str] = {"json": "application/json", "msgpack": "application/msgpack"}
 _FIELDS = frozenset({"symbol"})
 _MAX_REQUEST = 4096
 _DESCRIPTION_MAX = 256
@@ -159,11 +158,11 @@ class AnalyticsApi:
                     str(outcome.service_code),
                     description,
                     data=reply,
-                    headers={"Content-Type": _CONTENT_TYPES[encoding]},
+                    headers={"Content-Type": CONTENT_TYPES[encoding]},
                 )
             )
             return
-        await _send(request.respond(body, headers={"Content-Type": _CONTENT_TYPES[encoding]}))
+        await _send(request.respond(body, headers={"Content-Type": CONTENT_TYPES[encoding]}))
 
     def _stats(self, stats: EndpointStats) -> dict[str, Any] | None:
         tally = self._errors.get(stats.name)
