@@ -15,6 +15,7 @@ import urllib.request
 from typing import TYPE_CHECKING, Any
 
 from spark_ml.worker.settings import Settings
+from spark_ml.worker.settings_flags import env_var
 
 if TYPE_CHECKING:
     from spark_ml.worker.app import Stoppable, WorkerApp
@@ -109,7 +110,7 @@ def _env_for(settings: Settings, **overrides: Any) -> dict[str, str]:
             value = secret()
         elif isinstance(value, (tuple, list)):
             value = ",".join(str(v) for v in value)
-        env[f"SPARK_ML_{name.upper()}"] = str(value)
+        env[env_var(name)] = str(value)  # OTEL_* for the settings that read a standard variable
     for name, value in overrides.items():
         env[f"SPARK_ML_{name.upper()}"] = str(value)
     return env

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import AliasChoices
 from pydantic.fields import FieldInfo
 
 from spark_ml.worker.settings import Settings
@@ -42,6 +43,10 @@ _EXPLICIT: dict[str, tuple[str, ...]] = {
     "js_replicas": ("up", "worker", "analytics"),
     "max_symbols": ("up", "worker", "analytics"),
     "solo": ("up", "worker", "analytics"),
+    "output_encoding": ("up", "worker", "analytics"),
+    "tracing": ("up", "worker", "gateway"),
+    "otel_sdk_disabled": ("up", "worker", "gateway"),
+    "otel_traces_exporter": ("up", "worker", "gateway"),
 }
 _PARTITIONS = frozenset({"partitions", "member_ttl_s", "pin_ttl_s", "checkpoint_s", "solo"})
 _DELIVERY = frozenset({"mode", "ack_wait_s", "max_deliver"})
@@ -59,6 +64,11 @@ def commands_of(name: str) -> tuple[str, ...]:
 
 
 def env_var(name: str) -> str:
+    """``SPARK_ML_<NAME>``, or the standard variable a setting reads instead (``OTEL_SDK_DISABLED``)."""
+    field = Settings.model_fields.get(name)
+    alias = field.validation_alias if field is not None else None
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return alias.choices[0]
     return f"SPARK_ML_{name.upper()}"
 
 
@@ -71,6 +81,8 @@ def _group_of(name: str) -> str:
         return "live analytics"
     if name.startswith("live_quality"):
         return "live model quality"
+    if name == "tracing" or name.startswith("otel_"):
+        return "tracing (OpenTelemetry)"
     if name in _GATEWAY:
         return "HTTP gateway"
     if name in _PARTITIONS:
