@@ -19,6 +19,7 @@ from spark_ml.core import subjects
 from spark_ml.core.models import BaselineModel
 from spark_ml.core.partition import predict_part
 from spark_ml.worker.services.analytics import AnalyticsService, analytics_encoding
+from tests.support.jetstream import PREDICTIONS, add_file_stream, read_stream
 from tests.support.lifecycle import until
 
 MSGPACK, JSON, OCTETS = "application/msgpack", "application/json", "application/octet-stream"
@@ -106,3 +107,32 @@ async def test_every_published_subject_carries_its_content_type(
         assert by_header(reply)["error"]["code"] == "decode" and (reply.headers or {}).get("Content-Type") == JSON
     finally:
         await svc.stop()
+
+
+@pytest.mark.parametrize("setting", ["auto", "json"])
+async def test_predictions_stored_through_pubacks_carry_content_type_and_msg_id(
+    nc: Client, worker_factory, uid: str, setting: str
+) -> None:
+    # Given a stream over ml.prediction: a jetstream worker publishes through it (reply subjects, PubAcks)
+    js = nc.jetstream()
+    await add_file_stream(js, PREDICTIONS, subjects.PREDICTION)
+    app = await worker_factory(mode="jetstream", output_encoding=setting)
+    mp, js_sym = f"MP{uid}", f"JS{uid}"
+    trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    # When msgpack and JSON snapshots (one with a traceparent) are stored in MARKET_SNAPSHOTS
+    for i in range(1, 6):
+        await js.publish(subjects.snapshot_for(mp), msgpack.packb(_snap(i, mp)))
+        headers = {"traceparent": trace} if i == 3 else None
+        await js.publish(subjects.snapshot_for(js_sym), json.dumps(_snap(i, js_sym)).encode(), headers=headers)
+    await until(lambda: app.intake is not None and getattr(app.intake, "acked", None) is not None, 10, "PubAcks on")
+    await until(lambda: app.processor is not None and app.processor.published >= 10, 20, "10 predictions")
+    stored = await read_stream(js, PREDICTIONS, subjects.PREDICTION)
+    # Then every stored prediction says its encoding, keeps its Nats-Msg-Id, and the traced one its trace
+    assert len(stored) == 10
+    for data, headers in stored:
+        h = headers or {}
+        body = json.loads(data) if h.get("Content-Type") == JSON else msgpack.unpackb(data, raw=False)
+        want = JSON if setting == "json" or body["symbol"] == js_sym else MSGPACK
+        assert h.get("Content-Type") == want, h
+        assert h.get("Nats-Msg-Id", "").startswith(f"{subjects.JS_STREAM}-"), h
+        assert h.get("traceparent") == (trace if body["symbol"] == js_sym and body["ts"] == 3 else None), h
