@@ -191,4 +191,4 @@ def test_export_errors_exit_2(csv: Path, tmp_path: Path, capsys, monkeypatch) ->
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     code = script.main(["--data", str(csv), "--export", "parquet", "--out", str(tmp_path / "p")])
-    assert code == 2 and "spark-ml[dev]" in capsys.readouterr().err and not (tmp_path / "p").exists()
+    assert code == 2 and "spark-ml[train]" in capsys.readouterr().err and not (tmp_path / "p").exists()

@@ -13,6 +13,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -104,8 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("gateway", help="run the HTTP gateway in front of ml.predict")
     _add_settings_flags(p, "gateway")
 
-    p = sub.add_parser("analytics", help="run the live PnL analytics consumer")
+    p = sub.add_parser("analytics", help="run the live PnL analytics consumer (or: analytics export ...)")
     _add_settings_flags(p, "analytics")
+    _add_analytics_export(p)
 
     p = sub.add_parser("replay", help="publish snapshots from real or synthetic market data")
     _add_settings_flags(p, "replay")
@@ -128,6 +130,25 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, help_text) in _SCRIPTS.items():
         sub.add_parser(name, help=help_text, add_help=False)
     return parser
+
+
+_EXPORT_FORMATS = ("csv", "json", "parquet")
+"""``spark_ml.core.io.exports.FORMATS`` spelt out, so building the parser imports no report code (a test compares)."""
+
+
+def _add_analytics_export(p: argparse.ArgumentParser) -> None:
+    actions = p.add_subparsers(dest="analytics_action", metavar="ACTION")
+    e = actions.add_parser(
+        "export",
+        help="write the live equity curves and trades of every symbol and the portfolio, and a tear sheet",
+        description="Fetch the live equity curves and trades from the running analytics service (analytics.export) "
+        "and write them per symbol and for the portfolio, with index.json and tearsheet.html, under --out.",
+    )
+    _add_settings_flags(e, "tail")  # the NATS and log settings, as tail takes them
+    e.add_argument("--format", choices=_EXPORT_FORMATS, default="csv", help="file format of the tables (default csv)")
+    e.add_argument("--out", type=Path, required=True, help="output folder (created when missing)")
+    e.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply (default 5)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 def _run(coro_fn: Callable[[], Coroutine[Any, Any, int | None]]) -> int:
@@ -228,6 +249,14 @@ def _dispatch(args: argparse.Namespace, settings: Any) -> int:
         return _run(lambda: up.up(settings, http=http, analytics=not args.no_analytics))
     if cmd == "gateway":
         return _run(lambda: _gateway(settings))
+    if cmd == "analytics" and args.analytics_action == "export":
+        from spark_ml.worker.tools import analytics_export
+
+        return _run(
+            lambda: analytics_export.export(
+                settings, fmt=args.format, out=args.out, timeout=args.timeout, progress=not args.no_progress
+            )
+        )
     if cmd == "analytics":
         from spark_ml.worker import run
 

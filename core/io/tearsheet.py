@@ -174,14 +174,14 @@ def render_html(ts: TearSheet) -> str:
         _section(
             "rolling-sharpe",
             "Rolling Sharpe",
-            f"Annualized Sharpe of the trailing {r.window} returns{span}.",
+            f"Annualized Sharpe of the trailing {r.window} {ts.point}-to-{ts.point} returns{span}.",
             f'<img alt="rolling Sharpe" src="{_png(figs.rolling_sharpe_figure(ts))}">',
         ),
         _section(
             "returns",
             "Distribution of returns",
-            f"Returns from each point to the next ({main.returns.size} of them, flat periods included); "
-            "the red lines are the VaR losses.",
+            f"Returns from each {ts.point} to the next ({main.returns.size} of them, flat periods included); the red "
+            "lines are their VaR (historical and Gaussian, by the functions the table's figures come from).",
             f'<img alt="distribution of returns" src="{_png(figs.returns_figure(ts))}">',
         ),
     ]

@@ -116,19 +116,34 @@ def rolling_sharpe_figure(ts: TearSheet) -> Figure:
 
 
 def returns_figure(ts: TearSheet) -> Figure:
-    """Histogram of per-point returns in basis points (log counts), each VaR drawn as a loss line."""
+    """Histogram of per-point returns in basis points (log counts), each VaR drawn as a loss line.
+
+    The axis spans the 0.5th to 99.5th percentile (and every VaR line): one crash must not squeeze the rest into
+    a single bar; how many points fall outside is said on the plot."""
     r = 1e4 * ts.main.returns
     fig = Figure(figsize=(_WIDTH, 3.4), layout="constrained")
     ax = fig.add_subplot()
     if r.size:
-        ax.hist(r, bins=min(120, max(10, r.size // 10)), color="#7f9fbf", edgecolor="white", linewidth=0.3)
+        lines = [-1e4 * v for _, v in ts.var_levels]
+        lo = min(float(np.percentile(r, 0.5)), *lines) if lines else float(np.percentile(r, 0.5))
+        hi = float(np.percentile(r, 99.5))
+        pad = 0.05 * max(hi - lo, 1e-9)
+        lo, hi = lo - pad, hi + pad
+        shown = r[(r >= lo) & (r <= hi)]
+        ax.hist(shown, bins=min(120, max(10, shown.size // 10)), range=(lo, hi), color="#7f9fbf", edgecolor="white",
+                linewidth=0.3)  # fmt: skip
         ax.set_yscale("log")
+        ax.set_xlim(lo, hi)
+        outside = int(r.size - shown.size)
+        if outside:
+            ax.text(0.99, 1.0, f"{outside} point(s) beyond the axis (min {r.min():.0f} bp, max {r.max():.0f} bp)",
+                    transform=ax.transAxes, ha="right", va="bottom", fontsize=8.5, color="#5c6673")  # fmt: skip
     for (label, value), style in zip(ts.var_levels, ("-", "--", ":"), strict=False):
         ax.axvline(
             -1e4 * value, color="#c0392b", linestyle=style, linewidth=1.3, label=f"{label}: {1e4 * value:.1f} bp"
         )
-    ax.set_xlabel("return per point (bp)")
-    ax.set_ylabel("points (log scale)")
-    ax.legend(loc="upper left", frameon=False)
+    ax.set_xlabel(f"return per {ts.point} (bp)")
+    ax.set_ylabel(f"{ts.point}s (log scale)")
+    ax.legend(loc="upper right", frameon=True, framealpha=0.9, edgecolor="none")
     _style(ax)
     return fig

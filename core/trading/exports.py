@@ -8,8 +8,8 @@ them as CSV, JSON or Parquet). Everything here is shaping: the figures come from
 
 Conventions:
 
-* Money is in units of the account's starting equity (1.0); a portfolio trade's ``pnl`` is in units of the
-  portfolio's starting equity, so it is the symbol's ``pnl`` times the symbol's weight.
+* Money is in units of the account's starting equity (1.0); a trade's ``pnl`` is in units of its symbol's
+  starting equity, in the portfolio's trade list too (which lists every symbol's trades, by entry time).
 * **Portfolio** (equal weight, no rebalancing): the starting equity is split equally between the ``N``
   books, each sleeve trades on its own, so the portfolio's equity is the mean of the books' equities, each
   carried forward from its last point (and 1.0 before its first). Its ``position`` is the mean of the books'
@@ -40,6 +40,7 @@ __all__ = [
     "Book",
     "Table",
     "Trade",
+    "all_trades",
     "book_from_strategy",
     "book_summary",
     "export_tables",
@@ -227,21 +228,16 @@ def portfolio(books: Sequence[Book]) -> Book:
     if not books:
         raise ValueError("a portfolio needs at least one book")
     ts = np.unique(np.concatenate([b.ts for b in books]))
-    weight = 1.0 / len(books)
     equity = np.mean([_forward_fill(ts, b, b.equity / b.equity[0], 1.0) for b in books], axis=0)
     position = np.mean([_forward_fill(ts, b, b.position, 0.0) for b in books], axis=0)
-    trades = sorted(
-        (
-            Trade(
-                t.symbol, t.side, t.entry_ts, t.exit_ts, t.entry_price, t.exit_price, t.pnl * weight, t.ret, t.is_open
-            )
-            for b in books
-            for t in b.trades
-        ),
-        key=lambda t: (-1 if t.entry_ts is None else t.entry_ts, t.symbol),
-    )
     periods = an.periods_per_year(ts) if ts.size > 1 and ts[-1] > ts[0] else books[0].periods_per_year
-    return Book(PORTFOLIO, ts, equity, position, np.full(ts.size, math.nan), tuple(trades), periods)
+    return Book(PORTFOLIO, ts, equity, position, np.full(ts.size, math.nan), all_trades(books), periods)
+
+
+def all_trades(books: Sequence[Book]) -> tuple[Trade, ...]:
+    """Every book's trades, by entry time (an unknown one first), then symbol."""
+    trades = [t for b in books for t in b.trades]
+    return tuple(sorted(trades, key=lambda t: (-1 if t.entry_ts is None else t.entry_ts, t.symbol)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -279,7 +275,7 @@ def equity_table(book: Book) -> Table:
         "equity": book.equity.tolist(),
         "return": returns,
         "drawdown": book.drawdown.tolist(),
-        "position": book.position.tolist(),
+        "position": _finite_or_none(book.position),
         "price": _finite_or_none(book.price),
     }
     return Table(EQUITY_COLUMNS, data)

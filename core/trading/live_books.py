@@ -3,9 +3,9 @@
 A reply for one symbol carries ``figures`` (the ``analytics.get`` body), ``equityCurve`` (``[[ts, equity], ...]``
 spread over the symbol's whole history, optionally ``[ts, equity, price]``) and ``trades`` (``side`` +1/-1,
 ``entryTs``, ``entryPrice``, ``exitTs``, ``exitPrice``, ``pnl``, ``return``; the open one with ``exitTs`` null);
-the portfolio's reply has ``figures`` and ``equityCurve`` only, and its trades are the symbols' trades
-(:func:`whole_book`). The live state keeps no position per point, so the books' ``position`` is nan, and no
-price unless the curve carries one.
+the portfolio's reply has ``figures``, ``equityCurve`` and the names of the ``symbols``, and its trades are the
+symbols' trades (:func:`whole_book`). The live state keeps no position per point, so the books' ``position``
+is nan, and no price unless the curve carries one.
 
 The metrics of a live export are the service's own ``figures`` (:func:`figures_row` renames them to the keys
 of :func:`spark_ml.core.trading.backtest.summarize`), not figures recomputed from the curve: the curve is
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from spark_ml.core.trading import analytics as an
-from spark_ml.core.trading.exports import PORTFOLIO, Book, Trade
+from spark_ml.core.trading.exports import PORTFOLIO, Book, Trade, all_trades
 from spark_ml.core.trading.tearsheet import METRIC_COLUMNS
 
 __all__ = ["book_from_export", "figures_row", "whole_book"]
@@ -122,38 +122,7 @@ def book_from_export(body: Mapping[str, Any]) -> Book | None:
     return _book(symbol, body, tuple(_trade(symbol, i, row) for i, row in enumerate(rows)))
 
 
-def _weights(body: Mapping[str, Any], books: Sequence[Book]) -> dict[str, float]:
-    """Each book's share of the portfolio: the reply's ``weights`` when it gives them, else equal."""
-    given = body.get("weights")
-    if isinstance(given, Mapping) and given:
-        w = {b.symbol: _number(given.get(b.symbol, 0.0), f"weights[{b.symbol}]") for b in books}
-        total = sum(w.values())
-        if total > 0:
-            return {k: v / total for k, v in w.items()}
-    return {b.symbol: 1.0 / len(books) for b in books}
-
-
 def whole_book(body: Mapping[str, Any], books: Sequence[Book]) -> Book | None:
-    """The portfolio's ``analytics.export`` reply as a book, its trades those of ``books`` with each PnL
-    weighted as the portfolio's equity weighs the symbol (the reply's ``weights``, else equal weight)."""
-    share = _weights(body, books) if books else {}
-    trades = sorted(
-        (
-            Trade(
-                t.symbol,
-                t.side,
-                t.entry_ts,
-                t.exit_ts,
-                t.entry_price,
-                t.exit_price,
-                t.pnl * share[b.symbol],
-                t.ret,
-                t.is_open,
-            )  # fmt: skip
-            for b in books
-            for t in b.trades
-            if share[b.symbol] > 0
-        ),
-        key=lambda t: (-1 if t.entry_ts is None else t.entry_ts, t.symbol),
-    )
-    return _book(PORTFOLIO, body, tuple(trades))
+    """The portfolio's ``analytics.export`` reply as a book, its trades every symbol's (each ``pnl`` in its
+    symbol's units: the reply does not say how the portfolio weighs them when weights are configured)."""
+    return _book(PORTFOLIO, body, all_trades(books))

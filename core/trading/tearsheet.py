@@ -181,6 +181,7 @@ class TearSheet:
         metrics: rows of the metrics table by label: :func:`spark_ml.core.trading.backtest.summarize` dicts, as in
             the JSON report (None for an undefined figure).
         metrics_note: where the metrics come from and how they are defined (shown above the table).
+        point: what one point of the curves is (``bar``; ``curve point`` for a thinned live curve).
         var_levels: the VaR lines on the distribution of returns: ``(label, value)`` pairs, positive losses.
         drawdowns: the deepest drawdown periods of ``main``.
         monthly: ``main``'s monthly returns.
@@ -194,6 +195,7 @@ class TearSheet:
     curves: dict[str, F64]
     metrics: dict[str, dict[str, Any]]
     metrics_note: str
+    point: str
     var_levels: list[tuple[str, float]]
     drawdowns: list[DrawdownPeriod]
     monthly: MonthlyReturns
@@ -209,6 +211,7 @@ def tear_sheet(
     curves: Mapping[str, F64],
     metrics: Mapping[str, Mapping[str, Any]],
     metrics_note: str = "",
+    point: str = "bar",
 ) -> TearSheet:
     """Compute the tear sheet of ``main`` (see :class:`TearSheet` for the arguments)."""
     r = main.returns
@@ -225,6 +228,7 @@ def tear_sheet(
         curves=dict(curves),
         metrics={k: dict(v) for k, v in metrics.items()},
         metrics_note=metrics_note or BACKTEST_NOTE,
+        point=point,
         var_levels=[(label, v) for label, v in var_levels if math.isfinite(v)],
         drawdowns=drawdown_periods(main.drawdown),
         monthly=monthly_returns(main.ts, r),
@@ -269,7 +273,14 @@ def from_live(
     if len(books) <= MAX_SYMBOL_CURVES:
         curves.update({b.symbol: _on(whole.ts, b) for b in books})
     return tear_sheet(
-        whole, main_label=PORTFOLIO, title=title, lines=lines, curves=curves, metrics=metrics, metrics_note=LIVE_NOTE
+        whole,
+        main_label=PORTFOLIO,
+        title=title,
+        lines=lines,
+        curves=curves,
+        metrics=metrics,
+        metrics_note=LIVE_NOTE,
+        point="curve point",
     )
 
 

@@ -72,7 +72,7 @@ def test_the_portfolio_is_the_mean_of_the_sleeves_carried_forward() -> None:
     assert p.ts.tolist() == [0, HOUR, 2 * HOUR, 3 * HOUR, 4 * HOUR]
     np.testing.assert_allclose(p.equity, [1.0, 1.0, 1.05, 1.15, 1.095])
     np.testing.assert_allclose(p.position, [0.5, 0.5, 1.0, 1.0, 0.5])
-    assert [(t.symbol, t.pnl, t.ret) for t in p.trades] == [("B", 0.1, 0.2)]
+    assert [(t.symbol, t.pnl, t.ret) for t in p.trades] == [("B", 0.2, 0.2)]  # in the symbol's own units
     assert np.isnan(p.price).all() and p.symbol == "portfolio"
     assert p.periods_per_year == pytest.approx(an.periods_per_year(p.ts))
 

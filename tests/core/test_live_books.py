@@ -45,17 +45,13 @@ def test_prices_in_the_curve_are_kept_and_an_empty_curve_is_no_book() -> None:
     assert book_from_export(_reply("X", [])) is None
 
 
-def test_the_portfolio_takes_the_symbols_trades_weighted() -> None:
+def test_the_portfolio_takes_every_symbols_trades() -> None:
     a = book_from_export(_reply("A", [[T0, 1.0], [T0 + 10, 1.1]], [_trade(1, T0 + 5, None, 0.1)]))
     b = book_from_export(_reply("B", [[T0, 1.0], [T0 + 10, 0.9]], [_trade(1, T0, T0 + 5, -0.1)]))
     assert a is not None and b is not None
     whole = whole_book({"equityCurve": [[T0, 1.0], [T0 + 10, 1.0]]}, [a, b])
-    assert whole is not None and whole.symbol == "portfolio"
-    assert [(t.symbol, t.pnl) for t in whole.trades] == [("B", -0.05), ("A", 0.05)]  # by entry time, equal weight
-    weighted = whole_book({"equityCurve": [[T0, 1.0]], "weights": {"A": 3, "B": 1}}, [a, b])
-    assert weighted is not None and [t.pnl for t in weighted.trades] == pytest.approx([-0.025, 0.075])
-    only_a = whole_book({"equityCurve": [[T0, 1.0]], "weights": {"A": 1}}, [a, b])
-    assert only_a is not None and [t.symbol for t in only_a.trades] == ["A"]
+    assert whole is not None and whole.symbol == "portfolio" and whole.equity.tolist() == [1.0, 1.0]
+    assert [(t.symbol, t.pnl) for t in whole.trades] == [("B", -0.1), ("A", 0.1)]  # by entry time, own units
 
 
 def test_figures_take_the_metric_tables_keys() -> None:

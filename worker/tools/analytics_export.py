@@ -1,0 +1,174 @@
+"""``spark-ml analytics export``: the live equity curves and trades, fetched from the running analytics service.
+
+It asks ``analytics.export`` for the portfolio (``{}``: its figures, its equity curve and the symbols' names),
+then for each symbol in turn (one reply each keeps every reply small; a progress bar on stderr counts them),
+and writes, under ``--out``: the equity curve and trade list of every symbol and of the portfolio in the chosen
+format with ``index.json`` (:func:`spark_ml.core.io.exports.write_export`, the service's figures as each one's
+``metrics``), and ``tearsheet.html`` (:mod:`spark_ml.core.io.tearsheet`). A symbol that disappears between the
+two requests (evicted) is left out with a warning.
+
+Exit codes: 0 written; 1 NATS or the analytics service not reachable, or an error reply; 2 bad arguments (an
+output path that is a file, parquet without pyarrow).
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import nats.errors
+from nats.aio.client import Client
+from tqdm import tqdm
+
+from spark_ml.core import subjects
+from spark_ml.core.codec import decode, encode
+from spark_ml.core.errors import InvalidInput
+from spark_ml.worker.connect import connect, safe_url
+from spark_ml.worker.settings import Settings
+
+__all__ = ["ExportFailed", "export", "fetch"]
+
+PROG = "spark-ml analytics export"
+_MAX_REPLY = 64 << 20
+
+
+class ExportFailed(Exception):
+    """The export cannot be fetched; the message says why and what to do."""
+
+
+async def _ask(nc: Client, body: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    """One ``analytics.export`` request; None for an unknown symbol (404), ExportFailed for any other refusal."""
+    try:
+        msg = await nc.request(subjects.ANALYTICS_EXPORT, encode(body, "json"), timeout=timeout)
+    except nats.errors.NoRespondersError:
+        raise ExportFailed(
+            f"no analytics service answers on {subjects.ANALYTICS_EXPORT}: start `spark-ml up` or `spark-ml analytics`"
+            " against this NATS (or wait for a standby to take over)"
+        ) from None
+    except nats.errors.TimeoutError:
+        raise ExportFailed(f"the analytics service did not answer {subjects.ANALYTICS_EXPORT} in {timeout} s") from None
+    try:
+        reply, _ = decode(msg.data, content_type=(msg.headers or {}).get("Content-Type"), max_bytes=_MAX_REPLY)
+    except InvalidInput as exc:
+        raise ExportFailed(f"the analytics service's reply is not JSON or msgpack: {exc.message}") from None
+    if not isinstance(reply, dict):
+        raise ExportFailed("the analytics service's reply is not an object")
+    error = reply.get("error")
+    if isinstance(error, dict):
+        if error.get("code") == "unknown_symbol":
+            return None
+        raise ExportFailed(f"the analytics service refused the export: {error.get('code')}: {error.get('message')}")
+    return reply
+
+
+async def fetch(nc: Client, *, timeout: float, progress: bool = True) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The portfolio's export and each symbol's, in the order the service lists them (unknown ones left out)."""
+    whole = await _ask(nc, {}, timeout)
+    if whole is None:
+        raise ExportFailed("the analytics service does not know the portfolio")
+    names = whole.get("symbols", [])
+    if not isinstance(names, list) or not all(isinstance(s, str) for s in names):
+        raise ExportFailed("the analytics service's portfolio export has no list of symbols")
+    out = []
+    with tqdm(total=len(names), desc="analytics export", unit="symbol", file=sys.stderr, disable=not progress) as bar:
+        for symbol in names:
+            body = await _ask(nc, {"symbol": symbol}, timeout)
+            if body is None:
+                tqdm.write(f"{PROG}: warning: {symbol} is no longer tracked; left out", file=sys.stderr)
+            else:
+                out.append(body)
+            bar.update()
+    return whole, out
+
+
+def write(out: Path, fmt: str, whole: dict[str, Any], symbols: list[dict[str, Any]], source: str) -> dict[str, Any]:
+    """Shape the replies into books and write the tables, ``index.json`` and ``tearsheet.html``; the index."""
+    from spark_ml.core.io.exports import write_export
+    from spark_ml.core.trading.exports import PORTFOLIO
+    from spark_ml.core.trading.live_books import book_from_export, figures_row, whole_book
+    from spark_ml.core.trading.tearsheet import from_live
+
+    books, metrics = [], {}
+    for body in symbols:
+        book = book_from_export(body)
+        if book is None:
+            tqdm.write(f"{PROG}: warning: {body['symbol']} has no priced update yet; left out", file=sys.stderr)
+            continue
+        books.append(book)
+        metrics[book.symbol] = figures_row(body.get("figures") or {})
+    portfolio = whole_book(whole, books)
+    if portfolio is None or not books:
+        raise ExportFailed("the analytics service has no equity curve yet: nothing has been traded")
+    metrics = {PORTFOLIO: figures_row(whole.get("figures") or {}), **metrics}
+    made = datetime.now(tz=UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    configured = (whole.get("figures") or {}).get("weights") == "configured"
+    weights = "the configured weights (SPARK_ML_ANALYTICS_WEIGHTS)" if configured else "equal weight"
+    lines = [
+        f"Live paper trading of {len(books)} symbol(s) as the analytics service at {source} held it at {made}.",
+        f"Portfolio: {weights}; figures after costs.",
+    ]
+    sheet = from_live(portfolio, books, metrics, title="Live trading analytics: the portfolio", lines=lines)
+    return write_export(out, books, fmt, whole=portfolio, metrics=metrics, sheet=sheet)
+
+
+async def _quiet() -> None:
+    """The export closes its own connection: no "disconnected" warning for it."""
+
+
+async def export(settings: Settings, *, fmt: str, out: Path, timeout: float, progress: bool = True) -> int:
+    """Fetch and write (see the module docstring); the exit code."""
+    from spark_ml.core.io.exports import FORMATS, MissingDependency, require_pyarrow
+
+    if fmt not in FORMATS:
+        print(f"{PROG}: --format must be one of {', '.join(FORMATS)}", file=sys.stderr)
+        return 2
+    if not timeout > 0:
+        print(f"{PROG}: --timeout must be > 0", file=sys.stderr)
+        return 2
+    if out.exists() and not out.is_dir():
+        print(f"{PROG}: --out {out} is a file, not a folder", file=sys.stderr)
+        return 2
+    try:
+        if fmt == "parquet":
+            require_pyarrow()
+    except MissingDependency as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 2
+    source = ", ".join(safe_url(s) for s in settings.servers)
+    try:
+        # One round of attempts (not the services' reconnect-forever): a CLI says at once that nothing answers.
+        nc = await connect(
+            settings,
+            name="spark-ml-analytics-export",
+            max_reconnect_attempts=1,
+            disconnected_cb=_quiet,
+            closed_cb=_quiet,
+        )
+    except (nats.errors.NoServersError, OSError) as exc:
+        print(f"{PROG}: cannot reach NATS at {source}: {type(exc).__name__} {exc}".rstrip(), file=sys.stderr)
+        return 1
+    try:
+        whole, symbols = await fetch(nc, timeout=timeout, progress=progress)
+    except ExportFailed as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        await nc.close()
+    try:
+        index = write(out, fmt, whole, symbols, source)
+    except ExportFailed as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"{PROG}: the analytics service's export is malformed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{PROG}: cannot write to {out}: {exc}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {len(index['symbols'])} symbol(s) and the portfolio as {fmt} under {out}; "
+        f"tear sheet {index['tearsheet']}; index {index['index']}"
+    )
+    return 0
