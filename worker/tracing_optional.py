@@ -25,6 +25,6 @@ def tracing_for(settings: Settings, service_name: str) -> Tracing | None:
     except ImportError as exc:
         raise SystemExit(
             f"SPARK_ML_TRACING=on needs the OpenTelemetry SDK and its OTLP exporter ({exc.name} is missing): "
-            "pip install opentelemetry-sdk opentelemetry-exporter-otlp-proto-http"
+            "pip install 'spark-ml[otel]'"
         ) from exc
     return tracing_from(settings, service_name)
