@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -105,9 +106,11 @@ async def test_export_writes_what_the_service_holds(nc: Client, nats_url: str, t
 
 
 async def test_no_service_no_nats_and_bad_arguments_say_why(nats_url: str, tmp_path: Path, capsys) -> None:
-    # Given a NATS where no analytics service runs
-    code = await export(Settings(nats_url=nats_url), fmt="csv", out=tmp_path / "x", timeout=2, progress=False)
-    assert code == 1 and "no analytics service answers on analytics.export" in capsys.readouterr().err
+    # Given a NATS where no analytics service runs: asked again until the timeout (a take-over gap), then refused
+    started = time.monotonic()
+    code = await export(Settings(nats_url=nats_url), fmt="csv", out=tmp_path / "x", timeout=1.5, progress=False)
+    assert code == 1 and "no analytics service answers on analytics.export (waited 1.5 s)" in capsys.readouterr().err
+    assert 1.2 <= time.monotonic() - started < 10
     assert not (tmp_path / "x").exists()
     # And a NATS that is not there at all
     code = await export(Settings(nats_url="nats://127.0.0.1:9"), fmt="csv", out=tmp_path / "y", timeout=2)

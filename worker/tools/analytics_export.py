@@ -7,13 +7,16 @@ format with ``index.json`` (:func:`spark_ml.core.io.exports.write_export`, the s
 ``metrics``), and ``tearsheet.html`` (:mod:`spark_ml.core.io.tearsheet`). A symbol that disappears between the
 two requests (evicted) is left out with a warning.
 
-Exit codes: 0 written; 1 NATS or the analytics service not reachable, or an error reply; 2 bad arguments (an
-output path that is a file, parquet without pyarrow).
+Exit codes: 0 written; 1 NATS not reachable, no analytics service answering within ``--timeout`` (it may be
+between a crashed active instance and its standby: asked again until then), an error or malformed reply; 2 bad
+arguments (an output path that is a file, parquet without pyarrow).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ __all__ = ["ExportFailed", "export", "fetch"]
 
 PROG = "spark-ml analytics export"
 _MAX_REPLY = 64 << 20
+_RETRY_S = 0.2
 
 
 class ExportFailed(Exception):
@@ -39,16 +43,26 @@ class ExportFailed(Exception):
 
 
 async def _ask(nc: Client, body: dict[str, Any], timeout: float) -> dict[str, Any] | None:
-    """One ``analytics.export`` request; None for an unknown symbol (404), ExportFailed for any other refusal."""
-    try:
-        msg = await nc.request(subjects.ANALYTICS_EXPORT, encode(body, "json"), timeout=timeout)
-    except nats.errors.NoRespondersError:
-        raise ExportFailed(
-            f"no analytics service answers on {subjects.ANALYTICS_EXPORT}: start `spark-ml up` or `spark-ml analytics`"
-            " against this NATS (or wait for a standby to take over)"
-        ) from None
-    except nats.errors.TimeoutError:
-        raise ExportFailed(f"the analytics service did not answer {subjects.ANALYTICS_EXPORT} in {timeout} s") from None
+    """One ``analytics.export`` request; None for an unknown symbol (404), ExportFailed for any other refusal.
+
+    No responder is asked again every 0.2 s until ``timeout``: between a crashed active instance and its standby's
+    take-over (at most the lease TTL, ``SPARK_ML_MEMBER_TTL_S``) nobody answers."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            msg = await nc.request(subjects.ANALYTICS_EXPORT, encode(body, "json"), timeout=timeout)
+            break
+        except nats.errors.NoRespondersError:
+            if time.monotonic() + _RETRY_S > deadline:
+                raise ExportFailed(
+                    f"no analytics service answers on {subjects.ANALYTICS_EXPORT} (waited {timeout} s): start "
+                    "`spark-ml up` or `spark-ml analytics` against this NATS"
+                ) from None
+            await asyncio.sleep(_RETRY_S)
+        except nats.errors.TimeoutError:
+            raise ExportFailed(
+                f"the analytics service did not answer {subjects.ANALYTICS_EXPORT} in {timeout} s"
+            ) from None
     try:
         reply, _ = decode(msg.data, content_type=(msg.headers or {}).get("Content-Type"), max_bytes=_MAX_REPLY)
     except InvalidInput as exc:
