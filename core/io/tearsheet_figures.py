@@ -118,17 +118,18 @@ def rolling_sharpe_figure(ts: TearSheet) -> Figure:
 def returns_figure(ts: TearSheet) -> Figure:
     """Histogram of per-point returns in basis points (log counts), each VaR drawn as a loss line.
 
-    The axis spans the 0.5th to 99.5th percentile (and every VaR line): one crash must not squeeze the rest into
-    a single bar; how many points fall outside is said on the plot."""
+    The axis spans the 0.5th to 99.5th percentile widened by half their distance on each side (and every VaR
+    line): one crash must not squeeze the rest into a single bar; how many points fall outside is said on the
+    plot."""
     r = 1e4 * ts.main.returns
     fig = Figure(figsize=(_WIDTH, 3.4), layout="constrained")
     ax = fig.add_subplot()
     if r.size:
         lines = [-1e4 * v for _, v in ts.var_levels]
-        lo = min(float(np.percentile(r, 0.5)), *lines) if lines else float(np.percentile(r, 0.5))
-        hi = float(np.percentile(r, 99.5))
-        pad = 0.05 * max(hi - lo, 1e-9)
-        lo, hi = lo - pad, hi + pad
+        p_lo, p_hi = (float(x) for x in np.percentile(r, [0.5, 99.5]))
+        spread = max(p_hi - p_lo, 1e-9)
+        lo = min(max(float(r.min()), p_lo - 0.5 * spread), *lines) - 0.02 * spread
+        hi = min(float(r.max()), p_hi + 0.5 * spread) + 0.02 * spread
         shown = r[(r >= lo) & (r <= hi)]
         ax.hist(shown, bins=min(120, max(10, shown.size // 10)), range=(lo, hi), color="#7f9fbf", edgecolor="white",
                 linewidth=0.3)  # fmt: skip
@@ -136,7 +137,7 @@ def returns_figure(ts: TearSheet) -> Figure:
         ax.set_xlim(lo, hi)
         outside = int(r.size - shown.size)
         if outside:
-            ax.text(0.99, 1.0, f"{outside} point(s) beyond the axis (min {r.min():.0f} bp, max {r.max():.0f} bp)",
+            ax.text(0.99, 1.0, f"{outside} {ts.point}(s) beyond the axis (min {r.min():.0f} bp, max {r.max():.0f} bp)",
                     transform=ax.transAxes, ha="right", va="bottom", fontsize=8.5, color="#5c6673")  # fmt: skip
     for (label, value), style in zip(ts.var_levels, ("-", "--", ":"), strict=False):
         ax.axvline(
