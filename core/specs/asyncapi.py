@@ -31,6 +31,9 @@ _CONTENT_TYPE = {
         "description": "The payload's encoding. Without it a payload starting with `{` is JSON, any other msgpack.",
     }
 }
+_CONTENT_TYPE_SENT = {
+    "Content-Type": {"enum": list(CONTENT_TYPES), "description": "The payload's encoding (always sent by spark-ml)."}
+}
 _TRACEPARENT = {"traceparent": {"description": "W3C trace context, continued on the messages this one causes."}}
 _SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
 _DEAD_LETTER_REASONS = (
@@ -81,9 +84,8 @@ def _messages() -> dict[str, Any]:
             "SPARK_ML_OUTPUT_ENCODING says msgpack or json).",
             "contentType": CONTENT_TYPES[0],
             "headers": header_schema(
-                {},
+                _CONTENT_TYPE_SENT,
                 {
-                    **_CONTENT_TYPE,
                     **_TRACEPARENT,
                     "Nats-Msg-Id": {
                         "description": "JetStream mode: `MARKET_SNAPSHOTS-<stream sequence>` of the input, to "
@@ -105,16 +107,16 @@ def _messages() -> dict[str, Any]:
             "contentType": "application/octet-stream",
             "headers": header_schema(
                 {
-                    subjects.H_ERROR: {"description": f"The reason code: {_DEAD_LETTER_REASONS}."},
-                    subjects.H_ERROR_MESSAGE: {"description": "The reason in words."},
-                    subjects.H_SUBJECT: {"description": "The subject it was published on (before the mapping)."},
-                },
-                {
                     "Content-Type": {
                         "enum": [*CONTENT_TYPES, "application/octet-stream"],
                         "description": "What the refused payload was read as; application/octet-stream when it "
                         "could not be read (`decode`, `payload_too_large`) or was cut to fit.",
                     },
+                    subjects.H_ERROR: {"description": f"The reason code: {_DEAD_LETTER_REASONS}."},
+                    subjects.H_ERROR_MESSAGE: {"description": "The reason in words."},
+                    subjects.H_SUBJECT: {"description": "The subject it was published on (before the mapping)."},
+                },
+                {
                     subjects.H_STREAM_SEQ: {"pattern": "^[0-9]+$", "description": "JetStream: its stream sequence."},
                     subjects.H_TRUNCATED: {
                         "pattern": "^[0-9]+$",
@@ -139,7 +141,7 @@ def _messages() -> dict[str, Any]:
             "title": "Predict reply",
             "summary": "The Prediction, in the request's encoding.",
             "contentType": CONTENT_TYPES[0],
-            "headers": header_schema({}, _CONTENT_TYPE),
+            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
             "payload": _ref(_SCHEMAS + "Prediction"),
         },
         "ErrorReply": {
@@ -156,8 +158,9 @@ def _messages() -> dict[str, Any]:
                         "retry).",
                     },
                     "Nats-Service-Error": {"description": "`<code>: <message>`."},
+                    **_CONTENT_TYPE_SENT,
                 },
-                _CONTENT_TYPE,
+                {},
             ),
             "payload": _ref(_SCHEMAS + "ErrorReply"),
         },
@@ -172,7 +175,7 @@ def _messages() -> dict[str, Any]:
             "title": "Model info",
             "summary": "The model a worker serves now.",
             "contentType": "application/json",
-            "headers": header_schema({}, _CONTENT_TYPE),
+            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
             "payload": _ref(_SCHEMAS + "ModelInfo"),
         },
         "AnalyticsQuery": {
@@ -190,7 +193,7 @@ def _messages() -> dict[str, Any]:
             "summary": "The symbol's (or the portfolio's) live figures, in the request's encoding "
             "(worker/services/analytics_api.py).",
             "contentType": CONTENT_TYPES[1],
-            "headers": header_schema({}, _CONTENT_TYPE),
+            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
             "payload": {"type": "object"},
         },
         "AnalyticsExport": {
@@ -199,7 +202,7 @@ def _messages() -> dict[str, Any]:
             "summary": "A symbol's figures, equity curve and recent trades (or the portfolio's with `symbols`); "
             "bounded per reply (worker/services/analytics_api.py).",
             "contentType": CONTENT_TYPES[1],
-            "headers": header_schema({}, _CONTENT_TYPE),
+            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
             "payload": {"type": "object"},
         },
         "ModelQualityRequest": {
@@ -215,7 +218,7 @@ def _messages() -> dict[str, Any]:
             "title": "Error reply (body only)",
             "summary": "A refused request of a subject outside the micro service: the error body, no error headers.",
             "contentType": "application/json",
-            "headers": header_schema({}, _CONTENT_TYPE),
+            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
             "payload": _ref(_SCHEMAS + "ErrorReply"),
         },
         "ModelQuality": {
@@ -223,7 +226,7 @@ def _messages() -> dict[str, Any]:
             "title": "Model quality",
             "summary": "One worker's live-quality figures per served version.",
             "contentType": "application/json",
-            "headers": header_schema({}, _CONTENT_TYPE),
+            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
             "payload": _ref(_SCHEMAS + "ModelQuality"),
         },
         "PnlUpdate": {
@@ -231,7 +234,7 @@ def _messages() -> dict[str, Any]:
             "title": "Live PnL update",
             "summary": "Paper-trading analytics of one symbol: at most every 50 ms, at least every second with data.",
             "contentType": CONTENT_TYPES[0],
-            "headers": header_schema({}, _CONTENT_TYPE),
+            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
             "payload": _ref(_SCHEMAS + "PnlUpdate"),
         },
     }

@@ -1,5 +1,6 @@
 """What a real worker puts on the wire conforms to the AsyncAPI document (``spark-ml asyncapi``): payloads and
-headers of predictions (msgpack and JSON), dead letters, predict replies and errors, model info and live PnL."""
+headers (``Content-Type`` on every one) of predictions (msgpack and JSON), dead letters, predict replies and errors,
+model info and quality, live PnL and the analytics API's replies."""
 
 from __future__ import annotations
 
@@ -54,6 +55,11 @@ async def test_the_stream_and_analytics(nc: Client, worker_factory, collect, spe
         await preds.wait(40)
         await dead.wait(1)
         await pnl.wait(5)
+        # And the analytics API is asked for the symbol, the portfolio, an export and an unknown symbol
+        figures = await nc.request(subjects.ANALYTICS_GET, json.dumps({"symbol": sym}).encode(), timeout=5)
+        portfolio = await nc.request(subjects.ANALYTICS_GET, b"", timeout=5)
+        export = await nc.request(subjects.ANALYTICS_EXPORT, msgpack.packb({"symbol": sym}), timeout=5)
+        unknown = await nc.request(subjects.ANALYTICS_GET, json.dumps({"symbol": "NOPE" + uid}).encode(), timeout=5)
     # Then every message is valid under its message of the document
     for msg in preds.msgs:
         conforms(spec, "Prediction", msg)
@@ -63,6 +69,18 @@ async def test_the_stream_and_analytics(nc: Client, worker_factory, collect, spe
     for msg in pnl.msgs:
         conforms(spec, "PnlUpdate", msg)
         assert msg.subject == subjects.analytics_pnl(sym)
+    for reply in (figures, portfolio, export):
+        assert not (reply.headers or {}).get("Nats-Service-Error-Code"), reply.data
+    assert json.loads(figures.data)["symbol"] == sym
+    conforms(spec, "AnalyticsFigures", figures)
+    conforms(spec, "AnalyticsFigures", portfolio)
+    conforms(spec, "AnalyticsExport", export)
+    assert export.headers and export.headers["Content-Type"] == "application/msgpack"
+    conforms(spec, "ErrorReply", unknown)
+    assert unknown.headers and unknown.headers["Nats-Service-Error-Code"] == "404"
+    for name in ("AnalyticsQuery",):
+        for example in spec.document["components"]["messages"][name]["examples"]:
+            spec.validate(f"{MESSAGES}{name}/payload", example["payload"])
 
 
 async def test_request_reply(nc: Client, worker_factory, spec: SpecSchemas, uid: str) -> None:
