@@ -145,6 +145,9 @@ def _add_analytics_export(p: argparse.ArgumentParser) -> None:
         "and write them per symbol and for the portfolio, with index.json and tearsheet.html, under --out.",
     )
     _add_settings_flags(e, "tail")  # the NATS and log settings, as tail takes them
+    for action in e._actions:
+        if action.dest.startswith("s_"):  # unset here: keep what was given before "export" (argparse would reset it)
+            action.default = argparse.SUPPRESS
     e.add_argument("--format", choices=_EXPORT_FORMATS, default="csv", help="file format of the tables (default csv)")
     e.add_argument("--out", type=Path, required=True, help="output folder (created when missing)")
     e.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each reply (default 5)")

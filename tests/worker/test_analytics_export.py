@@ -149,3 +149,14 @@ def test_the_command_lines_formats_are_the_writers() -> None:
     from spark_ml.worker import cli
 
     assert cli._EXPORT_FORMATS == FORMATS
+
+
+def test_settings_flags_count_before_and_after_export() -> None:
+    from spark_ml.worker import cli
+
+    parser = cli.build_parser()
+    before = parser.parse_args(["analytics", "--nats-url", "nats://a:1", "export", "--out", "o"])
+    after = parser.parse_args(["analytics", "export", "--nats-url", "nats://b:1", "--out", "o"])
+    neither = parser.parse_args(["analytics", "export", "--out", "o"])
+    assert (before.analytics_action, before.s_nats_url, after.s_nats_url) == ("export", "nats://a:1", "nats://b:1")
+    assert cli._settings(neither).nats_url == Settings().nats_url
