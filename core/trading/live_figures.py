@@ -54,7 +54,7 @@ def symbol_export(symbol: str, pp: PaperPosition) -> dict[str, Any]:
     return {
         "symbol": symbol,
         "figures": symbol_figures(symbol, pp),
-        "equityCurve": [[ts, eq] for ts, eq in curve.points()],
+        "equityCurve": [list(point) for point in curve.points()],
         "curveStride": curve.stride,
         "trades": [t.wire() for t in pp.trade_list()],
         "tradesTotal": pp.n_trades,

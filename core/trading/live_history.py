@@ -3,7 +3,8 @@
 Both are kept for the whole life of the account in bounded memory, so that exports and reports can draw them
 from the live state (and the state can be saved as one value):
 
-* :class:`EquityCurve` keeps at most ``max_points`` ``(ts, equity)`` points spread over the whole history: it
+* :class:`EquityCurve` keeps at most ``max_points`` ``(ts, equity)`` points (``(ts, equity, price)`` when it is
+  given prices: the symbol's, for buy-and-hold beside the strategy) spread over the whole history: it
   records every ``stride``-th mark, and when full it drops every other point and doubles the stride. So the
   curve always starts at the first mark and keeps between ``max_points / 2`` and ``max_points`` evenly spaced
   (in marks) points; the newest mark is added by :meth:`EquityCurve.points` when the stride skipped it.
@@ -70,7 +71,7 @@ class EquityCurve:
         max_points: points kept at most (even, >= 2).
     """
 
-    __slots__ = ("_eq", "_last", "_n", "_stride", "_ts", "max_points")
+    __slots__ = ("_eq", "_last", "_n", "_px", "_stride", "_ts", "max_points")
 
     def __init__(self, max_points: int = 1000) -> None:
         if max_points < 2 or max_points % 2:
@@ -78,18 +79,21 @@ class EquityCurve:
         self.max_points = max_points
         self._ts: list[int | None] = []
         self._eq: list[float] = []
+        self._px: list[float] = []
         self._stride = 1
         self._n = 0
-        self._last: tuple[int | None, float] | None = None
+        self._last: tuple[Any, ...] | None = None
 
-    def add(self, ts: int | None, equity: float) -> None:
-        """Offer one mark; O(1) amortized."""
-        self._last = (ts, equity)
+    def add(self, ts: int | None, equity: float, price: float | None = None) -> None:
+        """Offer one mark (give a price with every mark or with none); O(1) amortized."""
+        self._last = (ts, equity) if price is None else (ts, equity, price)
         if self._n % self._stride == 0:
+            if price is not None and len(self._px) == len(self._ts):  # a curve saved without prices stays so
+                self._px.append(price)
             self._ts.append(ts)
             self._eq.append(equity)
             if len(self._eq) > self.max_points:
-                del self._ts[1::2], self._eq[1::2]
+                del self._ts[1::2], self._eq[1::2], self._px[1::2]
                 self._stride *= 2
         self._n += 1
 
@@ -101,9 +105,11 @@ class EquityCurve:
         """Marks per kept point."""
         return self._stride
 
-    def points(self) -> list[tuple[int | None, float]]:
-        """``(ts, equity)`` oldest first, the newest mark included (at most ``max_points + 1`` points)."""
-        out = list(zip(self._ts, self._eq, strict=True))
+    def points(self) -> list[tuple[Any, ...]]:
+        """``(ts, equity)`` or ``(ts, equity, price)`` oldest first, the newest mark included (at most
+        ``max_points + 1`` points)."""
+        cols = (self._ts, self._eq, self._px) if self._px and len(self._px) == len(self._ts) else (self._ts, self._eq)
+        out: list[tuple[Any, ...]] = list(zip(*cols, strict=True))
         if self._last is not None and (self._n - 1) % self._stride:
             out.append(self._last)
         return out
@@ -113,6 +119,7 @@ class EquityCurve:
             "max": self.max_points,
             "ts": self._ts,
             "eq": self._eq,
+            "px": self._px,
             "stride": self._stride,
             "n": self._n,
             "last": list(self._last) if self._last is not None else None,
@@ -123,8 +130,9 @@ class EquityCurve:
         curve = cls(int(state["max"]))
         curve._ts = list(state["ts"])
         curve._eq = [float(x) for x in state["eq"]]
+        curve._px = [float(x) for x in state.get("px", ())]
         curve._stride = int(state["stride"])
         curve._n = int(state["n"])
         last = state.get("last")
-        curve._last = (last[0], float(last[1])) if last is not None else None
+        curve._last = (last[0], *(float(x) for x in last[1:])) if last is not None else None
         return curve

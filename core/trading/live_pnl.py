@@ -259,7 +259,7 @@ class PaperPosition:
             self._sumsq += r * r
         self._mark = eq
         self._drawdown(eq)
-        self.curve.add(ts, eq)
+        self.curve.add(ts, eq, price)
 
     def on_signal(self, signal: str) -> None:
         """Act on ``buy``, ``sell`` or ``hold`` at the last price (or at the next one if none is known yet)."""

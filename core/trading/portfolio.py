@@ -230,7 +230,7 @@ class Portfolio:
         return {
             "symbol": None,
             "figures": self.figures(positions),
-            "equityCurve": [[ts, eq] for ts, eq in points],
+            "equityCurve": [list(point) for point in points],
             "curveStride": self.curve.stride,
         }
 

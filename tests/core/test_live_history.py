@@ -41,6 +41,15 @@ def test_curve_keeps_the_whole_history_in_bounded_points() -> None:
         EquityCurve(3)
 
 
+def test_a_paper_positions_curve_carries_the_price_for_buy_and_hold() -> None:
+    prices, signals = _series(2, n=50)
+    pp = PaperPosition(curve_points=8)
+    _feed(pp, prices, signals)
+    pts = pp.curve.points()
+    assert all(len(p) == 3 for p in pts) and pts[-1] == (49 * 3_600_000, pp.equity, prices[-1])
+    assert [p[2] for p in pts[:-1]] == [prices[t // 3_600_000] for t, _, _ in pts[:-1]]
+
+
 @pytest.mark.parametrize("long_short", [False, True])
 @pytest.mark.parametrize("cost_bp", [0.0, 3.0])
 def test_trade_list_and_exposure_match_the_backtest(long_short: bool, cost_bp: float) -> None:
@@ -84,7 +93,7 @@ def test_returns_window_and_periods_per_year_give_the_analytics_sharpe() -> None
     prices, signals = _series(5, n=300)
     pp = PaperPosition(var_window=100)
     _feed(pp, prices, signals)
-    eq = [e for _, e in pp.curve.points()]
+    eq = [p[1] for p in pp.curve.points()]
     r = np.asarray(eq[1:]) / np.asarray(eq[:-1]) - 1
     np.testing.assert_allclose(pp.returns(), r[-100:], atol=1e-12)
     # hourly timestamps without gaps: 8766 updates a year

@@ -129,7 +129,8 @@ async def test_export_gives_the_curve_and_trades_bounded(nc: Client, service, ui
     # Then the curve spans the whole history in at most 17 points, and the trades are the 4 most recent (+ open)
     assert code == pcode == 200
     curve = body["equityCurve"]
-    assert 8 <= len(curve) <= 17 and curve[0][0] == T0 and curve[-1] == [T0 + 199 * H, pytest.approx(refs[a].equity)]
+    last = [T0 + 199 * H, pytest.approx(refs[a].equity), pytest.approx(refs[a].price)]
+    assert 8 <= len(curve) <= 17 and curve[0][0] == T0 and curve[-1] == last
     assert body["curveStride"] == 16 and body["tradesTotal"] == refs[a].n_trades > 10
     trades = body["trades"]
     every = refs[a].trade_list()

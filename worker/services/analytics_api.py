@@ -7,7 +7,7 @@ Requests (JSON or msgpack; the reply comes in the request's encoding, an empty b
 
 * ``analytics.get`` ``{"symbol": "EURUSD"}``: that symbol's figures; ``{}``: the portfolio's (see
   :func:`spark_ml.core.trading.live_figures.symbol_figures`, :meth:`spark_ml.core.trading.portfolio.Portfolio.figures`).
-* ``analytics.export`` ``{"symbol": "EURUSD"}``: ``{"symbol", "figures", "equityCurve": [[ts, equity], ...],
+* ``analytics.export`` ``{"symbol": "EURUSD"}``: ``{"symbol", "figures", "equityCurve": [[ts, equity, price], ...],
   "curveStride", "trades": [{"side", "entryTs", "entryPrice", "exitTs", "exitPrice", "pnl", "return"}, ...],
   "tradesTotal"}``; ``{}``: the portfolio's figures and equity curve plus ``"symbols"``, the names to export one
   by one. Bounded per reply: the equity curve has at most ``SPARK_ML_ANALYTICS_CURVE_POINTS`` + 1 points spread
