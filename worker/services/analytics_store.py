@@ -101,10 +101,11 @@ class AnalyticsStore:
         """Everything the checkpoint holds; unreadable records are logged and left out."""
         kv = self._bucket()
         saved = Saved()
-        try:
-            keys = await kv.keys()
-        except nats.js.errors.NoKeysError:
-            return saved
+        # The keys from the stream's per-subject state: one request, with a timeout. ``kv.keys()`` waits without
+        # one for its watcher's end marker, and a take-over must not hang on it.
+        prefix = f"$KV.{STATE_BUCKET}."
+        info = await self.nc.jetstream().stream_info(f"KV_{STATE_BUCKET}", subjects_filter=f"{prefix}>")
+        keys = sorted(subject[len(prefix) :] for subject in (info.state.subjects or {}))
         for key in keys:
             try:
                 entry = await kv.get(key)
