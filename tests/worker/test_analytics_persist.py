@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -87,3 +89,22 @@ async def test_a_standby_takes_over_at_a_stop_and_replays_what_came_meanwhile(nc
         body = await get(nc, s)
         expected = symbol_figures(s, refs[s])
         assert {k: body[k] for k in expected} == pytest.approx(expected)
+
+
+async def test_both_stop_promptly_when_the_standby_is_stopped_during_its_take_over(nc: Client, make, uid: str) -> None:
+    # Given an active instance with state and a standby
+    syms = [f"T{i}{uid}" for i in range(4)]
+    active = await make("a")
+    standby = await make("b")
+    assert (active.phase, standby.phase) == (Phase.ACTIVE, Phase.STANDBY)
+    await feed(nc, syms, 100, seed=6)
+    await until(lambda: active.snapshots == 400, 10, "every snapshot handled")
+    # When the active one stops (releasing the lease) and the standby is stopped at once, mid take-over
+    await active.stop()
+    await asyncio.sleep(0)
+    # Then the standby's stop returns (it hung when its campaign task swallowed the cancel)
+    t0 = time.monotonic()
+    await asyncio.wait_for(standby.stop(), 10)
+    took = time.monotonic() - t0
+    print(f"\nRESULT standby stop during take-over: {took:.2f}s")
+    assert took < 5 and not standby._tasks

@@ -163,8 +163,11 @@ class LeaseKeeper(Lifecycle):
     async def wait_freed(self, timeout: float) -> bool:
         """Wait until some lease is released or expires (True), or ``timeout`` seconds pass (False)."""
         self._freed.clear()
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result when the event is set in the
+        # same step as a cancel, and swallows the cancel (a stopping analytics standby then never stopped).
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._freed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._freed.wait()
             return True
         return False
 

@@ -418,7 +418,7 @@ class AnalyticsService(Lifecycle):
         """A standby takes the lease when it is free (released, or expired after a crash)."""
         assert self.store is not None
         retry_s = self.store.lease.ttl_s / 3
-        while True:
+        while self._running:  # not only the cancel: an await that swallows it must not keep a stopped service alive
             if self.phase is Phase.STANDBY:
                 try:
                     if await self.store.acquire():
@@ -431,7 +431,7 @@ class AnalyticsService(Lifecycle):
                 await asyncio.sleep(retry_s)
 
     async def _checkpointer(self) -> None:
-        while True:
+        while self._running:
             await asyncio.sleep(self.checkpoint_s)
             if self.phase is Phase.ACTIVE:
                 try:
