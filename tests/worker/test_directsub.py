@@ -13,7 +13,7 @@ from nats.aio.msg import Msg
 from spark_ml.core.engine import Engine
 from spark_ml.core.models import BaselineModel
 from spark_ml.worker.metrics import Metrics
-from spark_ml.worker.natsio import directsub, router
+from spark_ml.worker.natsio import directsub, fastparser, router
 from spark_ml.worker.pipeline.publish import NatsOutput
 from spark_ml.worker.pipeline.stream import StreamProcessor
 from tests.support.natsync import synced
@@ -30,6 +30,32 @@ async def _send_mix(nc: Client, base: str) -> int:
     return 4
 
 
+# Header blocks as they cross the wire, common and not: the common ones take the parser's synchronous route, the
+# rest nats-py's own reading; a direct route must see the same headers either way as a regular callback does.
+_BLOCKS = [
+    b"NATS/1.0\r\nContent-Type: application/msgpack\r\n\r\n",
+    b"NATS/1.0\r\nContent-Type: application/msgpack\r\n"
+    b"traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n",
+    b"NATS/1.0\r\nA: 1\r\nA: 2\r\nb: x  y\r\n\r\n",  # a repeated key: the last wins
+    b"NATS/1.0\r\nContent-Type:\tapplication/json \r\n\r\n",  # odd whitespace
+    b"NATS/1.0\r\nX-Name: \xc3\xa9t\xc3\xa9\r\n\r\n",  # not ASCII
+    b"NATS/1.0\r\n\r\n",  # no headers at all
+    b"NATS/1.0 408 Request Timeout\r\nA: b\r\n\r\n",  # an inline status
+]
+
+
+async def _send_blocks(nc: Client, base: str) -> int:
+    """HPUB frames with the blocks above as sent (``publish`` would write only the common shape)."""
+    for i, block in enumerate(_BLOCKS):
+        payload = b"p%d" % i
+        subject = f"{base}.h{i}".encode()
+        await nc._send_command(
+            b"HPUB %s %d %d\r\n%s%s\r\n" % (subject, len(block), len(block) + len(payload), block, payload)
+        )
+    await nc.flush()
+    return len(_BLOCKS)
+
+
 async def _wait(seen: Seen, n: int) -> None:
     async def until() -> None:
         while len(seen) < n:
@@ -43,18 +69,28 @@ async def test_installed_nats_py_is_supported(nc: Client) -> None:
     assert router.supported(nc)
 
 
-async def test_direct_route_sees_what_a_callback_sees(nc: Client, nats_url: str, uid: str) -> None:
+@pytest.mark.parametrize("sync", [False, True], ids=["routed", "routed-and-sync"])
+async def test_direct_route_sees_what_a_callback_sees(nc: Client, nats_url: str, uid: str, sync: bool) -> None:
     base = f"d.{uid}"
     direct_seen: Seen = []
     regular_seen: Seen = []
+    taken_sync: list[str] = []
 
     async def direct(subject: str, data: bytes, headers: dict[str, str] | None) -> None:
         direct_seen.append((subject, data, headers))
 
+    def fast(subject: bytes, data: bytes, headers: dict[str, str] | None) -> None:
+        taken_sync.append(subject.decode())
+        direct_seen.append((subject.decode(), data, headers))
+
     async def regular(msg: Msg) -> None:
         regular_seen.append((msg.subject, msg.data, msg.headers or None))
 
-    sub, routed = await directsub.subscribe_direct(nc, f"{base}.>", queue="", handler=direct)
+    if sync:
+        assert fastparser.install(nc)
+    sub, routed = await directsub.subscribe_direct(
+        nc, f"{base}.>", queue="", handler=direct, fast=fast if sync else None
+    )
     assert routed
     other = await nats.connect(nats_url)
     try:
@@ -69,10 +105,18 @@ async def test_direct_route_sees_what_a_callback_sees(nc: Client, nats_url: str,
         await nc.subscribe(f"{base}.>", cb=keep)
         await synced(nc)  # both subscriptions of nc are known to the server before `other` publishes
         n = await _send_mix(other, base)
+        n += await _send_blocks(other, base)
         await _wait(direct_seen, n)
         await _wait(regular_seen, n)
         assert direct_seen == regular_seen
         assert (regular_seen[1][2] or {}).get("Content-Type") == "application/json"
+        assert regular_seen[6][2] == {"A": "2", "b": "x  y"}
+        assert regular_seen[8][2] == {"X-Name": "été"}
+        assert regular_seen[9][2] is None
+        assert regular_seen[10][2] is not None and regular_seen[10][2]["Status"] == "408"
+        # the common blocks (and no block) were taken synchronously, every other block by nats-py's routine
+        common = [f"{base}.{x}" for x in ("a", "b", "c", "d", "h0", "h1", "h2")]
+        assert taken_sync == (common if sync else [])
         await asyncio.wait_for(_until(lambda: len(also) == n), 5)
         # unrouted and unsubscribed: nothing more arrives
         await sub.unsubscribe()
@@ -126,17 +170,17 @@ async def test_full_shard_applies_backpressure_and_closing_drops_are_counted(nc:
     assert metrics.slow_consumer_drops._value.get() == 1
 
 
-async def test_fast_route_takes_header_less_messages_synchronously(nc: Client, nats_url: str, uid: str) -> None:
-    from spark_ml.worker.natsio import fastparser
-
+async def test_fast_route_takes_messages_without_or_with_common_headers_synchronously(
+    nc: Client, nats_url: str, uid: str
+) -> None:
     assert fastparser.install(nc)
     base = f"s.{uid}"
-    fast_seen: list[tuple[bytes, bytes]] = []
+    fast_seen: list[tuple[bytes, bytes, dict[str, str] | None]] = []
     slow_seen: Seen = []
     waited: list[bytes] = []
 
-    def fast(subject: bytes, data: bytes) -> asyncio.Future[None] | None:
-        fast_seen.append((subject, data))
+    def fast(subject: bytes, data: bytes, headers: dict[str, str] | None) -> asyncio.Future[None] | None:
+        fast_seen.append((subject, data, headers))
         if data == b"plain":  # ask the parser to wait once, as a full shard does
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
@@ -158,9 +202,17 @@ async def test_fast_route_takes_header_less_messages_synchronously(nc: Client, n
     other = await nats.connect(nats_url)
     try:
         n = await _send_mix(other, base)
+        await other._send_command(b"HPUB %s.e 28 30\r\nNATS/1.0\r\nX-Odd:\tspaced \r\n\r\nno\r\n" % base.encode())
+        await other.flush()
+        n += 1
         await _until(lambda: len(fast_seen) + len(slow_seen) == n)
-        assert fast_seen == [(f"{base}.a".encode(), b"plain"), (f"{base}.d".encode(), bytes(range(256)))]
-        assert [s[0] for s in slow_seen] == [f"{base}.b", f"{base}.c"]  # headers: the async route
+        assert fast_seen == [
+            (f"{base}.a".encode(), b"plain", None),
+            (f"{base}.b".encode(), b'{"j":1}', {"Content-Type": "application/json"}),
+            (f"{base}.c".encode(), b"", {"X-Other": "1"}),
+            (f"{base}.d".encode(), bytes(range(256)), None),
+        ]
+        assert slow_seen == [(f"{base}.e", b"no", {"X-Odd": "spaced"})]  # a block nats-py reads: the async route
         assert waited == [b"plain"]
         assert nc.stats["in_msgs"] - before == n
         await sub.unsubscribe()

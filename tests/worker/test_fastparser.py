@@ -22,6 +22,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.stats = {"in_msgs": 0, "in_bytes": 0}  # kept by the parser for messages taken directly
 
     async def _process_msg(self, sid: int, subject: bytes, reply: bytes, data: bytes, hdr: bytes | None) -> None:
         self.calls.append(("msg", sid, bytes(subject), bytes(reply), data, hdr))
@@ -121,3 +122,39 @@ async def test_installed_in_a_live_client(nc: Client, nats_url: str, uid: str) -
     finally:
         await other.close()
     assert got == [b"x" * (i % 300) for i in range(2000)]
+
+
+_FRAMES = (
+    b"MSG s.a 1 2\r\nhi\r\n"
+    b"HMSG s.b 1 24 26\r\nNATS/1.0\r\nA: 1\r\nA: 2\r\n\r\nho\r\n"  # common: the direct handler
+    b"HMSG s.c 1 19 21\r\nNATS/1.0\r\nA:\tb \r\n\r\nhu\r\n"  # odd whitespace: nats-py's routine
+    b"HMSG s.d 2 24 26\r\nNATS/1.0\r\nA: 1\r\nA: 2\r\n\r\nha\r\n"  # another subscription: nats-py's path
+)
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["nats-py-lines", "fast_mail_parser"])
+async def test_direct_handlers_take_common_header_blocks_only(plain: bool) -> None:
+    client = Recorder()
+    parser = FastParser(client)  # type: ignore[arg-type]  # a recording stand-in
+    parser.plain_headers = plain  # as matches_nats_py() says with and without fast_mail_parser installed
+    taken: list[tuple[bytes, bytes, dict[str, str] | None]] = []
+
+    def fast(subject: bytes, data: bytes, headers: dict[str, str] | None) -> None:
+        taken.append((subject, data, headers))
+
+    parser.direct[1] = fast
+    await parser.parse(_FRAMES)
+    hmsg_b = ("msg", 1, b"s.b", b"", b"ho", b"NATS/1.0\r\nA: 1\r\nA: 2\r\n\r\n")
+    rest = [
+        ("msg", 1, b"s.c", b"", b"hu", b"NATS/1.0\r\nA:\tb \r\n\r\n"),
+        ("msg", 2, b"s.d", b"", b"ha", b"NATS/1.0\r\nA: 1\r\nA: 2\r\n\r\n"),
+    ]
+    if plain:
+        assert taken == [(b"s.a", b"hi", None), (b"s.b", b"ho", {"A": "2"})]
+        assert client.calls == rest
+        assert client.stats == {"in_msgs": 2, "in_bytes": 4}  # payloads, as Client._process_msg counts
+    else:  # nats-py reads header lines through another library: every block is left to it
+        assert taken == [(b"s.a", b"hi", None)]
+        assert client.calls == [hmsg_b, *rest]
+        assert client.stats == {"in_msgs": 1, "in_bytes": 2}
+    assert parser.buf == bytearray()

@@ -18,6 +18,7 @@ from types import SimpleNamespace
 from typing import Any, NamedTuple
 
 import pytest
+from nats.aio import client as nats_client
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import Header
@@ -141,9 +142,19 @@ def _msg_fields(_: Client) -> str | None:
     return None
 
 
+def _parse_email(_: Client) -> str | None:
+    module = vars(nats_client)
+    if "parse_email" not in module:
+        return "is gone (the fast parser leaves every header block to _process_headers)"
+    if module["parse_email"] is not None:
+        return "is set: fast_mail_parser is installed (the fast parser leaves every header block to _process_headers)"
+    return None
+
+
 INTERNALS = [
     Internal("Client._process_msg", _coroutine(Client, "_process_msg", router.PROCESS_MSG_PARAMS)),
     Internal("Client._process_headers", _coroutine(Client, "_process_headers", ["headers"])),
+    Internal("nats.aio.client.parse_email", _parse_email),
     Internal("Client._send_command", _coroutine(Client, "_send_command", ["cmd"])),
     Internal("Client._flush_pending", _coroutine(Client, "_flush_pending", [])),
     Internal("Client._flush_queue", _attribute("_flush_queue", asyncio.Queue)),
@@ -249,7 +260,7 @@ async def test_without_process_msg_subscriptions_keep_their_callbacks(nats_url: 
 
         # When both kinds of subscription are made: neither is routed, and the parser's method stays nats-py's
         _, routed = await directsub.subscribe_direct(
-            nc, f"c.{uid}", queue="", handler=on_direct, fast=lambda s, d: None
+            nc, f"c.{uid}", queue="", handler=on_direct, fast=lambda s, d, h: None
         )
         _, routed_raw = await jsroute.subscribe_raw(nc, f"r.{uid}", on_raw)
         assert not routed and not routed_raw

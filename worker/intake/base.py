@@ -55,8 +55,9 @@ class Processor(Protocol):
         """A core NATS message with its headers: queue it, waiting while its shard is full."""
         ...
 
-    def on_raw_sync(self, subject: bytes, raw: bytes) -> Awaitable[None] | None:
-        """A core NATS message without headers: None when queued, else an awaitable to await first."""
+    def on_raw_sync(self, subject: bytes, raw: bytes, headers: dict[str, str] | None = None) -> Awaitable[None] | None:
+        """A core NATS message, its headers parsed (None without any): None when queued, else an awaitable to
+        await first."""
         ...
 
     async def reject(

@@ -236,11 +236,11 @@ class ColdMarkingOutput:
 
 
 class _ProbeFilter:
-    """The processor's entry points, with mapping probes dropped (they carry headers, so the fast path is untouched)."""
+    """The processor's entry points, with mapping probes dropped (they carry a Content-Type of their own)."""
 
     def __init__(self, processor: Processor) -> None:
         self._processor = processor
-        self.on_raw_sync = processor.on_raw_sync
+        self._on_raw_sync = processor.on_raw_sync
         self.reject = processor.reject
         self.pool = getattr(processor, "pool", None)
 
@@ -250,6 +250,11 @@ class _ProbeFilter:
     async def on_raw(self, subject: str, raw: bytes, headers: dict[str, str] | None) -> None:
         if headers is None or headers.get(CONTENT_TYPE) != PROBE_CONTENT_TYPE:
             await self._processor.on_raw(subject, raw, headers)
+
+    def on_raw_sync(self, subject: bytes, raw: bytes, headers: dict[str, str] | None = None) -> Awaitable[None] | None:
+        if headers is not None and headers.get(CONTENT_TYPE) == PROBE_CONTENT_TYPE:
+            return None
+        return self._on_raw_sync(subject, raw, headers)
 
 
 class _Pool(Protocol):

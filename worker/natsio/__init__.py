@@ -2,7 +2,8 @@
 
 Modules:
 
-- :mod:`.fastparser`: a protocol parser for ``MSG``/``HMSG`` frames swapped into a connected client.
+- :mod:`.fastparser`: a protocol parser for ``MSG``/``HMSG`` frames swapped into a connected client;
+  :mod:`.headerblock` reads, for it, the common header block as nats-py would.
 - :mod:`.router`: the one replacement of ``Client._process_msg``, routing a subscription's parsed messages
   straight to a handler; :mod:`.directsub` (core subscriptions) and :mod:`.jsroute` (JetStream inboxes) use it.
 - :mod:`.writer`: the one frame writer, ready-made ``PUB``/``HPUB``/ack frames handed to the client in one call;
@@ -18,9 +19,12 @@ The nats-py internals relied on (nats-py 2.x; checked against the installed rele
     subscriptions it does not route. :mod:`.fastparser` calls it for messages it does not take itself.
     ``_process_headers(headers)``: the coroutine turning a raw header block into a dict; an inline status
     (``NATS/1.0 408 Request Timeout``) becomes the keys ``"Status"`` and ``Header.DESCRIPTION`` (read by
-    :func:`.jswire.status_of`). It raises on some malformed blocks, as ``_process_msg`` raises on a subject or
-    reply that is not UTF-8: :mod:`.router` guards every call (:func:`.router.guard`, installed by
-    ``spark_ml.worker.connect``), so no frame ends the read loop (:func:`.fastparser.wire_error`).
+    :func:`.jswire.status_of`). For a common block (``NATS/1.0``, then ``Key: Value`` lines) its result is what
+    :func:`.headerblock.parse_block` returns (keys as sent, values stripped, the last repeated key wins):
+    ``tests/worker/test_headerblock.py`` holds the two together on generated blocks. It raises on some
+    malformed blocks, as ``_process_msg`` raises on a subject or reply that is not UTF-8: :mod:`.router` guards
+    every call (:func:`.router.guard`, installed by ``spark_ml.worker.connect``), so no frame ends the read loop
+    (:func:`.fastparser.wire_error`).
     ``_ps``: the client's protocol parser (:func:`.fastparser.install` replaces it; the read loop calls
     ``_ps.parse(data)`` and a reconnect ``_ps.reset()``).
     ``stats``: the counters dict; ``in_msgs``/``in_bytes`` are kept for routed messages, ``out_msgs``/
@@ -34,6 +38,11 @@ The nats-py internals relied on (nats-py 2.x; checked against the installed rele
     (:func:`.fastparser.reading`, the worker's liveness).
     ``_max_pending_size`` and ``_pending_data_size``: the outgoing buffer's limit and fill while reconnecting
     (:func:`.writer.write_raw` refuses as ``publish`` does).
+``nats.aio.client.parse_email``
+    None unless the optional ``fast_mail_parser`` is installed, in which case ``_process_headers`` reads header
+    lines through it instead of its own routine; :func:`.headerblock.matches_nats_py` checks it, and
+    :class:`.fastparser.FastParser` reads header blocks itself only when it is None (else every header-carrying
+    message takes ``_process_msg``, as before).
 ``nats.aio.subscription.Subscription``
     ``_id``: the subscription id in ``MSG`` frames, the key of every route.
 ``nats.protocol.parser``
@@ -47,7 +56,8 @@ The nats-py internals relied on (nats-py 2.x; checked against the installed rele
     ``_ackd`` and ``_sid`` (so ``metadata`` works); settling marks ``_ackd``.
 
 When they are missing, nothing is lost but speed: :func:`.fastparser.install` returns False and the client
-keeps nats-py's parser (the connection logs a warning); :func:`.router.route` returns False and the
+keeps nats-py's parser (the connection logs a warning); without ``parse_email`` (or with it set) header-carrying
+messages take nats-py's ``_process_msg``; :func:`.router.route` returns False and the
 subscription keeps its plain callback (the pull consumer logs a warning); :func:`.writer.can_write_raw` is
 False and every frame goes through ``Client.publish``. Only the names imported at module level
 (``Parser`` and the two parser states) fail at import, loudly.

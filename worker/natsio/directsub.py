@@ -4,12 +4,14 @@ For every message of a callback subscription, nats-py builds a ``Msg``, puts it 
 and lets the subscription's task await the callback: about 3 us of a ~10 us budget, spent before our
 code sees a byte. :func:`subscribe_direct` subscribes as usual (so reconnects, draining and
 unsubscribing keep working through the client) and then routes that subscription's messages, as the
-parser produces them, to ``handler(subject, payload, content_type)`` (:mod:`spark_ml.worker.natsio.router`).
+parser produces them, to ``handler(subject, payload, headers)`` (:mod:`spark_ml.worker.natsio.router`).
 
 With our :class:`~spark_ml.worker.natsio.fastparser.FastParser` in the client, a ``fast`` handler goes one step
-further: messages without headers reach ``fast(subject_bytes, payload)`` synchronously from the parser, with no
-coroutine per message (see :data:`spark_ml.worker.natsio.fastparser.SyncHandler`); messages with headers keep the
-``handler`` route.
+further: messages without headers, and messages with a common header block (``Content-Type``, ``traceparent``:
+what ``spark_ml.client`` sends; see :mod:`spark_ml.worker.natsio.headerblock`), reach
+``fast(subject_bytes, payload, headers)`` synchronously from the parser, with no coroutine per message (see
+:data:`spark_ml.worker.natsio.fastparser.SyncHandler`); messages with any other header block keep the ``handler``
+route.
 
 Without the nats-py internals the router relies on, the subscription stays a plain callback subscription, slower
 and otherwise identical. ``tests/worker/test_directsub.py`` holds both routes to the same results on a real server.

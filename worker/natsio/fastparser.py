@@ -11,8 +11,12 @@ frame split across reads continues correctly, and ``reset()`` on reconnect works
 
 :attr:`FastParser.direct` maps subscription ids to synchronous handlers (set by
 :mod:`spark_ml.worker.natsio.directsub`):
-a message without headers for such an id goes to ``handler(subject, payload)`` with no coroutine in
-between, and is awaited only when the handler returns an awaitable (it has to wait for room).
+a message for such an id goes to ``handler(subject, payload, headers)`` with no coroutine in between, and is
+awaited only when the handler returns an awaitable (it has to wait for room). ``headers`` is None for a message
+without them, and the parsed dict for a common header block (``NATS/1.0`` and ``Key: Value`` lines, read by
+:func:`~spark_ml.worker.natsio.headerblock.parse_block`, equal to what nats-py's ``_process_headers`` makes of
+it); a message with any other block (an inline status, odd whitespace, non-ASCII) takes nats-py's path,
+``Client._process_msg``, as every message of other subscriptions does.
 ``tests/worker/test_fastparser.py`` holds it to nats-py's parser on arbitrary splits of arbitrary
 protocol streams. :func:`install` swaps it into a connected client when the client looks as expected.
 
@@ -31,6 +35,8 @@ from nats.aio.client import Client
 from nats.errors import ProtocolError
 from nats.protocol.parser import AWAITING_CONTROL_LINE, AWAITING_MSG_PAYLOAD, Parser
 
+from spark_ml.worker.natsio.headerblock import matches_nats_py, parse_block
+
 __all__ = ["PARSER_STATE", "FastParser", "SyncHandler", "install", "on_wire_error", "reading", "wire_error"]
 
 log = logging.getLogger(__name__)
@@ -39,8 +45,8 @@ _CRLF = b"\r\n"
 PARSER_STATE = ("buf", "state", "needed", "header_needed", "msg_arg")
 """nats-py's parser state that :class:`FastParser` shares and :func:`install` takes over mid-stream."""
 
-SyncHandler = Callable[[bytes, bytes], "Awaitable[None] | None"]
-"""``handler(subject, payload)``: None when the message is taken, else an awaitable that takes it."""
+SyncHandler = Callable[[bytes, bytes, "dict[str, str] | None"], "Awaitable[None] | None"]
+"""``handler(subject, payload, headers)``: None when the message is taken, else an awaitable that takes it."""
 
 _WIRE = "_spark_ml_wire"
 
@@ -108,6 +114,8 @@ class FastParser(Parser):
     def __init__(self, nc: Client) -> None:
         super().__init__(nc)
         self.direct: dict[int, SyncHandler] = {}
+        self.plain_headers = matches_nats_py()
+        """Whether a direct route's common header blocks are read here (:mod:`.headerblock`)."""
 
     async def parse(self, data: bytes = b"") -> None:  # noqa: C901 - one loop over the buffer is the point
         buf = self.buf
@@ -116,6 +124,7 @@ class FastParser(Parser):
         end = len(buf)
         nc = self.nc
         direct = self.direct
+        plain_headers = self.plain_headers
         n_direct = bytes_direct = 0
         view = memoryview(buf)  # slices copy once (tobytes), where bytes(buf[a:b]) copies twice
         try:
@@ -176,28 +185,35 @@ class FastParser(Parser):
                 pos += needed + 2
                 # The frame is consumed: whatever its handling raises, the stream stays in step.
                 try:
+                    handler = direct.get(sid)
                     if hsize:
-                        hdr: bytes | None = view[start : start + hsize].tobytes()
+                        block = view[start : start + hsize].tobytes()
+                        hdr: bytes | None = block
                         payload = view[start + hsize : start + needed].tobytes()
+                        # A direct route's common header block is read here; any other goes to nats-py's routine.
+                        headers: dict[str, str] | None = (
+                            parse_block(block) if handler is not None and plain_headers else None
+                        )
+                        if headers is None:
+                            handler = None
                     else:
-                        hdr = None
+                        hdr = headers = None
                         payload = view[start : start + needed].tobytes()
-                        handler = direct.get(sid)
-                        if handler is not None:
-                            n_direct += 1
-                            bytes_direct += needed
-                            try:
-                                wait = handler(subject, payload)
-                            except UnicodeDecodeError:
-                                if _decodes(subject):
-                                    raise
-                                # An undecodable subject: the routed path dead-letters it or counts it.
-                                wait = nc._process_msg(sid, subject, reply, payload, None)
-                            if wait is not None:
-                                await wait
-                                if self.buf is not buf:
-                                    return
-                            continue
+                    if handler is not None:
+                        n_direct += 1
+                        bytes_direct += len(payload)
+                        try:
+                            wait = handler(subject, payload, headers)
+                        except UnicodeDecodeError:
+                            if _decodes(subject):
+                                raise
+                            # An undecodable subject: the routed path dead-letters it or counts it.
+                            wait = nc._process_msg(sid, subject, reply, payload, hdr)
+                        if wait is not None:
+                            await wait
+                            if self.buf is not buf:
+                                return
+                        continue
                     await nc._process_msg(sid, subject, reply, payload, hdr)
                 except Exception as exc:
                     wire_error(nc, "handler", exc)

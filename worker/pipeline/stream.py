@@ -142,13 +142,14 @@ class StreamProcessor:
         if wait is not None:
             await wait
 
-    def on_raw_sync(self, subject: bytes, raw: bytes) -> Awaitable[None] | None:
-        """:meth:`on_raw` for messages without headers, called synchronously by the protocol parser.
+    def on_raw_sync(self, subject: bytes, raw: bytes, headers: dict[str, str] | None = None) -> Awaitable[None] | None:
+        """:meth:`on_raw`, called synchronously by the protocol parser (for messages without headers or with a
+        common header block, parsed by the parser).
 
         Returns None when the snapshot is queued; else an awaitable the parser awaits (a dead letter to
         send, or room to wait for), so the common case costs no coroutine.
         """
-        return self._take(subject.decode(), raw, None)
+        return self._take(subject.decode(), raw, headers)
 
     def _take(self, subject: str, raw: bytes, headers: dict[str, str] | None) -> Awaitable[None] | None:
         recv = _perf()
