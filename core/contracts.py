@@ -15,9 +15,12 @@ from pydantic.alias_generators import to_camel
 from pydantic.config import JsonDict
 
 __all__ = [
+    "AnalyticsExportReply",
+    "AnalyticsFiguresReply",
     "AnalyticsQuery",
     "ErrorBody",
     "ErrorReply",
+    "ExportedTrade",
     "GatewayHealth",
     "LiveWindow",
     "MarketSnapshot",
@@ -26,9 +29,15 @@ __all__ = [
     "ModelQualityRequest",
     "VersionQuality",
     "PnlUpdate",
+    "PortfolioExport",
+    "PortfolioFigures",
+    "PortfolioFiguresReply",
     "Prediction",
     "PredictRequest",
     "Signal",
+    "SymbolExport",
+    "SymbolFigures",
+    "SymbolFiguresReply",
     "valid_symbol",
 ]
 
@@ -223,35 +232,192 @@ class ModelInfo(_Wire):
     """This worker's live quality per served version."""
 
 
-class PnlUpdate(_Wire):
+class _PositionFigures(_Wire):
+    """The figures of one paper position (:class:`spark_ml.core.trading.live_pnl.PnlSnapshot`): money in units of
+    the starting equity, ``None`` where a ratio is undefined or unbounded."""
+
+    symbol: str
+    ts: int | None
+    """Timestamp of the last price (epoch ms); None before the first one."""
+    price: float | None
+    """The last price."""
+    position: Literal[-1, 0, 1]
+    """-1 short, 0 flat, +1 long."""
+    equity: float | None
+    """Marked-to-market equity."""
+    pnl: float | None
+    """``equity - 1``: ``realizedPnl + unrealizedPnl``."""
+    realized_pnl: float | None
+    """PnL of the closed trades, costs included."""
+    unrealized_pnl: float | None
+    """PnL of the open trade, marked to the last price."""
+    total_return: float | None
+    drawdown: float | None
+    """Fall from the running peak of equity, 0..1."""
+    max_drawdown: float | None
+    var_95: Annotated[float | None, Field(alias="var95")]
+    """Historical one-update VaR at 95%, a positive fraction of equity."""
+    var_99: Annotated[float | None, Field(alias="var99")]
+    """Historical one-update VaR at 99%."""
+    var_95_parametric: Annotated[float | None, Field(alias="var95Parametric")]
+    """Gaussian one-update VaR at 95%."""
+    win_rate: float | None
+    """Winning trades / trades, the open one marked to market."""
+    profit_factor: float | None
+    """Gross profit / gross loss over the same trades."""
+    trades: int
+    """Trades opened so far."""
+    updates: int
+    """Prices seen."""
+    last_signal: Signal | None
+
+
+class PnlUpdate(_PositionFigures):
     """Live paper-trading analytics of one symbol, published on ``analytics.pnl.<SYMBOL>``.
 
     Money figures are in units of the starting equity; ``None`` where a ratio is undefined or unbounded
     (see :class:`spark_ml.core.trading.live_pnl.PnlSnapshot` for each field).
     """
 
-    symbol: str
-    ts: int | None
-    """Timestamp of the last price (epoch ms)."""
-    price: float | None
-    position: Literal[-1, 0, 1]
-    """-1 short, 0 flat, +1 long."""
-    equity: float | None
-    pnl: float | None
-    realized_pnl: float | None
-    unrealized_pnl: float | None
-    total_return: float | None
-    drawdown: float | None
-    max_drawdown: float | None
-    var_95: Annotated[float | None, Field(alias="var95")]
-    var_99: Annotated[float | None, Field(alias="var99")]
-    var_95_parametric: Annotated[float | None, Field(alias="var95Parametric")]
-    win_rate: float | None
-    profit_factor: float | None
-    trades: int
-    updates: int
-    last_signal: Signal | None
     published_at: int
     """Epoch milliseconds of publication."""
     lag_ms: Annotated[float, Field(ge=0)]
     """Receive to publish of the oldest event this update reflects, in this process."""
+
+
+class SymbolFigures(_PositionFigures):
+    """One symbol's live figures (:func:`spark_ml.core.trading.live_figures.symbol_figures`): its paper position's
+    and the ratios of its last ``window`` update-to-update returns, annualized by their timestamps."""
+
+    as_of: int | None
+    """Timestamp of the last price (epoch ms)."""
+    sharpe: float | None
+    """Annualized Sharpe ratio over the window."""
+    sortino: float | None
+    """Annualized Sortino ratio over the window."""
+    var_99_parametric: Annotated[float | None, Field(alias="var99Parametric")]
+    """Gaussian one-update VaR at 99%."""
+    exposure: float | None
+    """Share of the price moves over which a position was held."""
+    window: int
+    """Returns in the window."""
+
+
+class PortfolioFigures(_Wire):
+    """The portfolio's live figures (:meth:`spark_ml.core.trading.portfolio.Portfolio.figures`): every symbol's
+    paper account as one book, weighted means of the symbols' figures, ratios over the book's step returns."""
+
+    symbol: None
+    """Always null: the portfolio."""
+    symbols: int
+    """Symbols in the book (weight not 0)."""
+    weights: Literal["configured", "equal"]
+    """``equal`` unless SPARK_ML_ANALYTICS_WEIGHTS names weights."""
+    as_of: int | None
+    """Latest timestamp of any symbol (epoch ms)."""
+    position: float
+    """Weighted net position, -1..1."""
+    gross_position: float
+    """Weighted mean of the absolute positions, 0..1."""
+    equity: float
+    """Weighted mean equity."""
+    pnl: float
+    """``equity - 1``."""
+    realized_pnl: float
+    unrealized_pnl: float
+    total_return: float
+    index: float
+    """Product of ``1 + r`` over the book's step returns."""
+    drawdown: float
+    """Fall of the index from its running peak, 0..1."""
+    max_drawdown: float
+    var_95: Annotated[float | None, Field(alias="var95")]
+    """Historical one-step VaR at 95% over the window."""
+    var_99: Annotated[float | None, Field(alias="var99")]
+    var_95_parametric: Annotated[float | None, Field(alias="var95Parametric")]
+    var_99_parametric: Annotated[float | None, Field(alias="var99Parametric")]
+    sharpe: float | None
+    """Annualized Sharpe ratio over the window."""
+    sortino: float | None
+    win_rate: float | None
+    """Pooled share of winning trades (open ones marked to market)."""
+    profit_factor: float | None
+    """Weighted gross profit over weighted gross loss."""
+    trades: int
+    """Trades of every symbol."""
+    exposure: float | None
+    """Weighted mean of the symbols' exposures."""
+    window: int
+    """Step returns in the window."""
+
+
+class SymbolFiguresReply(SymbolFigures):
+    """Reply of ``analytics.get`` with a symbol."""
+
+    served_at: int
+    """Epoch milliseconds of the reply."""
+
+
+class PortfolioFiguresReply(PortfolioFigures):
+    """Reply of ``analytics.get`` without a symbol."""
+
+    served_at: int
+    """Epoch milliseconds of the reply."""
+
+
+class ExportedTrade(_Wire):
+    """One round trip of a paper position (:class:`spark_ml.core.trading.live_history.ClosedTrade`)."""
+
+    side: Literal[-1, 1]
+    """+1 long, -1 short."""
+    entry_ts: int | None
+    """Timestamp of the entry price (epoch ms); None when unknown."""
+    entry_price: float
+    exit_ts: int | None
+    """Timestamp of the exit price; None while the trade is open."""
+    exit_price: float | None
+    """None while open."""
+    pnl: float
+    """Equity gained, costs included (marked to market while open)."""
+    ret: Annotated[float | None, Field(alias="return")]
+    """``pnl`` over the equity the trade began with."""
+
+
+class SymbolExport(_Wire):
+    """Reply of ``analytics.export`` with a symbol (:func:`spark_ml.core.trading.live_figures.symbol_export`)."""
+
+    symbol: str
+    figures: SymbolFigures
+    equity_curve: list[tuple[int | None, float, float] | tuple[int | None, float]]
+    """``[ts, equity, price]`` points (``[ts, equity]`` from a state saved without prices), oldest first: at most
+    SPARK_ML_ANALYTICS_CURVE_POINTS + 1 over the whole history, the last one the newest mark."""
+    curve_stride: int
+    """Price updates per curve point."""
+    trades: list[ExportedTrade]
+    """The SPARK_ML_ANALYTICS_TRADES_KEPT most recent trades, oldest first, the open one last."""
+    trades_total: int
+    """Every trade so far, not only those listed."""
+    served_at: int
+    """Epoch milliseconds of the reply."""
+
+
+class PortfolioExport(_Wire):
+    """Reply of ``analytics.export`` without a symbol (:meth:`spark_ml.core.trading.portfolio.Portfolio.export`)."""
+
+    symbol: None
+    """Always null: the portfolio."""
+    figures: PortfolioFigures
+    equity_curve: list[tuple[int, float]]
+    """``[ts, equity]`` per closed step of the book, the open step last, oldest first."""
+    curve_stride: int
+    """Steps per curve point."""
+    symbols: list[str]
+    """Every symbol seen, to export one by one."""
+    served_at: int
+    """Epoch milliseconds of the reply."""
+
+
+AnalyticsFiguresReply = SymbolFiguresReply | PortfolioFiguresReply
+"""Reply of ``analytics.get``."""
+AnalyticsExportReply = SymbolExport | PortfolioExport
+"""Reply of ``analytics.export``."""

@@ -190,20 +190,20 @@ def _messages() -> dict[str, Any]:
         "AnalyticsFigures": {
             "name": "AnalyticsFigures",
             "title": "Analytics figures",
-            "summary": "The symbol's (or the portfolio's) live figures, in the request's encoding "
+            "summary": "The symbol's (or the portfolio's, `symbol` null) live figures, in the request's encoding "
             "(worker/services/analytics_api.py).",
             "contentType": CONTENT_TYPES[1],
             "headers": header_schema(_CONTENT_TYPE_SENT, {}),
-            "payload": {"type": "object"},
+            "payload": {"anyOf": [_ref(_SCHEMAS + "SymbolFiguresReply"), _ref(_SCHEMAS + "PortfolioFiguresReply")]},
         },
         "AnalyticsExport": {
             "name": "AnalyticsExport",
             "title": "Analytics export",
-            "summary": "A symbol's figures, equity curve and recent trades (or the portfolio's with `symbols`); "
-            "bounded per reply (worker/services/analytics_api.py).",
+            "summary": "A symbol's figures, equity curve and recent trades (or the portfolio's, `symbol` null, with "
+            "`symbols`); bounded per reply (worker/services/analytics_api.py).",
             "contentType": CONTENT_TYPES[1],
             "headers": header_schema(_CONTENT_TYPE_SENT, {}),
-            "payload": {"type": "object"},
+            "payload": {"anyOf": [_ref(_SCHEMAS + "SymbolExport"), _ref(_SCHEMAS + "PortfolioExport")]},
         },
         "ModelQualityRequest": {
             "name": "ModelQualityRequest",

@@ -27,10 +27,10 @@ def _compact(schema: dict[str, Any]) -> str:
 
 
 def endpoint_metadata(
-    request: type[BaseModel] | None, response: type[BaseModel], *, content_types: str = CONTENT_TYPES
+    request: type[BaseModel] | None, response: Any, *, content_types: str = CONTENT_TYPES
 ) -> dict[str, str]:
-    """The metadata of one endpoint: its request's schema (``{}``-less requests have none), its reply's, the
-    error reply's, and the encodings it speaks (the reply comes in the request's)."""
+    """The metadata of one endpoint: its request's schema (``{}``-less requests have none), its reply's (a model,
+    or a union of models), the error reply's, and the encodings it speaks (the reply comes in the request's)."""
     meta = {
         "response_schema": _compact(inline_schema(response, "serialization")),
         "error_schema": _compact(inline_schema(ErrorReply, "serialization")),

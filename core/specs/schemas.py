@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from spark_ml.core.contracts import (
@@ -21,8 +21,12 @@ from spark_ml.core.contracts import (
     ModelQuality,
     ModelQualityRequest,
     PnlUpdate,
+    PortfolioExport,
+    PortfolioFiguresReply,
     Prediction,
     PredictRequest,
+    SymbolExport,
+    SymbolFiguresReply,
 )
 
 __all__ = ["CONTRACTS", "component_schemas", "header_schema", "inline_schema"]
@@ -38,6 +42,10 @@ CONTRACTS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (AnalyticsQuery, "validation"),
     (GatewayHealth, "serialization"),
     (ModelQuality, "serialization"),
+    (SymbolFiguresReply, "serialization"),
+    (PortfolioFiguresReply, "serialization"),
+    (SymbolExport, "serialization"),
+    (PortfolioExport, "serialization"),
 )
 """Every contract that crosses the wire, with the side that reads it."""
 
@@ -52,9 +60,12 @@ def component_schemas(ref_prefix: str) -> dict[str, dict[str, Any]]:
     return defs
 
 
-def inline_schema(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
-    """One contract's schema standing alone (its nested models under ``$defs``), for a micro endpoint's metadata."""
-    return model.model_json_schema(by_alias=True, mode=mode)
+def inline_schema(contract: Any, mode: JsonSchemaMode) -> dict[str, Any]:
+    """One contract's schema standing alone (its nested models under ``$defs``), for a micro endpoint's metadata.
+
+    ``contract`` is a model, or a union of models (``SymbolExport | PortfolioExport``: an ``anyOf``).
+    """
+    return TypeAdapter(contract).json_schema(by_alias=True, mode=mode)
 
 
 def header_schema(required: dict[str, dict[str, Any]], optional: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -43,9 +43,17 @@ from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service, ServiceConfig
 
 from spark_ml.core.codec import CONTENT_TYPES, Encoding, decode, detect_encoding, encode
-from spark_ml.core.contracts import SYMBOL_MAX_LEN, ErrorReply, valid_symbol
+from spark_ml.core.contracts import (
+    SYMBOL_MAX_LEN,
+    AnalyticsExportReply,
+    AnalyticsFiguresReply,
+    AnalyticsQuery,
+    ErrorReply,
+    valid_symbol,
+)
 from spark_ml.core.errors import InvalidInput, SparkMlError
 from spark_ml.core.outcomes import outcome_of
+from spark_ml.core.specs.micro import endpoint_metadata
 from spark_ml.core.subjects import ANALYTICS_EXPORT, ANALYTICS_GET, ANALYTICS_SERVICE
 
 __all__ = ["AnalyticsApi", "Answer", "parse_query"]
@@ -58,6 +66,7 @@ Answer = Callable[[str | None], dict[str, Any]]
 _FIELDS = frozenset({"symbol"})
 _MAX_REQUEST = 4096
 _DESCRIPTION_MAX = 256
+_CONTENT_TYPES = "application/json, application/msgpack"  # JSON first: an empty request is answered in JSON
 
 
 def parse_query(raw: bytes, content_type: str | None) -> tuple[str | None, Encoding]:
@@ -110,8 +119,10 @@ class AnalyticsApi:
             stats_handler=self._stats,
         )
         service = self._service = await add_service(self._nc, config)
-        await service.add_endpoint(name="get", subject=ANALYTICS_GET, handler=self._on_get)
-        await service.add_endpoint(name="export", subject=ANALYTICS_EXPORT, handler=self._on_export)
+        meta = endpoint_metadata(AnalyticsQuery, AnalyticsFiguresReply, content_types=_CONTENT_TYPES)
+        await service.add_endpoint(name="get", subject=ANALYTICS_GET, handler=self._on_get, metadata=meta)
+        meta = endpoint_metadata(AnalyticsQuery, AnalyticsExportReply, content_types=_CONTENT_TYPES)
+        await service.add_endpoint(name="export", subject=ANALYTICS_EXPORT, handler=self._on_export, metadata=meta)
         await self._nc.flush()
         await self._nc.flush()  # see predict._server_has_seen: the second PING follows the SUBs on the wire
 
