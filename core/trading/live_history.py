@@ -15,7 +15,7 @@ from the live state (and the state can be saved as one value):
 from __future__ import annotations
 
 import math
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["ClosedTrade", "EquityCurve"]
@@ -56,7 +56,8 @@ class ClosedTrade:
         }
 
     def state(self) -> list[Any]:
-        return list(astuple(self))
+        # Not dataclasses.astuple: it deep-copies field by field, and checkpoints write every trade each second.
+        return [self.side, self.entry_ts, self.entry_price, self.exit_ts, self.exit_price, self.pnl, self.ret]
 
     @classmethod
     def from_state(cls, row: list[Any]) -> ClosedTrade:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import astuple
 
 import msgpack
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from spark_ml.core.engine import SignalPolicy
 from spark_ml.core.trading import analytics as an
 from spark_ml.core.trading import backtest as bt
-from spark_ml.core.trading.live_history import EquityCurve
+from spark_ml.core.trading.live_history import ClosedTrade, EquityCurve
 from spark_ml.core.trading.live_pnl import PaperPosition
 
 
@@ -130,3 +131,12 @@ def test_a_new_position_has_no_figures_yet() -> None:
     pp = PaperPosition()
     assert math.isnan(pp.exposure) and math.isnan(pp.periods_per_year()) and pp.trade_list() == []
     assert pp.curve.points() == []
+
+
+@pytest.mark.parametrize("exit_ts", [None, 1_700_000_360_000])
+def test_a_trades_state_is_its_fields_in_order_and_reads_back(exit_ts: int | None) -> None:
+    trade = ClosedTrade(-1, 1_700_000_000_000, 1.1, exit_ts, 1.2, -0.05, float("nan") if exit_ts is None else -0.04)
+    assert trade.state()[:6] == list(astuple(trade))[:6]  # the reference: dataclasses' own field order
+    back = ClosedTrade.from_state(msgpack.unpackb(msgpack.packb(trade.state())))
+    assert back.state()[:6] == trade.state()[:6]
+    assert math.isnan(back.ret) if exit_ts is None else back.ret == trade.ret

@@ -41,6 +41,7 @@ from nats.aio.subscription import Subscription
 
 from spark_ml.core.errors import InvalidInput, SparkMlError
 from spark_ml.worker.natsio.fastparser import FastParser, wire_error
+from spark_ml.worker.natsio.headerblock import matches_nats_py, parse_block
 
 __all__ = ["DirectHandler", "RawHandler", "UndecodableHandler", "escape", "guard", "route", "supported", "unroute"]
 
@@ -127,10 +128,14 @@ def _routes(nc: Client) -> dict[int, _Route]:  # noqa: C901 - one dispatcher, ev
     regular = nc._process_msg
     process_headers = nc._process_headers
     stats = nc.stats
+    plain_headers = matches_nats_py()
 
     async def parsed_headers(headers: bytes) -> tuple[bool, dict[str, str] | None]:
         """(parsed, headers): nats-py's routine raises on some malformed blocks (``NATS/1.0`` alone, a status
-        line that is not UTF-8)."""
+        line that is not UTF-8). A common block (every message spark-ml publishes) is read by
+        :func:`~spark_ml.worker.natsio.headerblock.parse_block`, the same dict at a third of the cost."""
+        if plain_headers and (fast := parse_block(headers)) is not None:
+            return True, fast
         try:
             return True, await process_headers(headers)
         except Exception as exc:
