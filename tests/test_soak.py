@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -89,6 +90,9 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
         stdout=subprocess.DEVNULL,
         text=True,
         env=_env(),
+        # As from a terminal: a suite started in the background of a non-interactive shell has SIGINT ignored,
+        # and children inherit that (POSIX), so Ctrl-C would not reach the soak at all
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stderr is not None
@@ -101,9 +105,18 @@ def test_ctrl_c_stops_every_process_it_started(tmp_path: Path) -> None:
             if line.startswith("[1] "):
                 break
         assert pids and all(Path(f"/proc/{p}").exists() for p in pids)
+        # Keep reading its stderr (its children's logs go there too): a full pipe would block them mid-shutdown
+        rest: list[str] = []
+        reader = threading.Thread(target=lambda: rest.extend(proc.stderr or ()), daemon=True)
+        reader.start()
         # When it gets Ctrl-C
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(30)
+        try:
+            code = proc.wait(30)
+        except subprocess.TimeoutExpired:
+            tail = "".join(rest[-40:])
+            raise AssertionError(f"soak still running 30 s after Ctrl-C; its last lines:\n{tail}") from None
+        reader.join(5)
     finally:
         if proc.poll() is None:
             proc.kill()
