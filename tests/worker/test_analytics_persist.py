@@ -8,13 +8,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import nats.js.errors
 import pytest
 from nats.aio.client import Client
 
 from spark_ml.core import subjects
 from spark_ml.core.trading.live_figures import symbol_figures
 from spark_ml.worker.services.analytics import AnalyticsService, Phase
-from spark_ml.worker.services.analytics_store import AnalyticsStore
+from spark_ml.worker.services.analytics_store import STATE_BUCKET, AnalyticsStore, Checkpoint, symbol_key
 from tests.support.lifecycle import until
 from tests.worker.test_analytics_api import feed
 
@@ -108,3 +109,51 @@ async def test_both_stop_promptly_when_the_standby_is_stopped_during_its_take_ov
     took = time.monotonic() - t0
     print(f"\nRESULT standby stop during take-over: {took:.2f}s")
     assert took < 5 and not standby._tasks
+
+
+class _DiesMidCheckpoint(AnalyticsStore):
+    """After its first checkpoint, this holder "dies" inside every save: it writes the symbols' records, never the
+    commit, as when SIGKILL comes between two KV writes."""
+
+    commits = 0
+
+    async def save(self, checkpoint: Checkpoint, dropped: set[str]) -> bool:
+        if not self.commits:
+            self.commits += 1
+            return await super().save(checkpoint, dropped)
+        kv = self._bucket()
+        for symbol, (slot, value) in checkpoint.records.items():
+            await kv.put(symbol_key(symbol, slot), value)
+        raise ConnectionError("killed between two writes")
+
+
+async def test_a_checkpoint_cut_short_between_its_writes_is_not_taken_at_all(nc: Client, make, uid: str) -> None:
+    # Given an active instance that committed a checkpoint after 50 bars of three symbols, and its answers then
+    syms = [f"K{i}{uid}" for i in range(3)]
+    store = _DiesMidCheckpoint(nc, holder="dies", ttl_s=3.0)
+    torn = AnalyticsService(nc, store=store, checkpoint_s=3600)
+    await torn.start()
+    try:
+        await feed(nc, syms, 50, seed=7)
+        await until(lambda: torn.predictions == 150, 10, "every message handled")
+        await torn._checkpoint()
+        committed = {s: await get(nc, s) for s in [*syms, None]}
+        # When 30 more bars (and a new symbol) come and its next checkpoints write every record but the commit
+        late = f"L{uid}"
+        await feed(nc, [*syms, late], 30, seed=8, start=50)
+        await until(lambda: torn.predictions == 270, 10, "the new messages handled")
+        with pytest.raises(ConnectionError):
+            await torn._checkpoint()
+        assert await get(nc, syms[0]) != committed[syms[0]]
+    finally:
+        await torn.stop()  # its last checkpoint is cut short too (logged); the lease is released
+    # Then the instance that takes over answers the committed checkpoint, symbols and book as of one moment
+    second = await make("second")
+    assert second.phase is Phase.ACTIVE
+    assert {s: await get(nc, s) for s in [*syms, None]} == committed
+    assert second.position(late) is None
+    # And the records no commit names (the new symbol's) were swept at the take-over
+    kv = await nc.jetstream().key_value(STATE_BUCKET)
+    for slot in (0, 1):
+        with pytest.raises(nats.js.errors.KeyNotFoundError):
+            await kv.get(symbol_key(late, slot))

@@ -72,7 +72,7 @@ from spark_ml.worker.lifecycle import Lifecycle
 from spark_ml.worker.natsio.directsub import subscribe_direct, unroute
 from spark_ml.worker.pipeline.publish import content_headers
 from spark_ml.worker.services.analytics_api import AnalyticsApi
-from spark_ml.worker.services.analytics_store import ACTIVE_KEY, PORTFOLIO_KEY, AnalyticsStore, Saved, pack, symbol_key
+from spark_ml.worker.services.analytics_store import ACTIVE_KEY, AnalyticsStore, Checkpoint, Saved, pack
 from spark_ml.worker.settings import Settings
 
 __all__ = ["AnalyticsService", "Phase", "analytics_encoding", "analytics_from_settings"]
@@ -196,6 +196,8 @@ class AnalyticsService(Lifecycle):
         self._dirty: set[str] = set()
         """Symbols changed since the last checkpoint."""
         self._evicted: set[str] = set()
+        self._slots: dict[str, int] = {}
+        """Per symbol, the slot of its record in the last committed checkpoint (see ``analytics_store``)."""
         self._buffer: deque[tuple[int, str, bytes, str | None, float]] = deque(maxlen=standby_buffer_max)
         """A standby's (or restoring instance's) messages: kind, subject, payload, content type, arrival."""
         self._beat_s = interval_s - min(0.1, interval_s / 10)
@@ -358,6 +360,9 @@ class AnalyticsService(Lifecycle):
             saved = await self.store.load()
             buffered = len(self._buffer)
             await self._activate(saved)
+            swept = await self.store.sweep(set(saved.symbols))
+            if swept:
+                log.info("analytics: %d checkpoint records no commit names were deleted", swept)
         except Exception:
             log.exception("analytics: taking over failed; standing by again")
             await self._stand_by(release=True)
@@ -381,6 +386,7 @@ class AnalyticsService(Lifecycle):
                 log.error("analytics checkpoint of %r: unusable (%r); it starts afresh", symbol, exc)
                 continue
             self._symbols[symbol] = st
+            self._slots[symbol] = saved.slots[symbol]
         if saved.portfolio is not None:
             try:
                 self._portfolio.restore(saved.portfolio, self._symbols)
@@ -397,6 +403,7 @@ class AnalyticsService(Lifecycle):
         self._by_pub.clear()
         self._dirty.clear()
         self._evicted.clear()
+        self._slots.clear()
         self._portfolio = Portfolio(**self._portfolio_args)
 
     async def _stand_by(self, *, release: bool) -> None:
@@ -440,24 +447,30 @@ class AnalyticsService(Lifecycle):
                     log.warning("analytics: checkpoint failed (%r); retrying", exc)
 
     async def _checkpoint(self) -> None:
-        """Save the changed symbols and then the portfolio, encoded at one moment (no await in between)."""
+        """Save the changed symbols, each to its other slot, then commit them with the book (all encoded at one
+        moment: no await in between; see ``analytics_store``)."""
         assert self.store is not None
         if not (self._dirty or self._evicted):
             return
         dirty, evicted = self._dirty, self._evicted
         self._dirty, self._evicted = set(), set()
-        records: dict[str, bytes] = {}
+        slots = self._slots
+        records: dict[str, tuple[int, bytes]] = {}
         for symbol in dirty:
             st = self._symbols.get(symbol)
             if st is not None:
-                records[symbol_key(symbol)] = pack({"symbol": symbol, "pp": st.pp.state(), "pred_ts": st.pred_ts})
-        records[PORTFOLIO_KEY] = pack(self._portfolio.state())
+                record = pack({"symbol": symbol, "pp": st.pp.state(), "pred_ts": st.pred_ts})
+                records[symbol] = (1 - slots.get(symbol, 1), record)
+        manifest = {s: records[s][0] if s in records else slots[s] for s in self._symbols if s in records or s in slots}
+        dropped = {s for s in evicted if s not in manifest}
         try:
-            await self.store.save(records, {symbol_key(s) for s in evicted})
+            committed = await self.store.save(Checkpoint.encode(records, self._portfolio.state(), manifest), dropped)
         except Exception:
-            self._dirty |= dirty  # written again next time
+            self._dirty |= dirty  # written again next time, to the same (uncommitted) slots
             self._evicted |= evicted
             raise
+        if committed:
+            self._slots = manifest
 
     # --- intake -----------------------------------------------------------------------------------------
 
