@@ -65,25 +65,55 @@ def _partition_parameter(partitions: int) -> dict[str, Any]:
     }
 
 
+def _message(
+    name: str,
+    title: str,
+    summary: str,
+    payload: dict[str, Any],
+    *,
+    content_type: str | None = CONTENT_TYPES[0],
+    headers: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """One message of ``components.messages``; ``headers`` defaults to the Content-Type spark-ml always sends."""
+    message: dict[str, Any] = {"name": name, "title": title, "summary": summary}
+    if content_type is not None:
+        message["contentType"] = content_type
+        message["headers"] = header_schema(_CONTENT_TYPE_SENT, {}) if headers is None else headers
+    message["payload"] = payload
+    return {**message, **extra}
+
+
+def _sent(name: str, title: str, summary: str, *schemas: str, content_type: str = CONTENT_TYPES[0]) -> dict[str, Any]:
+    """A message spark-ml sends with its own Content-Type: its payload one of ``schemas`` (default: ``name``'s)."""
+    refs = [_ref(_SCHEMAS + schema) for schema in schemas or (name,)]
+    return _message(name, title, summary, refs[0] if len(refs) == 1 else {"anyOf": refs}, content_type=content_type)
+
+
+def _received(
+    name: str, title: str, summary: str, *, content_type: str = CONTENT_TYPES[0], **extra: Any
+) -> dict[str, Any]:
+    """A message spark-ml receives: its payload the schema of the same name, in either encoding, traced."""
+    headers = header_schema({}, {**_CONTENT_TYPE, **_TRACEPARENT})
+    return _message(name, title, summary, _ref(_SCHEMAS + name), content_type=content_type, headers=headers, **extra)
+
+
 def _messages() -> dict[str, Any]:
     """The messages of the document, by name (``#/components/messages/<name>``)."""
-    return {
-        "MarketSnapshot": {
-            "name": "MarketSnapshot",
-            "title": "Market snapshot",
-            "summary": "One market observation for one symbol. Numbers must be numbers; extra fields are ignored.",
-            "contentType": CONTENT_TYPES[0],
-            "headers": header_schema({}, {**_CONTENT_TYPE, **_TRACEPARENT}),
-            "payload": _ref(_SCHEMAS + "MarketSnapshot"),
-            "examples": [{"name": "seed", "summary": "The seeds' example, accepted as is.", "payload": _SEED}],
-        },
-        "Prediction": {
-            "name": "Prediction",
-            "title": "Prediction",
-            "summary": "The prediction of one snapshot, in the encoding the snapshot came in (unless "
+    messages = [
+        _received(
+            "MarketSnapshot",
+            "Market snapshot",
+            "One market observation for one symbol. Numbers must be numbers; extra fields are ignored.",
+            examples=[{"name": "seed", "summary": "The seeds' example, accepted as is.", "payload": _SEED}],
+        ),
+        _message(
+            "Prediction",
+            "Prediction",
+            "The prediction of one snapshot, in the encoding the snapshot came in (unless "
             "SPARK_ML_OUTPUT_ENCODING says msgpack or json).",
-            "contentType": CONTENT_TYPES[0],
-            "headers": header_schema(
+            _ref(_SCHEMAS + "Prediction"),
+            headers=header_schema(
                 _CONTENT_TYPE_SENT,
                 {
                     **_TRACEPARENT,
@@ -98,14 +128,14 @@ def _messages() -> dict[str, Any]:
                     },
                 },
             ),
-            "payload": _ref(_SCHEMAS + "Prediction"),
-        },
-        "DeadLetter": {
-            "name": "DeadLetter",
-            "title": "Dead letter",
-            "summary": "A refused snapshot, byte for byte, with the reason in headers.",
-            "contentType": "application/octet-stream",
-            "headers": header_schema(
+        ),
+        _message(
+            "DeadLetter",
+            "Dead letter",
+            "A refused snapshot, byte for byte, with the reason in headers.",
+            {"description": "The refused payload, unchanged (any bytes)."},
+            content_type="application/octet-stream",
+            headers=header_schema(
                 {
                     "Content-Type": {
                         "enum": [*CONTENT_TYPES, "application/octet-stream"],
@@ -125,31 +155,20 @@ def _messages() -> dict[str, Any]:
                     **_TRACEPARENT,
                 },
             ),
-            "payload": {"description": "The refused payload, unchanged (any bytes)."},
-        },
-        "PredictRequest": {
-            "name": "PredictRequest",
-            "title": "Predict request",
-            "summary": "A snapshot to score with the worker's per-symbol state (read, never advanced).",
-            "contentType": CONTENT_TYPES[0],
-            "headers": header_schema({}, {**_CONTENT_TYPE, **_TRACEPARENT}),
-            "payload": _ref(_SCHEMAS + "PredictRequest"),
-            "examples": [{"name": "seed", "payload": {"snapshot": _SEED}}],
-        },
-        "PredictReply": {
-            "name": "PredictReply",
-            "title": "Predict reply",
-            "summary": "The Prediction, in the request's encoding.",
-            "contentType": CONTENT_TYPES[0],
-            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
-            "payload": _ref(_SCHEMAS + "Prediction"),
-        },
-        "ErrorReply": {
-            "name": "ErrorReply",
-            "title": "Error reply",
-            "summary": "A refused request: the NATS micro error headers and the error body, in the request's encoding.",
-            "contentType": CONTENT_TYPES[0],
-            "headers": header_schema(
+        ),
+        _received(
+            "PredictRequest",
+            "Predict request",
+            "A snapshot to score with the worker's per-symbol state (read, never advanced).",
+            examples=[{"name": "seed", "payload": {"snapshot": _SEED}}],
+        ),
+        _sent("PredictReply", "Predict reply", "The Prediction, in the request's encoding.", "Prediction"),
+        _message(
+            "ErrorReply",
+            "Error reply",
+            "A refused request: the NATS micro error headers and the error body, in the request's encoding.",
+            _ref(_SCHEMAS + "ErrorReply"),
+            headers=header_schema(
                 {
                     "Nats-Service-Error-Code": {
                         "enum": ["400", "404", "413", "500", "503"],
@@ -162,82 +181,68 @@ def _messages() -> dict[str, Any]:
                 },
                 {},
             ),
-            "payload": _ref(_SCHEMAS + "ErrorReply"),
-        },
-        "ModelInfoRequest": {
-            "name": "ModelInfoRequest",
-            "title": "Model info request",
-            "summary": "An empty request.",
-            "payload": {"type": "string", "maxLength": 0, "description": "Empty."},
-        },
-        "ModelInfo": {
-            "name": "ModelInfo",
-            "title": "Model info",
-            "summary": "The model a worker serves now.",
-            "contentType": "application/json",
-            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
-            "payload": _ref(_SCHEMAS + "ModelInfo"),
-        },
-        "AnalyticsQuery": {
-            "name": "AnalyticsQuery",
-            "title": "Analytics query",
-            "summary": "A symbol's analytics, or the portfolio's without one.",
-            "contentType": CONTENT_TYPES[1],
-            "headers": header_schema({}, {**_CONTENT_TYPE, **_TRACEPARENT}),
-            "payload": _ref(_SCHEMAS + "AnalyticsQuery"),
-            "examples": [{"name": "symbol", "payload": {"symbol": "EURUSD"}}, {"name": "portfolio", "payload": {}}],
-        },
-        "AnalyticsFigures": {
-            "name": "AnalyticsFigures",
-            "title": "Analytics figures",
-            "summary": "The symbol's (or the portfolio's, `symbol` null) live figures, in the request's encoding "
+        ),
+        _message(
+            "ModelInfoRequest",
+            "Model info request",
+            "An empty request.",
+            {"type": "string", "maxLength": 0, "description": "Empty."},
+            content_type=None,
+        ),
+        _sent("ModelInfo", "Model info", "The model a worker serves now.", content_type="application/json"),
+        _received(
+            "AnalyticsQuery",
+            "Analytics query",
+            "A symbol's analytics, or the portfolio's without one.",
+            content_type=CONTENT_TYPES[1],
+            examples=[{"name": "symbol", "payload": {"symbol": "EURUSD"}}, {"name": "portfolio", "payload": {}}],
+        ),
+        _sent(
+            "AnalyticsFigures",
+            "Analytics figures",
+            "The symbol's (or the portfolio's, `symbol` null) live figures, in the request's encoding "
             "(worker/services/analytics_api.py).",
-            "contentType": CONTENT_TYPES[1],
-            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
-            "payload": {"anyOf": [_ref(_SCHEMAS + "SymbolFiguresReply"), _ref(_SCHEMAS + "PortfolioFiguresReply")]},
-        },
-        "AnalyticsExport": {
-            "name": "AnalyticsExport",
-            "title": "Analytics export",
-            "summary": "A symbol's figures, equity curve and recent trades (or the portfolio's, `symbol` null, with "
+            "SymbolFiguresReply",
+            "PortfolioFiguresReply",
+            content_type=CONTENT_TYPES[1],
+        ),
+        _sent(
+            "AnalyticsExport",
+            "Analytics export",
+            "A symbol's figures, equity curve and recent trades (or the portfolio's, `symbol` null, with "
             "`symbols`); bounded per reply (worker/services/analytics_api.py).",
-            "contentType": CONTENT_TYPES[1],
-            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
-            "payload": {"anyOf": [_ref(_SCHEMAS + "SymbolExport"), _ref(_SCHEMAS + "PortfolioExport")]},
-        },
-        "ModelQualityRequest": {
-            "name": "ModelQualityRequest",
-            "title": "Model quality request",
-            "summary": "JSON; an empty body asks for the figures only.",
-            "contentType": "application/json",
-            "headers": header_schema({}, _CONTENT_TYPE),
-            "payload": _ref(_SCHEMAS + "ModelQualityRequest"),
-        },
-        "BodyErrorReply": {
-            "name": "BodyErrorReply",
-            "title": "Error reply (body only)",
-            "summary": "A refused request of a subject outside the micro service: the error body, no error headers.",
-            "contentType": "application/json",
-            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
-            "payload": _ref(_SCHEMAS + "ErrorReply"),
-        },
-        "ModelQuality": {
-            "name": "ModelQuality",
-            "title": "Model quality",
-            "summary": "One worker's live-quality figures per served version.",
-            "contentType": "application/json",
-            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
-            "payload": _ref(_SCHEMAS + "ModelQuality"),
-        },
-        "PnlUpdate": {
-            "name": "PnlUpdate",
-            "title": "Live PnL update",
-            "summary": "Paper-trading analytics of one symbol: at most every 50 ms, at least every second with data.",
-            "contentType": CONTENT_TYPES[0],
-            "headers": header_schema(_CONTENT_TYPE_SENT, {}),
-            "payload": _ref(_SCHEMAS + "PnlUpdate"),
-        },
-    }
+            "SymbolExport",
+            "PortfolioExport",
+            content_type=CONTENT_TYPES[1],
+        ),
+        _message(
+            "ModelQualityRequest",
+            "Model quality request",
+            "JSON; an empty body asks for the figures only.",
+            _ref(_SCHEMAS + "ModelQualityRequest"),
+            content_type="application/json",
+            headers=header_schema({}, _CONTENT_TYPE),
+        ),
+        _sent(
+            "BodyErrorReply",
+            "Error reply (body only)",
+            "A refused request of a subject outside the micro service: the error body, no error headers.",
+            "ErrorReply",
+            content_type="application/json",
+        ),
+        _sent(
+            "ModelQuality",
+            "Model quality",
+            "One worker's live-quality figures per served version.",
+            content_type="application/json",
+        ),
+        _sent(
+            "PnlUpdate",
+            "Live PnL update",
+            "Paper-trading analytics of one symbol: at most every 50 ms, at least every second with data.",
+        ),
+    ]
+    return {message["name"]: message for message in messages}
 
 
 def _channel(address: str | None, description: str, messages: dict[str, str], **extra: Any) -> dict[str, Any]:
@@ -247,6 +252,11 @@ def _channel(address: str | None, description: str, messages: dict[str, str], **
         "messages": {key: _ref(_MESSAGES + name) for key, name in messages.items()},
         **extra,
     }
+
+
+def _reply_channel(answer: dict[str, str], error: str = "ErrorReply", what: str = "") -> dict[str, Any]:
+    """The channel of a request's reply (its NATS inbox): the answer's messages or the error."""
+    return _channel(None, f"The request's reply subject{what}.", {**answer, "error": error})
 
 
 def _channels(partitions: int) -> dict[str, Any]:
@@ -293,27 +303,19 @@ def _channels(partitions: int) -> dict[str, Any]:
             {"request": "PredictRequest"},
             parameters=partition,
         ),
-        "predictReply": _channel(
-            None,
-            "The request's reply subject (its NATS inbox).",
-            {"prediction": "PredictReply", "error": "ErrorReply"},
-        ),
+        "predictReply": _reply_channel({"prediction": "PredictReply"}, what=" (its NATS inbox)"),
         "modelInfo": _channel(
             subjects.MODEL_INFO, "Request-reply (endpoint `model-info`).", {"request": "ModelInfoRequest"}
         ),
-        "modelInfoReply": _channel(
-            None, "The request's reply subject.", {"modelInfo": "ModelInfo", "error": "ErrorReply"}
-        ),
+        "modelInfoReply": _reply_channel({"modelInfo": "ModelInfo"}),
         "modelQuality": _channel(
             subjects.MODEL_QUALITY,
             "Request-reply answered by every worker (no queue group): gather the replies until a quiet time "
             "(`spark-ml model compare`).",
             {"request": "ModelQualityRequest"},
         ),
-        "modelQualityReply": _channel(
-            None,
-            "The request's reply subject (one reply per worker).",
-            {"quality": "ModelQuality", "error": "BodyErrorReply"},
+        "modelQualityReply": _reply_channel(
+            {"quality": "ModelQuality"}, error="BodyErrorReply", what=" (one reply per worker)"
         ),
         "analyticsGet": _channel(
             subjects.ANALYTICS_GET,
@@ -321,17 +323,13 @@ def _channels(partitions: int) -> dict[str, Any]:
             "analytics instance only.",
             {"request": "AnalyticsQuery"},
         ),
-        "analyticsGetReply": _channel(
-            None, "The request's reply subject.", {"figures": "AnalyticsFigures", "error": "ErrorReply"}
-        ),
+        "analyticsGetReply": _reply_channel({"figures": "AnalyticsFigures"}),
         "analyticsExport": _channel(
             subjects.ANALYTICS_EXPORT,
             f"Request-reply (micro service `{subjects.ANALYTICS_SERVICE}`, endpoint `export`).",
             {"request": "AnalyticsQuery"},
         ),
-        "analyticsExportReply": _channel(
-            None, "The request's reply subject.", {"export": "AnalyticsExport", "error": "ErrorReply"}
-        ),
+        "analyticsExportReply": _reply_channel({"export": "AnalyticsExport"}),
         "analyticsPnl": _channel(
             f"{subjects.ANALYTICS_PNL_PREFIX}.{{symbol}}",
             "Live paper-trading analytics per symbol (`spark-ml up` or `spark-ml analytics`).",
@@ -358,6 +356,11 @@ def _reply(channel: str, messages: list[str]) -> dict[str, Any]:
     }
 
 
+def _answer(channel: str, summary: str, reply_channel: str, answer: str) -> dict[str, Any]:
+    """A request-reply operation: a request on ``channel``, its answer or an error on ``reply_channel``."""
+    return _op("receive", channel, summary, ["request"], reply=_reply(reply_channel, [answer, "error"]))
+
+
 def _operations() -> dict[str, Any]:
     return {
         "receiveSnapshot": _op("receive", "snapshot", "Take bare snapshots (forwarded by one worker).", ["snapshot"]),
@@ -370,47 +373,21 @@ def _operations() -> dict[str, Any]:
         "sendPrediction": _op("send", "prediction", "Publish each snapshot's prediction.", ["prediction"]),
         "sendShadowPrediction": _op("send", "predictionShadow", "Publish the shadow model's.", ["prediction"]),
         "sendDeadLetter": _op("send", "deadLetters", "Dead-letter a refused snapshot.", ["deadLetter"]),
-        "answerPredict": _op(
-            "receive",
-            "predict",
-            "Answer a predict request (or relay its owner's answer).",
-            ["request"],
-            reply=_reply("predictReply", ["prediction", "error"]),
+        "answerPredict": _answer(
+            "predict", "Answer a predict request (or relay its owner's answer).", "predictReply", "prediction"
         ),
-        "answerPredictPartition": _op(
-            "receive",
-            "predictPartition",
-            "The partition's owner answers a predict request.",
-            ["request"],
-            reply=_reply("predictReply", ["prediction", "error"]),
+        "answerPredictPartition": _answer(
+            "predictPartition", "The partition's owner answers a predict request.", "predictReply", "prediction"
         ),
-        "answerModelInfo": _op(
-            "receive",
-            "modelInfo",
-            "Tell the model served.",
-            ["request"],
-            reply=_reply("modelInfoReply", ["modelInfo", "error"]),
+        "answerModelInfo": _answer("modelInfo", "Tell the model served.", "modelInfoReply", "modelInfo"),
+        "answerModelQuality": _answer(
+            "modelQuality", "Tell this worker's live quality.", "modelQualityReply", "quality"
         ),
-        "answerModelQuality": _op(
-            "receive",
-            "modelQuality",
-            "Tell this worker's live quality.",
-            ["request"],
-            reply=_reply("modelQualityReply", ["quality", "error"]),
+        "answerAnalyticsGet": _answer(
+            "analyticsGet", "Tell a symbol's or the portfolio's live figures.", "analyticsGetReply", "figures"
         ),
-        "answerAnalyticsGet": _op(
-            "receive",
-            "analyticsGet",
-            "Tell a symbol's or the portfolio's live figures.",
-            ["request"],
-            reply=_reply("analyticsGetReply", ["figures", "error"]),
-        ),
-        "answerAnalyticsExport": _op(
-            "receive",
-            "analyticsExport",
-            "Export a symbol's equity curve and trades.",
-            ["request"],
-            reply=_reply("analyticsExportReply", ["export", "error"]),
+        "answerAnalyticsExport": _answer(
+            "analyticsExport", "Export a symbol's equity curve and trades.", "analyticsExportReply", "export"
         ),
         "sendPnl": _op("send", "analyticsPnl", "Publish a symbol's live PnL.", ["update"]),
     }
