@@ -7,13 +7,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from spark_ml.core.errors import SparkMlError
+from spark_ml.core.io.documents import document_text, write_document
 from spark_ml.core.ml.sources import BUILTIN
 
-__all__ = ["REFUSED", "Bar", "add_registry", "data_name", "refuse", "registry_path", "warn"]
+__all__ = [
+    "REFUSED",
+    "Bar",
+    "add_registry",
+    "data_name",
+    "package_version",
+    "print_document",
+    "refuse",
+    "registry_path",
+    "warn",
+]
 
 REFUSED = (SparkMlError, ValueError, OSError)
 """What a command reports as bad input (exit code 2) instead of a traceback."""
@@ -53,6 +66,27 @@ def refuse(prog: str, exc: BaseException) -> int:
     """Say why on stderr, on one line whatever the exception's text; exit code 2."""
     print(f"{prog}: error: {' '.join(str(exc).split())}", file=sys.stderr)
     return 2
+
+
+def package_version() -> str:
+    """spark-ml's installed version (``0.0.0`` from a source tree that was never installed)."""
+    try:
+        return version("spark-ml")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def print_document(prog: str, output: Path | None, build: Callable[[str], Any]) -> int:
+    """``build(version)``'s document on stdout, or written to ``output``; a refusal (exit code 2) on bad input."""
+    try:
+        doc = build(package_version())
+        if output is None:
+            sys.stdout.write(document_text(doc))
+        else:
+            print(f"wrote {write_document(output, doc)}", file=sys.stderr)
+    except REFUSED as exc:
+        return refuse(prog, exc)
+    return 0
 
 
 def warn(prog: str, message: str) -> None:

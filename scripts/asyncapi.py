@@ -12,26 +12,16 @@ left out). Exit codes: 0 done, 2 refused (a bad setting or an unwritable path) w
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
-from spark_ml.core.io.documents import document_text, write_document
 from spark_ml.core.specs.asyncapi import asyncapi_document
-from spark_ml.scripts._args import REFUSED, refuse
+from spark_ml.scripts._args import print_document
 
-__all__ = ["build_parser", "main", "package_version"]
+__all__ = ["build_parser", "main"]
 
 _PROG = "spark-ml asyncapi"
-
-
-def package_version() -> str:
-    """spark-ml's installed version (``0.0.0`` from a source tree that was never installed)."""
-    try:
-        return version("spark-ml")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def build(version: str) -> dict[str, Any]:
         partitions, servers = args.partitions, args.server
         if partitions is None or servers is None:
             from spark_ml.worker.settings import Settings
@@ -58,11 +49,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings = Settings()
             partitions = settings.partitions if partitions is None else partitions
             servers = list(settings.servers) if servers is None else servers
-        doc = asyncapi_document(version=package_version(), partitions=partitions, servers=servers)
-        if args.output is None:
-            sys.stdout.write(document_text(doc))
-        else:
-            print(f"wrote {write_document(args.output, doc)}", file=sys.stderr)
-    except REFUSED as exc:
-        return refuse(_PROG, exc)
-    return 0
+        return asyncapi_document(version=version, partitions=partitions, servers=servers)
+
+    return print_document(_PROG, args.output, build)

@@ -12,14 +12,12 @@ the key itself never appears. Exit codes: 0 done, 2 refused (a bad setting or an
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from spark_ml.core.io.documents import document_text, write_document
 from spark_ml.core.specs.openapi import openapi_document
-from spark_ml.scripts._args import REFUSED, refuse
-from spark_ml.scripts.asyncapi import package_version
+from spark_ml.scripts._args import print_document
 
 __all__ = ["build_parser", "main"]
 
@@ -34,21 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
+
+    def build(version: str) -> dict[str, Any]:
         from spark_ml.worker.settings import Settings
 
         s = Settings()
-        doc = openapi_document(
-            version=package_version(),
+        return openapi_document(
+            version=version,
             api_key=s.api_key is not None,
             max_payload=s.max_payload,
             rate_limit=s.rate_limit,
             request_timeout_s=s.request_timeout_s,
         )
-        if args.output is None:
-            sys.stdout.write(document_text(doc))
-        else:
-            print(f"wrote {write_document(args.output, doc)}", file=sys.stderr)
-    except REFUSED as exc:
-        return refuse(_PROG, exc)
-    return 0
+
+    return print_document(_PROG, args.output, build)
