@@ -32,7 +32,17 @@ from spark_ml.core.partition import DEFAULT_PARTITIONS, server_mappings
 from spark_ml.scripts.harness.payloads import PREDICTION_SUBJECT, SNAPSHOT_WILDCARD
 from spark_ml.scripts.harness.pnl import PNL_SUBJECT
 
-__all__ = ["SCENARIOS", "Context", "Scenario", "Target", "Unavailable", "free_port", "scenario", "spark_ml_exe"]
+__all__ = [
+    "SCENARIOS",
+    "Context",
+    "Scenario",
+    "Target",
+    "Unavailable",
+    "free_port",
+    "scenario",
+    "spark_ml_exe",
+    "worker_scenario",
+]
 
 Kind = Literal["stream", "request", "http", "analytics", "analytics-api", "failover"]
 
@@ -187,70 +197,7 @@ def _ceiling(ctx: Context) -> Target:
 P = DEFAULT_PARTITIONS
 """Partitions of the workers' beds (the worker's default)."""
 _SOLO = "the unpartitioned queue group (reference)"
-
-
-@scenario("worker", "spark-ml worker, baseline model (partitioned)", jetstream=True, partitions=P)
-def _worker(ctx: Context) -> Target:
-    _worker_help()
-    return _worker_target(ctx)
-
-
-@scenario(
-    "worker-json",
-    "spark-ml worker, JSON output (SPARK_ML_OUTPUT_ENCODING=json)",
-    default=False,
-    jetstream=True,
-    partitions=P,
-)
-def _worker_json(ctx: Context) -> Target:
-    # The same msgpack snapshots as `worker`; every prediction goes out as JSON (the slow encoder, per row).
-    _worker_help()
-    return _worker_target(ctx, SPARK_ML_OUTPUT_ENCODING="json", note="SPARK_ML_OUTPUT_ENCODING=json")
-
-
-@scenario(
-    "worker-tp",
-    "spark-ml worker, snapshots with a traceparent each, tracing off (passed on)",
-    default=False,
-    jetstream=True,
-    partitions=P,
-)
-def _worker_traceparent(ctx: Context) -> Target:
-    _worker_help()
-    target = _worker_target(ctx, note="snapshots with traceparent, SPARK_ML_TRACING=off")
-    return replace(target, publisher_args=("--traceparent",))
-
-
-@scenario(
-    "worker-traced",
-    "spark-ml worker, tracing on (spans made, not exported), snapshots with a traceparent each",
-    default=False,
-    jetstream=True,
-    partitions=P,
-)
-def _worker_traced(ctx: Context) -> Target:
-    # OTEL_TRACES_EXPORTER=none: spans are made, linked and ended, but no exporter runs (the bed has no collector).
-    _worker_help()
-    note = "snapshots with traceparent, SPARK_ML_TRACING=on, OTEL_TRACES_EXPORTER=none"
-    target = _worker_target(ctx, note=note, SPARK_ML_TRACING="on", OTEL_TRACES_EXPORTER="none")
-    return replace(target, publisher_args=("--traceparent",))
-
-
-@scenario("worker-solo", f"spark-ml worker, {_SOLO}", partitions=P)
-def _worker_solo(ctx: Context) -> Target:
-    # The mapping is there (same subjects as the partitioned beds), JetStream is not: SPARK_ML_SOLO runs the
-    # plain queue group on market.snapshot.>, the worker as it was before partitions.
-    _worker_help()
-    return _worker_target(ctx, SPARK_ML_SOLO="true", note="SPARK_ML_SOLO=true, server without JetStream")
-
-
-@scenario(
-    "worker-nolq", "spark-ml worker, live quality off (its reference)", default=False, jetstream=True, partitions=P
-)
-def _worker_no_live_quality(ctx: Context) -> Target:
-    # Beside "worker" in one run: what labelling every prediction (live quality) costs.
-    _worker_help()
-    return _worker_target(ctx, SPARK_ML_LIVE_QUALITY="false", note="SPARK_ML_LIVE_QUALITY=false")
+_TRACEPARENT = ("--traceparent",)
 
 
 def prepare_tree_registry(registry: Path, kind: str = "lgbm") -> str:
@@ -261,59 +208,127 @@ def prepare_tree_registry(registry: Path, kind: str = "lgbm") -> str:
     return train_tree_registry(registry, kind)
 
 
-@scenario("worker-tree", "spark-ml worker, trained tree model", jetstream=True, partitions=P)
-def _worker_tree(ctx: Context) -> Target:
-    _worker_help()
-    version = prepare_tree_registry(ctx.workdir / "registry")
-    return _worker_target(ctx, note=f"model {version}")
+def worker_scenario(
+    name: str,
+    title: str,
+    *,
+    env: dict[str, str] | None = None,
+    note: str = "",
+    procs: int = 0,
+    model: str = "",
+    publisher_args: tuple[str, ...] = (),
+    kind: Kind = "stream",
+    default: bool = True,
+    jetstream: bool = True,
+    partitions: int = P,
+) -> None:
+    """Register a scenario of ``spark-ml worker`` with the ``SPARK_ML_*`` settings ``env``.
+
+    ``procs``: run ``--procs N`` (its note says how many and whether partitioned); ``model``: train a tree model
+    of this kind into the bed's registry first (the note names its version); ``publisher_args``: the publisher's
+    extra flags. The rest as :func:`scenario`.
+    """
+    settings = env or {}
+
+    def build(ctx: Context) -> Target:
+        help_text = _worker_help()
+        args: tuple[str, ...] = ()
+        text = note
+        if procs:
+            if "--procs" not in help_text:
+                raise Unavailable("`spark-ml worker --procs` does not exist yet")
+            how = "unpartitioned (SPARK_ML_SOLO)" if settings.get("SPARK_ML_SOLO") == "true" else "partitioned"
+            args, text = ("--procs", str(procs)), f"{procs} {how} worker processes"
+        if model:
+            text = f"model {prepare_tree_registry(ctx.workdir / 'registry', model)}"
+        target = _worker_target(ctx, *args, note=text, **settings)
+        return replace(target, publisher_args=publisher_args) if publisher_args else target
+
+    scenario(name, title, kind=kind, default=default, jetstream=jetstream, partitions=partitions)(build)
 
 
-@scenario("worker-xgb", "spark-ml worker, trained XGBoost model", jetstream=True, partitions=P)
-def _worker_xgb(ctx: Context) -> Target:
-    _worker_help()
-    version = prepare_tree_registry(ctx.workdir / "registry", "xgb")
-    return _worker_target(ctx, note=f"model {version}")
-
-
-def _procs(ctx: Context, n: int, **extra: str) -> Target:
-    if "--procs" not in _worker_help():
-        raise Unavailable("`spark-ml worker --procs` does not exist yet")
-    kind = "unpartitioned (SPARK_ML_SOLO)" if extra.get("SPARK_ML_SOLO") == "true" else "partitioned"
-    return _worker_target(ctx, "--procs", str(n), note=f"{n} {kind} worker processes", **extra)
-
-
-@scenario("worker-2p", "spark-ml worker --procs 2 (2 partitioned workers)", default=False, jetstream=True, partitions=P)
-def _worker_two(ctx: Context) -> Target:
-    return _procs(ctx, 2)
-
-
-@scenario("worker-2p-solo", f"spark-ml worker --procs 2, {_SOLO}", default=False, partitions=P)
-def _worker_two_solo(ctx: Context) -> Target:
-    # Today's two workers without partitions (wrong features, but the CPU reference for two processes): the
-    # fixed costs of a second process and the halved batches count on both sides of the comparison.
-    return _procs(ctx, 2, SPARK_ML_SOLO="true")
-
-
-@scenario("worker-js", "spark-ml worker, JetStream mode (partitioned)", default=False, jetstream=True)
-def _worker_js(ctx: Context) -> Target:
-    _worker_help()
-    return _worker_target(ctx, SPARK_ML_MODE="jetstream")
-
-
-@scenario("worker-js-solo", f"spark-ml worker, JetStream mode, {_SOLO}", default=False, jetstream=True)
-def _worker_js_solo(ctx: Context) -> Target:
-    _worker_help()
-    return _worker_target(ctx, SPARK_ML_MODE="jetstream", SPARK_ML_SOLO="true", note="SPARK_ML_SOLO=true")
-
-
-@scenario("worker-js-2p", "spark-ml worker --procs 2, JetStream mode (partitioned)", default=False, jetstream=True)
-def _worker_js_two(ctx: Context) -> Target:
-    return _procs(ctx, 2, SPARK_ML_MODE="jetstream")
-
-
-@scenario("worker-js-2p-solo", f"spark-ml worker --procs 2, JetStream mode, {_SOLO}", default=False, jetstream=True)
-def _worker_js_two_solo(ctx: Context) -> Target:
-    return _procs(ctx, 2, SPARK_ML_MODE="jetstream", SPARK_ML_SOLO="true")
+worker_scenario("worker", "spark-ml worker, baseline model (partitioned)")
+# The same msgpack snapshots as `worker`; every prediction goes out as JSON (the slow encoder, per row).
+worker_scenario(
+    "worker-json",
+    "spark-ml worker, JSON output (SPARK_ML_OUTPUT_ENCODING=json)",
+    env={"SPARK_ML_OUTPUT_ENCODING": "json"},
+    note="SPARK_ML_OUTPUT_ENCODING=json",
+    default=False,
+)
+worker_scenario(
+    "worker-tp",
+    "spark-ml worker, snapshots with a traceparent each, tracing off (passed on)",
+    note="snapshots with traceparent, SPARK_ML_TRACING=off",
+    publisher_args=_TRACEPARENT,
+    default=False,
+)
+# OTEL_TRACES_EXPORTER=none: spans are made, linked and ended, but no exporter runs (the bed has no collector).
+worker_scenario(
+    "worker-traced",
+    "spark-ml worker, tracing on (spans made, not exported), snapshots with a traceparent each",
+    env={"SPARK_ML_TRACING": "on", "OTEL_TRACES_EXPORTER": "none"},
+    note="snapshots with traceparent, SPARK_ML_TRACING=on, OTEL_TRACES_EXPORTER=none",
+    publisher_args=_TRACEPARENT,
+    default=False,
+)
+# The mapping is there (same subjects as the partitioned beds), JetStream is not: SPARK_ML_SOLO runs the
+# plain queue group on market.snapshot.>, the worker as it was before partitions.
+worker_scenario(
+    "worker-solo",
+    f"spark-ml worker, {_SOLO}",
+    env={"SPARK_ML_SOLO": "true"},
+    note="SPARK_ML_SOLO=true, server without JetStream",
+    jetstream=False,
+)
+# Beside "worker" in one run: what labelling every prediction (live quality) costs.
+worker_scenario(
+    "worker-nolq",
+    "spark-ml worker, live quality off (its reference)",
+    env={"SPARK_ML_LIVE_QUALITY": "false"},
+    note="SPARK_ML_LIVE_QUALITY=false",
+    default=False,
+)
+worker_scenario("worker-tree", "spark-ml worker, trained tree model", model="lgbm")
+worker_scenario("worker-xgb", "spark-ml worker, trained XGBoost model", model="xgb")
+worker_scenario("worker-2p", "spark-ml worker --procs 2 (2 partitioned workers)", procs=2, default=False)
+# Today's two workers without partitions (wrong features, but the CPU reference for two processes): the
+# fixed costs of a second process and the halved batches count on both sides of the comparison.
+worker_scenario(
+    "worker-2p-solo",
+    f"spark-ml worker --procs 2, {_SOLO}",
+    env={"SPARK_ML_SOLO": "true"},
+    procs=2,
+    default=False,
+    jetstream=False,
+)
+_JS = {"SPARK_ML_MODE": "jetstream"}
+_JS_SOLO = {**_JS, "SPARK_ML_SOLO": "true"}
+worker_scenario("worker-js", "spark-ml worker, JetStream mode (partitioned)", env=_JS, default=False, partitions=0)
+worker_scenario(
+    "worker-js-solo",
+    f"spark-ml worker, JetStream mode, {_SOLO}",
+    env=_JS_SOLO,
+    note="SPARK_ML_SOLO=true",
+    default=False,
+    partitions=0,
+)
+worker_scenario(
+    "worker-js-2p",
+    "spark-ml worker --procs 2, JetStream mode (partitioned)",
+    env=_JS,
+    procs=2,
+    default=False,
+    partitions=0,
+)
+worker_scenario(
+    "worker-js-2p-solo",
+    f"spark-ml worker --procs 2, JetStream mode, {_SOLO}",
+    env=_JS_SOLO,
+    procs=2,
+    default=False,
+    partitions=0,
+)
 
 
 @scenario("faststream", "FastStream echo (peer)")
@@ -327,16 +342,15 @@ def _rr_ceiling(ctx: Context) -> Target:
     return Target([ctx.python, "-m", "spark_ml.scripts.harness.echo", "--url", ctx.nats_url, "--respond", "ml.predict"])
 
 
-@scenario("rr", "spark-ml worker answering ml.predict (partitioned)", kind="request", jetstream=True, partitions=P)
-def _request_reply(ctx: Context) -> Target:
-    _worker_help()
-    return _worker_target(ctx)
-
-
-@scenario("rr-solo", f"spark-ml worker answering ml.predict, {_SOLO}", kind="request", partitions=P)
-def _request_reply_solo(ctx: Context) -> Target:
-    _worker_help()
-    return _worker_target(ctx, SPARK_ML_SOLO="true", note="SPARK_ML_SOLO=true, server without JetStream")
+worker_scenario("rr", "spark-ml worker answering ml.predict (partitioned)", kind="request")
+worker_scenario(
+    "rr-solo",
+    f"spark-ml worker answering ml.predict, {_SOLO}",
+    env={"SPARK_ML_SOLO": "true"},
+    note="SPARK_ML_SOLO=true, server without JetStream",
+    kind="request",
+    jetstream=False,
+)
 
 
 @scenario(
@@ -351,6 +365,13 @@ def _http(ctx: Context) -> Target:
 
 
 @scenario(
+    "analytics-api",
+    "spark-ml up: analytics.get at 1 and 64 callers, and analytics.pnl.<SYMBOL> meanwhile",
+    kind="analytics-api",
+    jetstream=True,
+    partitions=P,
+)
+@scenario(
     "analytics",
     "spark-ml up: market.snapshot -> analytics.pnl.<SYMBOL> (live PnL)",
     kind="analytics",
@@ -360,49 +381,26 @@ def _http(ctx: Context) -> Target:
 def _analytics(ctx: Context) -> Target:
     _worker_help()
     # The whole of `spark-ml up` on the bed's server, as a user runs it: the worker's predictions reach the
-    # analytics consumer too, and both share the process and its event loop, so their costs add up.
+    # analytics consumer too, and both share the process and its event loop, so their costs add up. In
+    # "analytics-api" its active analytics instance also answers the queries on that event loop, so queries and
+    # updates compete there (runner.api_phases).
     return _up_target(_worker_env(ctx), sink_subject=PNL_SUBJECT)
 
 
-@scenario(
-    "analytics-api",
-    "spark-ml up: analytics.get at 1 and 64 callers, and analytics.pnl.<SYMBOL> meanwhile",
-    kind="analytics-api",
-    jetstream=True,
-    partitions=P,
-)
-def _analytics_api(ctx: Context) -> Target:
-    _worker_help()
-    # The same `spark-ml up` as "analytics": its active analytics instance answers the queries on the event loop
-    # that also follows the stream, so queries and updates compete there (runner.api_phases).
-    return _up_target(_worker_env(ctx), sink_subject=PNL_SUBJECT)
-
-
-@scenario(
+# Each one of the workers; spark_ml.scripts.harness.failover starts several, each with its own ports.
+worker_scenario(
     "failover",
     "3 partitioned workers, one SIGKILLed: kill -> first prediction of a moved partition",
     kind="failover",
     default=False,
-    jetstream=True,
-    partitions=P,
 )
-def _failover(ctx: Context) -> Target:
-    # One of the workers; spark_ml.scripts.harness.failover starts several, each with its own ports.
-    _worker_help()
-    return _worker_target(ctx)
-
-
-@scenario(
+worker_scenario(
     "failover-js",
     "3 partitioned workers, JetStream mode, one SIGKILLed: kill -> first prediction of a moved partition",
+    env=_JS,
     kind="failover",
     default=False,
-    jetstream=True,
-    partitions=P,
 )
-def _failover_js(ctx: Context) -> Target:
-    _worker_help()
-    return _worker_target(ctx, SPARK_ML_MODE="jetstream")
 
 
 def child_env(target: Target) -> dict[str, str]:
