@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import subprocess
+from collections.abc import Callable
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
@@ -71,30 +72,22 @@ _API_COLUMNS = (
 
 
 def _api_rows(sc: dict[str, Any]) -> list[list[str]]:
-    if sc["status"] != "ok" and not sc.get("latency"):
-        return [[sc["name"], f"{sc['status']} (see below)"] + [""] * (len(_API_COLUMNS) - 2)]
-    rows = []
-    for key, ph in sorted(sc.get("latency", {}).items(), key=lambda kv: int(kv[0])):
-        if "sent" not in ph:
-            rows.append([sc["name"], key, str(ph.get("skipped") or ph.get("error") or "no data")])
-            rows[-1] += [""] * (len(_API_COLUMNS) - len(rows[-1]))
-            continue
-        q, lat, load = ph.get("queries") or {}, ph.get("latency_us"), ph.get("loadavg")
-        qlat, rate = q.get("latency_ms"), q.get("rate")
-        rows.append(
-            [
-                sc["name"],
-                key if key != "0" else "0 (reference)",
-                "-" if rate is None else f"{rate:,.0f}",
-                " / ".join(f"{qlat[p]:.2f}" for p in ("p50", "p99", "p99.9", "max")) if qlat else "-",
-                "-" if not q else str(int(q.get("errors", 0)) + int(q.get("failures", 0))),
-                " / ".join(f"{lat[p] / 1000:.1f}" for p in ("p50", "p99", "max")) if lat else "-",
-                _share(ph.get("within_target")),
-                str(ph.get("missing", "-")),
-                "-" if not load else f"{load[0]:.2f}",
-            ]
-        )
-    return rows
+    def row(key: str, ph: dict[str, Any]) -> list[str]:
+        q, load = ph.get("queries") or {}, ph.get("loadavg")
+        return [
+            key if key != "0" else "0 (reference)",
+            _num(q.get("rate"), ",.0f"),
+            " / ".join(f"{q['latency_ms'][p]:.2f}" for p in ("p50", "p99", "p99.9", "max"))
+            if q.get("latency_ms")
+            else "-",
+            "-" if not q else str(int(q.get("errors", 0)) + int(q.get("failures", 0))),
+            _ms(ph.get("latency_us"), ("p50", "p99", "max"), ".1f"),
+            _share(ph.get("within_target")),
+            str(ph.get("missing", "-")),
+            "-" if not load else f"{load[0]:.2f}",
+        ]
+
+    return _phase_rows(sc, _API_COLUMNS, int, row)
 
 
 _COST_COLUMNS = (
@@ -159,6 +152,49 @@ def _k(x: float | None) -> str:
     return "-" if x is None else f"{x / 1000:.1f}k"
 
 
+def _num(x: float | None, fmt: str) -> str:
+    """``x`` formatted, or ``-`` when it was not measured."""
+    return "-" if x is None else format(x, fmt)
+
+
+def _ms(lat_us: dict[str, float] | None, points: tuple[str, ...], fmt: str) -> str:
+    """Latency percentiles (microseconds in the results) as ``a / b / c`` milliseconds, ``-`` without data."""
+    return " / ".join(format(lat_us[p] / 1000, fmt) for p in points) if lat_us else "-"
+
+
+def _median_range(tp: dict[str, Any]) -> str:
+    """A throughput's median with its range over the runs: ``12.3k (11.9k-12.8k)``."""
+    return f"{_k(tp.get('median'))} ({_k(tp.get('min'))}-{_k(tp.get('max'))})" if tp.get("median") else "-"
+
+
+def _padded(cells: list[str], columns: tuple[str, ...]) -> list[str]:
+    """A row with empty cells up to the table's width."""
+    return cells + [""] * (len(columns) - len(cells))
+
+
+def _not_ok(sc: dict[str, Any], columns: tuple[str, ...]) -> list[str]:
+    """The one row of a scenario that did not finish: its status, the reason is in the notes."""
+    return _padded([sc["name"], f"{sc['status']} (see below)"], columns)
+
+
+def _phase_rows(
+    sc: dict[str, Any],
+    columns: tuple[str, ...],
+    order: Callable[[str], float],
+    row: Callable[[str, dict[str, Any]], list[str]],
+) -> list[list[str]]:
+    """One row per phase of ``sc["latency"]`` (in ``order`` of its key); a phase that did not run says why."""
+    if sc["status"] != "ok" and not sc.get("latency"):
+        return [_not_ok(sc, columns)]
+    rows = []
+    for key, ph in sorted(sc.get("latency", {}).items(), key=lambda kv: order(kv[0])):
+        if "sent" in ph:
+            rows.append([sc["name"], *row(key, ph)])
+        else:
+            rows.append(_padded([sc["name"], key, str(ph.get("skipped") or ph.get("error") or "no data")], columns))
+    return rows
+
+
 def _lat(entry: dict[str, Any] | None) -> str:
     if not entry:
         return "-"
@@ -169,27 +205,21 @@ def _lat(entry: dict[str, Any] | None) -> str:
     lat = entry.get("latency_us")
     if not lat:
         return "no data"
-    text = " / ".join(f"{lat[p] / 1000:.2f}" for p in ("p50", "p99", "p99.9"))
-    return text + (f" (lost {entry['lost']})" if entry.get("lost") else "")
+    return _ms(lat, ("p50", "p99", "p99.9"), ".2f") + (f" (lost {entry['lost']})" if entry.get("lost") else "")
 
 
 def _row(sc: dict[str, Any]) -> list[str]:
-    name = sc["name"]
     if sc["status"] != "ok" and not sc.get("throughput"):
-        return [name, f"{sc['status']} (see below)", "", "", "", "", "", ""]
+        return _not_ok(sc, _COLUMNS)
     tp = sc.get("throughput") or {}
-    tput = f"{_k(tp.get('median'))} ({_k(tp.get('min'))}-{_k(tp.get('max'))})" if tp.get("median") else "-"
-    ratio = tp.get("ratio_to_ceiling")
-    cpu = tp.get("cpu_us_per_msg")
-    rss = sc.get("rss_mb")
     lat = sc.get("latency", {})
     return [
-        name,
-        tput,
-        "-" if ratio is None else f"{ratio:.2f}",
+        sc["name"],
+        _median_range(tp),
+        _num(tp.get("ratio_to_ceiling"), ".2f"),
         str(tp.get("lost", "-")),
-        "-" if cpu is None else f"{cpu:.1f}",
-        "-" if rss is None else f"{rss:.0f}",
+        _num(tp.get("cpu_us_per_msg"), ".1f"),
+        _num(sc.get("rss_mb"), ".0f"),
         _lat(lat.get("1000")),
         _lat(lat.get("10000")),
     ]
@@ -197,38 +227,30 @@ def _row(sc: dict[str, Any]) -> list[str]:
 
 def _rr_row(sc: dict[str, Any]) -> list[str]:
     if sc["status"] != "ok" and not sc.get("throughput"):
-        return [sc["name"], f"{sc['status']} (see below)"] + [""] * (len(_RR_COLUMNS) - 2)
+        return _not_ok(sc, _RR_COLUMNS)
     tp = sc.get("throughput") or {}
     seq = sc.get("sequential") or {}
-    lat = seq.get("latency_us")
-    ratio, cpu, rss = tp.get("ratio_to_ceiling"), tp.get("cpu_us_per_msg"), sc.get("rss_mb")
     return [
         sc["name"],
         _k(seq.get("median")),
-        " / ".join(f"{lat[p] / 1000:.2f}" for p in ("p50", "p99", "p99.9")) if lat else "-",
-        f"{_k(tp.get('median'))} ({_k(tp.get('min'))}-{_k(tp.get('max'))})" if tp.get("median") else "-",
-        "-" if ratio is None else f"{ratio:.2f}",
+        _ms(seq.get("latency_us"), ("p50", "p99", "p99.9"), ".2f"),
+        _median_range(tp),
+        _num(tp.get("ratio_to_ceiling"), ".2f"),
         str(tp.get("errors", 0) + seq.get("errors", 0)),
         str(tp.get("lost", 0) + seq.get("lost", 0)),
-        "-" if cpu is None else f"{cpu:.1f}",
-        "-" if rss is None else f"{rss:.0f}",
+        _num(tp.get("cpu_us_per_msg"), ".1f"),
+        _num(sc.get("rss_mb"), ".0f"),
     ]
 
 
 def _cost_row(c: dict[str, Any]) -> list[str]:
-    def pair(a: float | None, b: float | None, fmt: str) -> str:
-        return " / ".join("-" if x is None else format(x, fmt) for x in (a, b))
-
-    def ratio(x: float | None) -> str:
-        return "-" if x is None else f"{x:.2f}"
-
     return [
         c["scenario"],
         c["reference"],
         " / ".join(_k(x) for x in (c["throughput"], c["reference_throughput"])),
-        ratio(c["throughput_ratio"]),
-        pair(c["cpu_us_per_msg"], c["reference_cpu_us_per_msg"], ".1f"),
-        ratio(c["cpu_ratio"]),
+        _num(c["throughput_ratio"], ".2f"),
+        " / ".join(_num(x, ".1f") for x in (c["cpu_us_per_msg"], c["reference_cpu_us_per_msg"])),
+        _num(c["cpu_ratio"], ".2f"),
     ]
 
 
@@ -238,7 +260,7 @@ def _failover_rows(sc: dict[str, Any]) -> list[list[str]]:
         settings = ", ".join(f"{k.removeprefix('SPARK_ML_').lower()} {v:g}" for k, v in t["settings"].items())
         label = f"{t.get('label', '')}: {settings}"
         if "error" in t:
-            rows.append([sc["name"], label, "error (see below)"] + [""] * (len(_FAILOVER_COLUMNS) - 3))
+            rows.append(_padded([sc["name"], label, "error (see below)"], _FAILOVER_COLUMNS))
             continue
         took = t.get("failover_s")
         ok = took is not None and took["max"] < 5.0 and not t["not_resumed"]
@@ -265,31 +287,21 @@ def _share(x: float | None) -> str:
 
 
 def _pnl_rows(sc: dict[str, Any]) -> list[list[str]]:
-    if sc["status"] != "ok" and not sc.get("latency"):
-        return [[sc["name"], f"{sc['status']} (see below)"] + [""] * (len(_PNL_COLUMNS) - 2)]
-    rows = []
-    for key, ph in sorted(sc.get("latency", {}).items(), key=lambda kv: float(kv[0])):
-        if "sent" not in ph:
-            rows.append([sc["name"], key, str(ph.get("skipped") or ph.get("error") or "no data")])
-            rows[-1] += [""] * (len(_PNL_COLUMNS) - len(rows[-1]))
-            continue
-        lat, within, gap = ph.get("latency_us"), ph.get("within_target"), ph.get("max_gap_ms")
-        ups, cpu, load = ph.get("updates_per_s"), ph.get("cpu_us_per_snapshot"), ph.get("loadavg")
-        rows.append(
-            [
-                sc["name"],
-                f"{float(key):,.0f}",
-                str(ph["sent"]),
-                " / ".join(f"{lat[p] / 1000:.1f}" for p in ("p50", "p99", "p99.9", "max")) if lat else "-",
-                _share(within),
-                "-" if gap is None else f"{gap:.0f}",
-                "-" if ups is None else f"{ups:.0f}",
-                str(ph.get("missing", "-")),
-                "-" if cpu is None else f"{cpu:.0f}",
-                "-" if not load else f"{load[0]:.2f}",
-            ]
-        )
-    return rows
+    def row(key: str, ph: dict[str, Any]) -> list[str]:
+        load = ph.get("loadavg")
+        return [
+            f"{float(key):,.0f}",
+            str(ph["sent"]),
+            _ms(ph.get("latency_us"), ("p50", "p99", "p99.9", "max"), ".1f"),
+            _share(ph.get("within_target")),
+            _num(ph.get("max_gap_ms"), ".0f"),
+            _num(ph.get("updates_per_s"), ".0f"),
+            str(ph.get("missing", "-")),
+            _num(ph.get("cpu_us_per_snapshot"), ".0f"),
+            "-" if not load else f"{load[0]:.2f}",
+        ]
+
+    return _phase_rows(sc, _PNL_COLUMNS, float, row)
 
 
 def _table(rows: list[list[str]], markdown: bool) -> list[str]:
@@ -304,6 +316,21 @@ def _table(rows: list[list[str]], markdown: bool) -> list[str]:
 def _section(title: str, rows: list[list[str]], markdown: bool, note: str = "") -> list[str]:
     """A table after a blank line and its title, with a note below it when there is one."""
     return ["", title, *_table(rows, markdown), *([note] if note else [])]
+
+
+def _kind_section(
+    results: dict[str, Any],
+    kind: str,
+    title: str,
+    table: tuple[tuple[str, ...], Callable[[dict[str, Any]], list[list[str]]]],
+    markdown: bool,
+    note: str,
+) -> list[str]:
+    """The section of the scenarios of ``kind`` that ran (``table``: its columns and a scenario's rows)."""
+    columns, rows_of = table
+    ran = [sc for sc in results["scenarios"] if sc["kind"] == kind and sc["status"] != "skipped"]
+    rows = [r for sc in ran for r in rows_of(sc)]
+    return _section(title, [list(columns), *rows], markdown, note) if rows else []
 
 
 def _header(results: dict[str, Any]) -> list[str]:
@@ -348,29 +375,29 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
     """The result tables (stream, then request-reply) with their header lines and notes."""
     stream = [sc for sc in results["scenarios"] if sc["kind"] == "stream"]
     request = [sc for sc in results["scenarios"] if sc["kind"] in ("request", "http")]
-    pnl = [sc for sc in results["scenarios"] if sc["kind"] == "analytics" and sc["status"] != "skipped"]
     head, notes = _header(results), _notes(results)
     out = [f"- {line}" for line in head] if markdown else list(head)
     out += [""] + _table([list(_COLUMNS)] + [_row(sc) for sc in stream], markdown)
     if request:
         out += [""] + _table([list(_RR_COLUMNS)] + [_rr_row(sc) for sc in request], markdown)
-    if pnl:
-        out += _section(
-            "live analytics: each snapshot -> first analytics.pnl.<SYMBOL> update reflecting it (at the sink):",
-            [list(_PNL_COLUMNS)] + [r for sc in pnl for r in _pnl_rows(sc)],
-            markdown,
-            "(max gap: longest time without an update of a symbol while its data flowed, heartbeats included; "
-            "CPU: the whole `spark-ml up` process, worker included, so at the slow rate mostly its idle cost)",
-        )
-    api = [sc for sc in results["scenarios"] if sc["kind"] == "analytics-api" and sc["status"] != "skipped"]
-    if api:
-        out += _section(
-            "analytics API: analytics.get with N callers back to back, while snapshots flow at the offered rate:",
-            [list(_API_COLUMNS)] + [r for sc in api for r in _api_rows(sc)],
-            markdown,
-            "(callers: nats-py requests in one process, latency from send to reply; PnL: each snapshot -> first "
-            "analytics.pnl.<SYMBOL> update reflecting it, as in the live analytics table; 0 callers is the reference)",
-        )
+    out += _kind_section(
+        results,
+        "analytics",
+        "live analytics: each snapshot -> first analytics.pnl.<SYMBOL> update reflecting it (at the sink):",
+        (_PNL_COLUMNS, _pnl_rows),
+        markdown,
+        "(max gap: longest time without an update of a symbol while its data flowed, heartbeats included; "
+        "CPU: the whole `spark-ml up` process, worker included, so at the slow rate mostly its idle cost)",
+    )
+    out += _kind_section(
+        results,
+        "analytics-api",
+        "analytics API: analytics.get with N callers back to back, while snapshots flow at the offered rate:",
+        (_API_COLUMNS, _api_rows),
+        markdown,
+        "(callers: nats-py requests in one process, latency from send to reply; PnL: each snapshot -> first "
+        "analytics.pnl.<SYMBOL> update reflecting it, as in the live analytics table; 0 callers is the reference)",
+    )
     parting = results.get("partitioning")
     if parting:
         out += _section(
@@ -378,15 +405,15 @@ def render(results: dict[str, Any], *, markdown: bool = False) -> str:
             [list(_COST_COLUMNS)] + [_cost_row(c) for c in parting],
             markdown,
         )
-    failover = [sc for sc in results["scenarios"] if sc["kind"] == "failover" and sc.get("trials")]
-    if failover:
-        out += _section(
-            "failover: SIGKILL of 1 of 3 partitioned workers under 2k/s over 16 symbols (goal: < 5 s):",
-            [list(_FAILOVER_COLUMNS)] + [r for sc in failover for r in _failover_rows(sc)],
-            markdown,
-            "(a moved partition: its predictions paused > 0.5 s around the kill; time from the kill to its first "
-            "prediction after the pause, at the sink. Core mode loses what was published meanwhile, by design)",
-        )
+    out += _kind_section(
+        results,
+        "failover",
+        "failover: SIGKILL of 1 of 3 partitioned workers under 2k/s over 16 symbols (goal: < 5 s):",
+        (_FAILOVER_COLUMNS, _failover_rows),
+        markdown,
+        "(a moved partition: its predictions paused > 0.5 s around the kill; time from the kill to its first "
+        "prediction after the pause, at the sink. Core mode loses what was published meanwhile, by design)",
+    )
     costs = results.get("model_cost_us_per_row")
     if costs:
         rows = [["model", "us/row at batch 1", "us/row at batch 256"]]
