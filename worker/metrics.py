@@ -104,19 +104,13 @@ class Metrics(_Container):
         self.predict_requests = Counter(
             "ml_predict_requests", "Snapshots and predict requests handled", ["model_version", "status"], registry=r
         )
-        self.predict_latency = BatchHistogram(
+        self.predict_latency, self.predict_latency_seconds = _ms_and_seconds(
             "ml_predict_latency_ms",
-            "Receive-to-publish latency in milliseconds",
-            buckets=LATENCY_BUCKETS_MS,
-            labelnames=["model_version"],
-            registry=r,
-        )
-        self.predict_latency_seconds = ScaledHistogram(
-            self.predict_latency,
             "ml_predict_latency_seconds",
-            "Receive-to-publish latency in seconds (ml_predict_latency_ms in the base unit)",
-            scale=1e-3,
-            registry=r,
+            "Receive-to-publish latency",
+            "model_version",
+            LATENCY_BUCKETS_MS,
+            r,
         )
         self.model_version_info = Gauge(
             "ml_model_version_info", "Active model version (value 1)", ["version"], registry=r
@@ -187,14 +181,14 @@ class Metrics(_Container):
         )
         # --- live quality (core/ml/live_quality.py): labels from each symbol's next snapshot, per worker ---
         live = ["model_version", "role"]
-        self.live_auc = Gauge(
-            "ml_live_auc", "AUC of the last labelled predictions (a window per worker)", live, registry=r
-        )
-        self.live_accuracy = Gauge(
-            "ml_live_accuracy", "Accuracy (score >= 0.5) of the last labelled predictions", live, registry=r
-        )
-        self.live_log_loss = Gauge("ml_live_log_loss", "Log loss of the last labelled predictions", live, registry=r)
-        self.live_brier = Gauge("ml_live_brier", "Brier score of the last labelled predictions", live, registry=r)
+
+        def last(name: str, figure: str, more: str = "") -> Gauge:
+            return Gauge(name, f"{figure} of the last labelled predictions{more}", live, registry=r)
+
+        self.live_auc = last("ml_live_auc", "AUC", " (a window per worker)")
+        self.live_accuracy = last("ml_live_accuracy", "Accuracy (score >= 0.5)")
+        self.live_log_loss = last("ml_live_log_loss", "Log loss")
+        self.live_brier = last("ml_live_brier", "Brier score")
         self.live_window_rows = Gauge(
             "ml_live_window_rows", "Labelled predictions in the live-quality window now", live, registry=r
         )
@@ -274,6 +268,25 @@ class Metrics(_Container):
         self.model_errors.labels(outcome.error_type).inc()
 
 
+def _ms_and_seconds(
+    name: str,
+    seconds_name: str,
+    what: str,
+    label: str,
+    buckets: tuple[float, ...],
+    registry: CollectorRegistry,
+    *,
+    when: str = "",
+) -> tuple[BatchHistogram, ScaledHistogram]:
+    """A latency histogram in milliseconds labelled by ``label``, and its twin in seconds from the same
+    observations (the base unit of Prometheus' naming guide)."""
+    ms = BatchHistogram(name, f"{what} in milliseconds{when}", buckets=buckets, labelnames=[label], registry=registry)
+    seconds = ScaledHistogram(
+        ms, seconds_name, f"{what} in seconds{when} ({name} in the base unit)", scale=1e-3, registry=registry
+    )
+    return ms, seconds
+
+
 def _unit_label(n: int, units: int) -> str:
     return "fwd" if n == units - 1 else str(n)
 
@@ -292,19 +305,14 @@ class HttpMetrics(_Container):
         self.requests = Counter(
             "ml_http_requests", "HTTP requests answered by the gateway", ["route", "code"], registry=r
         )
-        self.latency = BatchHistogram(
+        self.latency, self.latency_seconds = _ms_and_seconds(
             "ml_http_latency_ms",
-            "HTTP request latency in milliseconds, arrival to response",
-            labelnames=["route"],
-            buckets=HTTP_LATENCY_BUCKETS_MS,
-            registry=r,
-        )
-        self.latency_seconds = ScaledHistogram(
-            self.latency,
             "ml_http_request_duration_seconds",
-            "HTTP request latency in seconds, arrival to response (ml_http_latency_ms in the base unit)",
-            scale=1e-3,
-            registry=r,
+            "HTTP request latency",
+            "route",
+            HTTP_LATENCY_BUCKETS_MS,
+            r,
+            when=", arrival to response",
         )
 
     def observe(self, route: str, code: int, latency_ms: float) -> None:
