@@ -19,11 +19,12 @@ from __future__ import annotations
 from collections.abc import Awaitable, Sequence
 from typing import Protocol
 
-from spark_ml.core.codec import Encoding, Snapshot
+from spark_ml.core.codec import Snapshot
 from spark_ml.core.errors import SparkMlError
 from spark_ml.worker.natsio.writer import Heads
+from spark_ml.worker.pipeline.deadletter import DeadLetter
 
-__all__ = ["AtMostOnce", "Delivery", "Intake", "Output", "Processor", "Settlement"]
+__all__ = ["AtMostOnce", "DeadLetter", "Delivery", "Intake", "Output", "Processor", "Settlement"]
 
 
 class Delivery(Protocol):
@@ -60,18 +61,9 @@ class Processor(Protocol):
         await first."""
         ...
 
-    async def reject(
-        self,
-        raw: bytes,
-        subject: str,
-        exc: SparkMlError,
-        *,
-        ctx: object = None,
-        encoding: Encoding | None = None,
-        trace: str | None = None,
-    ) -> None:
-        """A message refused before it could be parsed (a core message whose subject or headers cannot be
-        decoded): count it and dead-letter it unchanged."""
+    async def reject(self, raw: bytes, subject: str, exc: SparkMlError, *, ctx: object = None) -> None:
+        """A message refused before it could be parsed (a subject or header block that cannot be decoded; ``ctx``:
+        the :class:`Delivery` to settle, None in core mode): count it and dead-letter it unchanged."""
         ...
 
 
@@ -99,20 +91,9 @@ class Output(Protocol):
         ``heads`` (one for all, or one each; ``Content-Type`` at least); raise when they could not be."""
         ...
 
-    async def dead_letter(
-        self,
-        raw: bytes,
-        *,
-        reason: str,
-        message: str,
-        subject: str,
-        stream_seq: int | None = None,
-        encoding: Encoding | None = None,
-        trace: str | None = None,
-    ) -> None:
-        """Send a refused payload unchanged to ``ml.dlq.snapshot``, the reason in its headers (``encoding``: what
-        the payload was read as, for its ``Content-Type``; None when it was not read; ``trace``: its
-        ``traceparent``)."""
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        """Send a refused payload unchanged to ``ml.dlq.snapshot``, the reason in its headers (built by
+        :func:`~spark_ml.worker.pipeline.publish.dead_letter_headers`); raise when it could not be sent."""
         ...
 
 

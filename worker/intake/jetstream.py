@@ -25,8 +25,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, S
 from nats.js.errors import NotFoundError
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import Encoding, Snapshot, detect_encoding
-from spark_ml.worker.intake.base import Processor
+from spark_ml.core.codec import Snapshot, detect_encoding
+from spark_ml.worker.intake.base import DeadLetter, Processor
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.jspub import AckedPublisher, NotStored
 from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
@@ -166,21 +166,9 @@ class JetStreamOutcomes:
             self._partial = (snaps, exc.stored)
             raise
 
-    async def dead_letter(
-        self,
-        raw: bytes,
-        *,
-        reason: str,
-        message: str,
-        subject: str,
-        stream_seq: int | None = None,
-        encoding: Encoding | None = None,
-        trace: str | None = None,
-    ) -> None:
+    async def dead_letter(self, letter: DeadLetter) -> None:
         """Output: a core publish (a dead letter is terminated right after: no PubAck to wait for)."""
-        await self._core.dead_letter(
-            raw, reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding, trace=trace
-        )
+        await self._core.dead_letter(letter)
 
     # ---- settlement ------------------------------------------------------------------------------
 
@@ -222,13 +210,16 @@ class JetStreamOutcomes:
         try:
             seq = int(json.loads(msg.data)["stream_seq"])
             raw = await self.js.get_msg(subjects.JS_STREAM, seq)
+            payload = raw.data or b""
             await self._core.dead_letter(
-                raw.data or b"",
-                reason="max_deliver",
-                message=f"not acknowledged after {self.settings.max_deliver} deliveries",
-                subject=raw.subject or "",
-                stream_seq=seq,
-                encoding=detect_encoding(raw.data or b"", (raw.headers or {}).get(CONTENT_TYPE)),
+                DeadLetter(
+                    payload,
+                    reason="max_deliver",
+                    message=f"not acknowledged after {self.settings.max_deliver} deliveries",
+                    subject=raw.subject or "",
+                    stream_seq=seq,
+                    encoding=detect_encoding(payload, (raw.headers or {}).get(CONTENT_TYPE)),
+                )
             )
             self.metrics.dead_letters.labels("max_deliver").inc()
         except Exception:

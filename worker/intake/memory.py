@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import Encoding, Snapshot
-from spark_ml.worker.intake.base import AtMostOnce, Processor, Settlement
+from spark_ml.core.codec import Snapshot
+from spark_ml.worker.intake.base import AtMostOnce, DeadLetter, Processor, Settlement
 from spark_ml.worker.natsio.writer import Heads, head_dict
 from spark_ml.worker.pipeline.publish import dead_letter_headers
 
@@ -75,21 +75,8 @@ class MemoryOutput:
         )
         self._changed.set()
 
-    async def dead_letter(
-        self,
-        raw: bytes,
-        *,
-        reason: str,
-        message: str,
-        subject: str,
-        stream_seq: int | None = None,
-        encoding: Encoding | None = None,
-        trace: str | None = None,
-    ) -> None:
-        headers = dead_letter_headers(
-            reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding, trace=trace
-        )
-        self.dead_letters.append(Sent(subjects.DLQ, raw, headers))
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        self.dead_letters.append(Sent(subjects.DLQ, letter.raw, dead_letter_headers(letter)))
         self._changed.set()
 
     async def wait(self, *, predictions: int = 0, dead_letters: int = 0, timeout: float = 5.0) -> None:

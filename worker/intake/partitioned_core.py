@@ -41,7 +41,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from spark_ml.core import subjects
-from spark_ml.core.codec import CONTENT_TYPES, Encoding, Snapshot, SnapshotParser
+from spark_ml.core.codec import CONTENT_TYPES, Snapshot, SnapshotParser
 from spark_ml.core.errors import ClusterRefused, InvalidInput, OwnershipLost
 from spark_ml.core.features import WARMUP, FeatureStore
 from spark_ml.core.features.checkpoint import decode_checkpoint, encode_checkpoint
@@ -51,7 +51,7 @@ from spark_ml.worker.cluster import CheckpointStore, Membership
 from spark_ml.worker.cluster.leases import SOLO, LeaseKeeper, unit_lease
 from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.connect import connect
-from spark_ml.worker.intake.base import AtMostOnce, Delivery, Processor
+from spark_ml.worker.intake.base import AtMostOnce, DeadLetter, Delivery, Processor
 from spark_ml.worker.intake.core import _PENDING_BYTES, _PENDING_MSGS, CoreIntake
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.batchpub import publish_batch
@@ -219,20 +219,8 @@ class ColdMarkingOutput:
                 self.cold_published += 1
         await publish_batch(self.nc, subjects.PREDICTION, payloads, heads=blocks)
 
-    async def dead_letter(
-        self,
-        raw: bytes,
-        *,
-        reason: str,
-        message: str,
-        subject: str,
-        stream_seq: int | None = None,
-        encoding: Encoding | None = None,
-        trace: str | None = None,
-    ) -> None:
-        await self._inner.dead_letter(
-            raw, reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding, trace=trace
-        )
+    async def dead_letter(self, letter: DeadLetter) -> None:
+        await self._inner.dead_letter(letter)
 
 
 class _ProbeFilter:
@@ -278,26 +266,18 @@ class PartitionedCoreIntake:
         settings: partitions, member_ttl_s (also the lease TTL), checkpoint_s, solo, drain_timeout_s.
         metrics: the process's metric set.
         features: the engine's feature store (restored and checkpointed per partition).
-        member: this worker's member id (default: :func:`worker_id`).
         owned: where the units owned are reported (the ``ml.predict`` service follows it; solo: all of them).
     """
 
     def __init__(
-        self,
-        nc: Client,
-        settings: Settings,
-        metrics: Metrics,
-        *,
-        features: FeatureStore,
-        member: str | None = None,
-        owned: OwnedUnits | None = None,
+        self, nc: Client, settings: Settings, metrics: Metrics, features: FeatureStore, owned: OwnedUnits | None = None
     ) -> None:
         self.nc = nc
         self.settings = settings
         self.metrics = metrics
         self.features = features
         self.partitions = settings.partitions
-        self.member = member or worker_id()
+        self.member = worker_id()
         self.settlement = AtMostOnce()
         self.output = ColdMarkingOutput(nc, features, max_symbols=settings.max_symbols)
         self.direct = False

@@ -139,24 +139,16 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             pool_size (one shard: checkpoints at settle time), drain_timeout_s, output acknowledgement.
         metrics: the process's metric set.
         features: the engine's feature store (restored and checkpointed per partition).
-        member: this worker's member id (default: host, pid and a random suffix).
         owned: where the units owned are reported (the ``ml.predict`` service follows it).
     """
 
     def __init__(
-        self,
-        nc: Client,
-        settings: Settings,
-        metrics: Metrics,
-        *,
-        features: FeatureStore,
-        member: str | None = None,
-        owned: OwnedUnits | None = None,
+        self, nc: Client, settings: Settings, metrics: Metrics, features: FeatureStore, owned: OwnedUnits | None = None
     ) -> None:
         super().__init__(nc, settings, metrics)
         self.features = features
         self.partitions = settings.partitions
-        self.member = member or worker_id()
+        self.member = worker_id()
         self.checkpoints = CheckpointStore(nc, replicas=settings.js_replicas)
         self.membership: Membership | None = None
         self.ownership_changes = 0

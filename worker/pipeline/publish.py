@@ -25,6 +25,7 @@ from spark_ml.core.partition import published_subject
 from spark_ml.core.tracecontext import TRACEPARENT
 from spark_ml.worker.natsio.batchpub import publish_batch
 from spark_ml.worker.natsio.writer import Heads, head
+from spark_ml.worker.pipeline.deadletter import DeadLetter
 
 __all__ = [
     "CONTENT_HEADS",
@@ -86,28 +87,21 @@ def header_safe(text: str, limit: int = 512) -> str:
     return clean[:limit]
 
 
-def dead_letter_headers(
-    *,
-    reason: str,
-    message: str,
-    subject: str,
-    stream_seq: int | None = None,
-    encoding: Encoding | None = None,
-    trace: str | None = None,
-) -> dict[str, str]:
+def dead_letter_headers(letter: DeadLetter) -> dict[str, str]:
     """The headers of a dead letter: why it was refused, and where it came from (as published, before the
-    partition mapping); ``encoding``: what its payload was read as (octet-stream when it was not read)."""
-    readable = encoding is not None and reason not in _UNREAD
+    partition mapping); its ``Content-Type`` is what its payload was read as (octet-stream when it was not read)."""
+    encoding = letter.encoding
+    readable = encoding is not None and letter.reason not in _UNREAD
     headers = {
         CONTENT_TYPE: CONTENT_TYPES[encoding] if readable and encoding is not None else OCTET_STREAM,
-        subjects.H_ERROR: header_safe(reason, 64),
-        subjects.H_ERROR_MESSAGE: header_safe(message),
-        subjects.H_SUBJECT: header_safe(published_subject(subject), 256),
+        subjects.H_ERROR: header_safe(letter.reason, 64),
+        subjects.H_ERROR_MESSAGE: header_safe(letter.message),
+        subjects.H_SUBJECT: header_safe(published_subject(letter.subject), 256),
     }
-    if stream_seq is not None:
-        headers[subjects.H_STREAM_SEQ] = str(stream_seq)
-    if trace is not None:
-        headers[TRACEPARENT] = trace
+    if letter.stream_seq is not None:
+        headers[subjects.H_STREAM_SEQ] = str(letter.stream_seq)
+    if letter.trace is not None:
+        headers[TRACEPARENT] = letter.trace
     return headers
 
 
@@ -150,21 +144,9 @@ class NatsOutput:
         else:
             await publish_batch(self.nc, subjects.PREDICTION, payloads, [message_id(s) for s in snaps], heads)
 
-    async def dead_letter(
-        self,
-        raw: bytes,
-        *,
-        reason: str,
-        message: str,
-        subject: str,
-        stream_seq: int | None = None,
-        encoding: Encoding | None = None,
-        trace: str | None = None,
-    ) -> None:
+    async def dead_letter(self, letter: DeadLetter) -> None:
         """Re-publish a refused payload unchanged on ``ml.dlq.snapshot`` (cut to fit the server's limit when it
         must be); the reason travels in headers."""
-        headers = dead_letter_headers(
-            reason=reason, message=message, subject=subject, stream_seq=stream_seq, encoding=encoding, trace=trace
-        )
-        raw = fit_dead_letter(raw, headers, self.nc.max_payload)
+        headers = dead_letter_headers(letter)
+        raw = fit_dead_letter(letter.raw, headers, self.nc.max_payload)
         await self.nc.publish(subjects.DLQ, raw, headers=headers)

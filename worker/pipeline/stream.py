@@ -26,6 +26,7 @@ from spark_ml.core.tracecontext import TRACEPARENT, clean_traceparent
 from spark_ml.worker.intake.base import AtMostOnce, Delivery, Output, Settlement
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.writer import Heads
+from spark_ml.worker.pipeline.deadletter import DeadLetter
 from spark_ml.worker.pipeline.pool import Pool
 from spark_ml.worker.pipeline.publish import heads_of, traced_heads
 
@@ -197,19 +198,19 @@ class StreamProcessor:
         self.metrics.refused(outcome, self.engine.model.version)
         self.metrics.dead_letters.labels(outcome.code).inc()
         self.dead_lettered += 1
-        seq = _stream_seq(ctx)
         if self._tracing is not None:
             trace = self._tracing.dead_letter(trace, outcome.code, subject)
+        letter = DeadLetter(
+            raw,
+            reason=outcome.code,
+            message=outcome.message,
+            subject=subject,
+            stream_seq=_stream_seq(ctx),
+            encoding=encoding,
+            trace=trace,
+        )
         try:
-            await self._output.dead_letter(
-                raw,
-                reason=outcome.code,
-                message=outcome.message,
-                subject=subject,
-                stream_seq=seq,
-                encoding=encoding,
-                trace=trace,
-            )
+            await self._output.dead_letter(letter)
         except Exception:
             self.metrics.model_errors.labels("publish_error").inc()
             log.exception("could not dead-letter a message from %s", subject)
