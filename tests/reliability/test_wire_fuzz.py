@@ -11,8 +11,6 @@ stop). Bounded: a fixed seed, a fixed number of batches, well under 90 s for the
 from __future__ import annotations
 
 import random
-import urllib.error
-import urllib.request
 
 import msgpack
 import pytest
@@ -21,7 +19,7 @@ from nats.aio.client import Client
 from spark_ml.core import subjects
 from tests.support.connections import RawPublisher
 from tests.support.messages import SEED, Collector
-from tests.support.processes import SpawnWorker, WorkerProcess
+from tests.support.processes import SpawnWorker, WorkerProcess, http_status
 
 SEED_WIRE = 20261203
 BATCHES = 20
@@ -89,14 +87,6 @@ def frame(rng: random.Random, max_payload: int) -> bytes:
     return b"HPUB %s%s %d %d\r\n%s%s\r\n" % (subject, r, len(header), len(header) + len(body), header, body)
 
 
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-
-
 async def _send_batch(url: str, frames: list[bytes]) -> None:
     """Write the frames; a frame the server refuses closes only this publisher's connection: open another."""
     pending = list(frames)
@@ -160,7 +150,7 @@ async def test_fuzzed_frames_never_silence_the_worker(
             pytest.fail(f"batch {batch}: {failed}; frames {heads}\n{worker.log()[-3000:]}")
     # ... and at the end it is alive and healthy, having seen the frames (dead letters, wire errors)
     assert worker.proc is not None and worker.proc.poll() is None
-    assert _status(health) == 200
+    assert http_status(health) == 200
     assert "encountered error" not in worker.log()
     scrape = await worker.scrape()
     assert scrape.total("ml_dead_letters_total") > 0

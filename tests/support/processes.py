@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -38,6 +39,7 @@ __all__ = [
     "WorkerProcess",
     "base_env",
     "child_env",
+    "http_status",
     "predict_end_to_end",
     "service_env",
     "spark_ml",
@@ -56,6 +58,15 @@ def spark_ml() -> str:
 def base_env() -> dict[str, str]:
     """This process's environment without any ``SPARK_ML_*`` variable or proxy: the child gets only ours."""
     return {k: v for k, v in os.environ.items() if not k.startswith("SPARK_ML_") and not k.lower().endswith("_proxy")}
+
+
+def http_status(url: str) -> int:
+    """The status of a GET of ``url`` (a worker's ``/healthz`` or ``/readyz``), an error status included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 class Scrape:

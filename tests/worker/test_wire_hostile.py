@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +34,7 @@ from spark_ml.worker.pipeline.stream import StreamProcessor
 from tests.support.connections import RawPublisher
 from tests.support.jetstream import intake_state
 from tests.support.messages import SEED, Collector
-from tests.support.processes import WorkerProcess, worker_env
+from tests.support.processes import WorkerProcess, http_status, worker_env
 
 PROMPT_S = 1.0
 """How soon after a hostile frame the worker must predict a good snapshot and answer ml.predict."""
@@ -97,14 +95,6 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     finally:
         for p in procs:
             p.kill()
-
-
-def http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
 
 
 class Probe:

@@ -49,6 +49,7 @@ from spark_ml.core.features.layout import StateTuple
 from spark_ml.core.partition import part_filter, part_subject, partition_of, server_mappings, units
 from spark_ml.worker.cluster import CheckpointStore, Membership
 from spark_ml.worker.cluster.leases import SOLO, LeaseKeeper, unit_lease
+from spark_ml.worker.cluster.membership import OnChange
 from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.connect import connect
 from spark_ml.worker.intake.base import AtMostOnce, DeadLetter, Delivery, Processor
@@ -67,6 +68,7 @@ __all__ = [
     "PartitionedCoreIntake",
     "mapping_line",
     "probe_mapping",
+    "unit_membership",
     "worker_id",
 ]
 
@@ -83,6 +85,19 @@ def worker_id() -> str:
     """A member id unique to this process: host, pid and a random suffix (a KV key token)."""
     host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:40] or "host"
     return f"{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+
+def unit_membership(nc: Client, member: str, settings: Settings, on_change: OnChange) -> Membership:
+    """``member``'s place in the members bucket that assigns the units (not started yet): the member leaves the
+    set ``settings.member_ttl_s`` after its last renewal; ``on_change`` hears its units (docs/SCALEOUT.md)."""
+    return Membership(
+        nc,
+        worker_id=member,
+        units=units(settings.partitions),
+        ttl_s=settings.member_ttl_s,
+        on_change=on_change,
+        replicas=settings.js_replicas,
+    )
 
 
 def mapping_line(partitions: int) -> str:
@@ -381,14 +396,7 @@ class PartitionedCoreIntake:
         self.checkpoints = CheckpointStore(self.control, replicas=s.js_replicas)
         await self.checkpoints.open()
         self.mode = "partitioned"
-        self.membership = Membership(
-            self.control,
-            worker_id=self.member,
-            units=units(self.partitions),
-            ttl_s=s.member_ttl_s,
-            on_change=self._on_assignment,
-            replicas=s.js_replicas,
-        )
+        self.membership = unit_membership(self.control, self.member, s, self._on_assignment)
         await self.membership.start()
         await self._reconcile()
         self.direct = True  # set per subscription in _take; True unless nats-py's internals changed

@@ -68,7 +68,7 @@ from spark_ml.worker.cluster import CheckpointStore, Membership
 from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.intake.base import Processor
 from spark_ml.worker.intake.jetstream import JetStreamOutcomes
-from spark_ml.worker.intake.partitioned_core import worker_id
+from spark_ml.worker.intake.partitioned_core import unit_membership, worker_id
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio import jsadmin
 from spark_ml.worker.natsio.jspub import NotStored
@@ -214,14 +214,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             asyncio.create_task(self._checkpoint_loop(), name="spark-ml-js-checkpoints"),
             asyncio.create_task(self._probe_loop(), name="spark-ml-js-pins"),
         ]
-        self.membership = Membership(
-            self.nc,
-            worker_id=self.member,
-            units=units(self.partitions),
-            ttl_s=s.member_ttl_s,
-            on_change=self._on_assignment,
-            replicas=s.js_replicas,
-        )
+        self.membership = unit_membership(self.nc, self.member, s, self._on_assignment)
         await self.membership.start()
         # Idle units answer ml.predict from the start when the probe is quick (it goes on in the background).
         first = asyncio.create_task(self._probe_pins(), name="spark-ml-js-pins-first")
