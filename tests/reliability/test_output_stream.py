@@ -18,7 +18,7 @@ from nats.js.api import DiscardPolicy
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
 from tests.support.connections import client
-from tests.support.jetstream import PREDICTIONS, add_file_stream, intake_state, read_stream
+from tests.support.jetstream import INTAKES, add_predictions_stream, intake_state, read_predictions
 from tests.support.messages import Sink, snapshot, ts_of
 from tests.support.processes import SpawnWorker
 
@@ -28,14 +28,14 @@ N = 200
 ROOM = 100
 
 
-@pytest.mark.parametrize("solo", [True, False], ids=["solo", "partitioned"])
+@INTAKES
 async def test_input_is_not_acked_when_the_predictions_stream_refuses_its_prediction(
     server: NatsServer, spawn_worker: SpawnWorker, solo: bool
 ) -> None:
     async with client(server.url) as nc:
         js = nc.jetstream()
         # Given a predictions stream with room for half of the predictions, refusing the rest
-        await add_file_stream(js, PREDICTIONS, subjects.PREDICTION, max_msgs=ROOM, discard=DiscardPolicy.NEW)
+        await add_predictions_stream(js, max_msgs=ROOM, discard=DiscardPolicy.NEW)
         dlq = await Sink.on(nc, subjects.DLQ)
         worker = spawn_worker(server.url, mode="jetstream", ack_wait_s=1, max_deliver=2, js_backoff_s="0.5", solo=solo)
         await worker.ready()
@@ -50,7 +50,7 @@ async def test_input_is_not_acked_when_the_predictions_stream_refuses_its_predic
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(0.5)
-        stored = {ts_of(d) for d, _ in await read_stream(js, PREDICTIONS, subjects.PREDICTION)}
+        stored = {ts_of(d) for d, _ in await read_predictions(js)}
         reasons = dlq.reasons()
         dead = set(reasons)
         lost = set(range(N)) - stored - dead

@@ -24,7 +24,7 @@ import pytest
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
 from tests.support.connections import client
-from tests.support.jetstream import PREDICTIONS, add_file_stream, intake_state, read_stream
+from tests.support.jetstream import INTAKES, add_predictions_stream, intake_state, read_predictions
 from tests.support.lifecycle import until
 from tests.support.messages import Sink, snapshot, ts_of
 from tests.support.processes import SpawnWorker
@@ -37,14 +37,14 @@ PARTITIONED_UNITS = 17
 """The default 16 partitions and the forwarder."""
 
 
-@pytest.mark.parametrize("solo", [True, False], ids=["solo", "partitioned"])
+@INTAKES
 async def test_paused_worker_resumed_past_ack_wait_doubles_no_output(
     server: NatsServer, spawn_worker: SpawnWorker, solo: bool
 ) -> None:
     async with client(server.url) as nc:
         js = nc.jetstream()
         # Given a predictions stream that deduplicates on Nats-Msg-Id, and two jetstream workers
-        await add_file_stream(js, PREDICTIONS, subjects.PREDICTION, duplicate_window=120.0)
+        await add_predictions_stream(js, duplicate_window=120.0)
         raw, dlq = await Sink.on(nc, subjects.PREDICTION), await Sink.on(nc, subjects.DLQ)
         settings = {"mode": "jetstream", "ack_wait_s": ACK_WAIT_S, "batch_max": 32, "solo": solo}
         frozen = await spawn_worker(server.url, **settings).ready()  # the first one creates stream and consumer
@@ -103,7 +103,7 @@ async def test_paused_worker_resumed_past_ack_wait_doubles_no_output(
         await asyncio.sleep(0.3)  # late duplicates from the resumed worker, if any, land now
 
         # And the predictions stream holds every input exactly once, though raw output had duplicates
-        stored = collections.Counter(ts_of(data) for data, _ in await read_stream(js, PREDICTIONS, subjects.PREDICTION))
+        stored = collections.Counter(ts_of(data) for data, _ in await read_predictions(js))
         raw_counts = collections.Counter(raw.ids())
         duplicates = sum(raw_counts.values()) - len(raw_counts)
         redelivered = await redeliveries()

@@ -19,7 +19,15 @@ import pytest
 from spark_ml.core import subjects
 from spark_ml.worker.natsserver import NatsServer
 from tests.support.connections import client
-from tests.support.jetstream import PREDICTIONS, add_file_stream, intake_state, publish_until_acked, read_stream
+from tests.support.jetstream import (
+    INTAKES,
+    PREDICTIONS,
+    add_file_stream,
+    intake_state,
+    publish_until_acked,
+    read_predictions,
+    read_stream,
+)
 from tests.support.lifecycle import until
 from tests.support.messages import Sink, snapshot, ts_of
 from tests.support.processes import SpawnWorker
@@ -94,7 +102,7 @@ async def _restart_under_load(server: NatsServer, spawn_worker: SpawnWorker, res
             dead[ts_of(data)] = (headers or {}).get(subjects.H_ERROR, "?")
         outcome = Outcome(
             inputs_stored=(await js.stream_info(subjects.JS_STREAM)).state.messages,
-            stored=collections.Counter(ts_of(d) for d, _ in await read_stream(js, PREDICTIONS, subjects.PREDICTION)),
+            stored=collections.Counter(ts_of(d) for d, _ in await read_predictions(js)),
             seen=set(raw.ids()),
             dead=dead,
             reconnects=(await worker.scrape()).total("ml_nats_reconnects_total"),
@@ -108,7 +116,7 @@ async def _restart_under_load(server: NatsServer, spawn_worker: SpawnWorker, res
     return outcome
 
 
-@pytest.mark.parametrize("solo", [True, False], ids=["solo", "partitioned"])
+@INTAKES
 async def test_jetstream_worker_recovers_from_nats_restart_and_loses_nothing(
     server: NatsServer, spawn_worker: SpawnWorker, solo: bool
 ) -> None:

@@ -9,13 +9,27 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats
+import pytest
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, ConsumerInfo, PubAck, StorageType, StreamConfig
 
 from spark_ml.core import subjects
 from tests.support.messages import Raw
 
-__all__ = ["PREDICTIONS", "Intake", "add_file_stream", "intake_state", "publish_until_acked", "read_stream"]
+__all__ = [
+    "INTAKES",
+    "PREDICTIONS",
+    "Intake",
+    "add_file_stream",
+    "add_predictions_stream",
+    "intake_state",
+    "publish_until_acked",
+    "read_predictions",
+    "read_stream",
+]
+
+INTAKES = pytest.mark.parametrize("solo", [True, False], ids=["solo", "partitioned"])
+"""Both jetstream intakes, as the parameter ``solo``: the shared durable (solo) and the partitioned one."""
 
 PREDICTIONS = "PREDICTIONS"
 """The stream the tests create over ``ml.prediction`` (a worker finds it at start and publishes through it)."""
@@ -24,6 +38,11 @@ PREDICTIONS = "PREDICTIONS"
 async def add_file_stream(js: JetStreamContext, name: str, subject: str, **config: Any) -> None:
     """A file-stored stream ``name`` over ``subject``, with ``config`` (limits, discard, dedup window) on top."""
     await js.add_stream(StreamConfig(name=name, subjects=[subject], storage=StorageType.FILE, **config))
+
+
+async def add_predictions_stream(js: JetStreamContext, **config: Any) -> None:
+    """The user's predictions stream :data:`PREDICTIONS` over ``ml.prediction``, with ``config`` on top."""
+    await add_file_stream(js, PREDICTIONS, subjects.PREDICTION, **config)
 
 
 async def read_stream(js: JetStreamContext, stream: str, subject: str, timeout: float = 20.0) -> list[Raw]:
@@ -40,6 +59,11 @@ async def read_stream(js: JetStreamContext, stream: str, subject: str, timeout: 
     finally:
         await psub.unsubscribe()
     return got
+
+
+async def read_predictions(js: JetStreamContext) -> list[Raw]:
+    """Every prediction now in :data:`PREDICTIONS`."""
+    return await read_stream(js, PREDICTIONS, subjects.PREDICTION)
 
 
 async def publish_until_acked(
@@ -62,22 +86,25 @@ class Intake:
 
     consumers: list[ConsumerInfo]
 
+    def _total(self, field: str) -> int:
+        return sum(getattr(c, field) or 0 for c in self.consumers)
+
     @property
     def pending(self) -> int:
-        return sum(c.num_pending or 0 for c in self.consumers)
+        return self._total("num_pending")
 
     @property
     def ack_pending(self) -> int:
-        return sum(c.num_ack_pending or 0 for c in self.consumers)
+        return self._total("num_ack_pending")
 
     @property
     def redelivered(self) -> int:
         """Un-acked messages delivered more than once."""
-        return sum(c.num_redelivered or 0 for c in self.consumers)
+        return self._total("num_redelivered")
 
     @property
     def waiting(self) -> int:
-        return sum(c.num_waiting or 0 for c in self.consumers)
+        return self._total("num_waiting")
 
     @property
     def ack_floor(self) -> int:

@@ -19,7 +19,7 @@ from spark_ml.core import subjects
 from spark_ml.core.models import BaselineModel
 from spark_ml.core.partition import predict_part
 from spark_ml.worker.services.analytics import AnalyticsService, analytics_encoding
-from tests.support.jetstream import PREDICTIONS, add_file_stream, read_stream
+from tests.support.jetstream import add_predictions_stream, read_predictions
 from tests.support.lifecycle import until
 
 MSGPACK, JSON, OCTETS = "application/msgpack", "application/json", "application/octet-stream"
@@ -115,7 +115,7 @@ async def test_predictions_stored_through_pubacks_carry_content_type_and_msg_id(
 ) -> None:
     # Given a stream over ml.prediction: a jetstream worker publishes through it (reply subjects, PubAcks)
     js = nc.jetstream()
-    await add_file_stream(js, PREDICTIONS, subjects.PREDICTION)
+    await add_predictions_stream(js)
     app = await worker_factory(mode="jetstream", output_encoding=setting)
     mp, js_sym = f"MP{uid}", f"JS{uid}"
     trace = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -126,7 +126,7 @@ async def test_predictions_stored_through_pubacks_carry_content_type_and_msg_id(
         await js.publish(subjects.snapshot_for(js_sym), json.dumps(_snap(i, js_sym)).encode(), headers=headers)
     await until(lambda: app.intake is not None and getattr(app.intake, "acked", None) is not None, 10, "PubAcks on")
     await until(lambda: app.processor is not None and app.processor.published >= 10, 20, "10 predictions")
-    stored = await read_stream(js, PREDICTIONS, subjects.PREDICTION)
+    stored = await read_predictions(js)
     # Then every stored prediction says its encoding, keeps its Nats-Msg-Id, and the traced one its trace
     assert len(stored) == 10
     for data, headers in stored:

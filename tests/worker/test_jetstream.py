@@ -13,9 +13,8 @@ import sys
 import time
 
 import msgpack
-import pytest
 from nats.aio.client import Client
-from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+from nats.js.api import DiscardPolicy, StreamConfig
 
 import spark_ml.worker.intake.jetstream
 from spark_ml.core import subjects
@@ -25,11 +24,8 @@ from spark_ml.worker.intake import JetStreamIntake, PartitionedJetStreamIntake
 from spark_ml.worker.intake.jetstream import JetStreamOutcomes
 from spark_ml.worker.natsio import jsadmin
 from tests.support.connections import RawPublisher
-from tests.support.jetstream import Intake, intake_state
+from tests.support.jetstream import INTAKES, PREDICTIONS, Intake, add_predictions_stream, intake_state
 from tests.support.messages import Collector
-
-INTAKES = pytest.mark.parametrize("solo", [True, False], ids=["solo", "partitioned"])
-"""Both jetstream intakes: the shared durable (solo) and the partitioned one."""
 
 
 async def _consumer_settled(nc: Client, expect_acked: int, timeout: float = 10.0) -> Intake:
@@ -184,18 +180,12 @@ async def test_sigkill_of_one_of_two_workers_loses_nothing(nc: Client, nats_url:
                 await proc.wait()
 
 
-async def _predictions_stream(nc: Client, **config: object) -> None:
-    await nc.jetstream().add_stream(
-        StreamConfig(name="PREDICTIONS", subjects=[subjects.PREDICTION], storage=StorageType.FILE, **config)  # type: ignore[arg-type]
-    )
-
-
 @INTAKES
 async def test_with_a_predictions_stream_inputs_are_acked_after_their_prediction_is_stored(
     nc: Client, worker_factory, solo: bool
 ) -> None:
     # Given a predictions stream of the user's, found by the worker at start
-    await _predictions_stream(nc)
+    await add_predictions_stream(nc.jetstream())
     intake = _intake_is(await worker_factory(mode="jetstream", solo=solo), solo)
     assert intake.acked is not None
     # When snapshots flow
@@ -204,11 +194,11 @@ async def test_with_a_predictions_stream_inputs_are_acked_after_their_prediction
         await js.publish(subjects.snapshot_for(f"S{i % 3}"), msgpack.packb({"ts": i, "mid": 10.0 + i % 5}))
     # Then each is stored once with its input's id, and every input is acked
     await _consumer_settled(nc, 300)
-    info = await js.stream_info("PREDICTIONS")
+    info = await js.stream_info(PREDICTIONS)
     assert info.state.messages == 300
     ids = set()
     for seq in range(1, 301):
-        msg = await js.get_msg("PREDICTIONS", seq)
+        msg = await js.get_msg(PREDICTIONS, seq)
         assert msg.headers is not None
         ids.add(msg.headers["Nats-Msg-Id"])
     assert ids == {f"{subjects.JS_STREAM}-{s}" for s in range(1, 301)}
@@ -220,7 +210,7 @@ async def test_a_refused_prediction_naks_its_input_and_a_stored_one_acks_it(
     nc: Client, worker_factory, solo: bool
 ) -> None:
     # Given a predictions stream with room for 5 that refuses the rest
-    await _predictions_stream(nc, max_msgs=5, discard=DiscardPolicy.NEW)
+    await add_predictions_stream(nc.jetstream(), max_msgs=5, discard=DiscardPolicy.NEW)
     app = await worker_factory(mode="jetstream", ack_wait_s=5.0, max_deliver=10, batch_max=4, solo=solo)
     _intake_is(app, solo)
     js = nc.jetstream()
@@ -238,7 +228,7 @@ async def test_a_refused_prediction_naks_its_input_and_a_stored_one_acks_it(
             break
         assert asyncio.get_running_loop().time() < deadline, f"no redeliveries: {state}"
         await asyncio.sleep(0.1)
-    assert (await js.stream_info("PREDICTIONS")).state.messages == 5
+    assert (await js.stream_info(PREDICTIONS)).state.messages == 5
     assert state.ack_pending + state.pending >= 7  # the refused ones are still owed
     if solo:  # (partitioned: the last input may be one of the 5 stored, acked on its own unit's consumer)
         assert state.ack_floor < 12
@@ -252,15 +242,15 @@ async def test_a_predictions_stream_created_later_is_found(nc: Client, worker_fa
     intake = _intake_is(await worker_factory(mode="jetstream", solo=solo), solo)
     assert intake.acked is None
     # When the user creates one, the worker switches to PubAcks; and back when it is deleted
-    await _predictions_stream(nc)
+    await add_predictions_stream(nc.jetstream())
     deadline = asyncio.get_running_loop().time() + 5
     while intake.acked is None:
         assert asyncio.get_running_loop().time() < deadline, "stream not found"
         await asyncio.sleep(0.05)
     await nc.jetstream().publish(subjects.SNAPSHOT, msgpack.packb({"ts": 1, "mid": 1.0, "symbol": "L"}))
     await _consumer_settled(nc, 1)
-    assert (await nc.jetstream().stream_info("PREDICTIONS")).state.messages == 1
-    await nc.jetstream().delete_stream("PREDICTIONS")
+    assert (await nc.jetstream().stream_info(PREDICTIONS)).state.messages == 1
+    await nc.jetstream().delete_stream(PREDICTIONS)
     while intake.acked is not None:
         assert asyncio.get_running_loop().time() < deadline + 5, "deleted stream still used"
         await asyncio.sleep(0.05)
@@ -268,7 +258,7 @@ async def test_a_predictions_stream_created_later_is_found(nc: Client, worker_fa
 
 @INTAKES
 async def test_forced_off_keeps_core_publish_even_with_a_stream(nc: Client, worker_factory, solo: bool) -> None:
-    await _predictions_stream(nc)
+    await add_predictions_stream(nc.jetstream())
     app = await worker_factory(mode="jetstream", js_output_ack="off", solo=solo)
     assert _intake_is(app, solo).acked is None
 
