@@ -14,9 +14,9 @@ from spark_ml.core.subjects import ANALYTICS_GET
 from spark_ml.gateway.http import HttpGateway
 from spark_ml.worker.services.analytics import AnalyticsService
 from tests.gateway.test_http import API_KEY, settings_for
+from tests.support.analytics import feed
 from tests.support.connections import connected
 from tests.support.lifecycle import started, until
-from tests.worker.test_analytics_api import feed
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from spark_ml.worker.intake import MemoryIntake, MemoryOutput
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.pipeline.stream import StreamProcessor
 from spark_ml.worker.run import predict_service
+from spark_ml.worker.services.analytics import AnalyticsService
 from spark_ml.worker.settings import Settings
 from tests.support.lifecycle import started
 from tests.support.messages import Collector
@@ -48,6 +49,17 @@ async def worker_factory(settings_factory) -> AsyncIterator[Callable[..., Awaita
         async def start(**overrides: Any) -> WorkerApp:
             services = [predict_service] if overrides.pop("serve_predict", False) else []
             return await group.start(WorkerApp(settings_factory(**overrides), handle_signals=False, services=services))
+
+        yield start
+
+
+@pytest.fixture
+async def analytics_service(nc: Client) -> AsyncIterator[Callable[..., Awaitable[AnalyticsService]]]:
+    """``start(**kwargs)``: a started :class:`AnalyticsService` on the test's connection, stopped at teardown."""
+    async with started() as group:
+
+        async def start(**kwargs: Any) -> AnalyticsService:
+            return await group.start(AnalyticsService(nc, **kwargs))
 
         yield start
 

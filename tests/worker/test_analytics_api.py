@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -16,31 +15,9 @@ from nats.micro.request import ERROR_CODE_HEADER
 from spark_ml.core import subjects
 from spark_ml.core.trading import analytics as an
 from spark_ml.core.trading.live_figures import symbol_figures
-from spark_ml.core.trading.live_pnl import PaperPosition
-from spark_ml.worker.services.analytics import AnalyticsService
-from tests.support.lifecycle import started, until
-
-T0 = 1_696_723_200_000
-H = 3_600_000
-
-
-def snap(symbol: str, mid: float, ts: int) -> bytes:
-    return msgpack.packb({"ts": ts, "mid": mid, "symbol": symbol})
-
-
-def prediction(symbol: str, signal: str, ts: int) -> bytes:
-    body = {"ts": ts, "symbol": symbol, "score": 0.5, "signal": signal, "confidence": 0.0}
-    return msgpack.packb({**body, "modelVersion": "test", "features": {}, "latencyMs": 0.0})
-
-
-@pytest.fixture
-async def service(nc: Client) -> AsyncIterator[Callable[..., Awaitable[AnalyticsService]]]:
-    async with started() as group:
-
-        async def start(**kwargs: Any) -> AnalyticsService:
-            return await group.start(AnalyticsService(nc, **kwargs))
-
-        yield start
+from tests.support.analytics import T0, H, feed
+from tests.support.analytics import snap as snap  # tests/reliability/test_analytics_failover.py imports it here
+from tests.support.lifecycle import until
 
 
 async def ask(nc: Client, body: Any, subject: str = subjects.ANALYTICS_GET) -> tuple[int, Any]:
@@ -52,36 +29,9 @@ async def ask(nc: Client, body: Any, subject: str = subjects.ANALYTICS_GET) -> t
     return code, data
 
 
-async def feed(
-    nc: Client,
-    symbols: list[str],
-    n: int,
-    seed: int = 0,
-    start: int = 0,
-    refs: dict[str, PaperPosition] | None = None,
-    pace_s: float = 0.0,
-) -> dict[str, PaperPosition]:
-    """Publish hourly bars ``start .. start + n - 1`` per symbol, each followed by a random signal; return
-    reference positions fed the same (``refs`` continued when given). ``pace_s``: a pause after each bar."""
-    rng = np.random.default_rng(seed)
-    refs = refs if refs is not None else {s: PaperPosition() for s in symbols}
-    for k in range(start, start + n):
-        for s in symbols:
-            price = float(100 * np.exp(rng.normal(0, 0.01)) * (1 + k * 1e-4))
-            signal = str(rng.choice(["buy", "sell", "hold"]))
-            await nc.publish(subjects.snapshot_for(s), snap(s, price, T0 + k * H))
-            await nc.publish(subjects.PREDICTION, prediction(s, signal, T0 + k * H))
-            refs[s].update(price, T0 + k * H)
-            refs[s].on_signal(signal)
-        if pace_s:
-            await asyncio.sleep(pace_s)
-    await nc.flush()
-    return refs
-
-
-async def test_get_answers_a_symbols_figures_as_its_paper_position(nc: Client, service, uid: str) -> None:
+async def test_get_answers_a_symbols_figures_as_its_paper_position(nc: Client, analytics_service, uid: str) -> None:
     # Given the service fed 120 bars and signals of two symbols
-    svc = await service()
+    svc = await analytics_service()
     a, b = f"A{uid}", f"B{uid}"
     refs = await feed(nc, [a, b], 120)
     await until(lambda: svc.snapshots == 240 and svc.predictions == 240, 10, "every message handled")
@@ -102,8 +52,8 @@ async def test_get_answers_a_symbols_figures_as_its_paper_position(nc: Client, s
         assert key in body
 
 
-async def test_get_without_a_symbol_answers_the_portfolio(nc: Client, service, uid: str) -> None:
-    svc = await service()
+async def test_get_without_a_symbol_answers_the_portfolio(nc: Client, analytics_service, uid: str) -> None:
+    svc = await analytics_service()
     syms = [f"P{i}{uid}" for i in range(3)]
     refs = await feed(nc, syms, 60, seed=3)
     await until(lambda: svc.snapshots == 180 and svc.predictions == 180, 10, "every message handled")
@@ -117,9 +67,9 @@ async def test_get_without_a_symbol_answers_the_portfolio(nc: Client, service, u
         assert body["window"] == 58 and body["asOf"] == T0 + 59 * H
 
 
-async def test_export_gives_the_curve_and_trades_bounded(nc: Client, service, uid: str) -> None:
+async def test_export_gives_the_curve_and_trades_bounded(nc: Client, analytics_service, uid: str) -> None:
     # Given a service keeping 16 curve points and 4 trades per symbol
-    svc = await service(curve_points=16, trades_kept=4)
+    svc = await analytics_service(curve_points=16, trades_kept=4)
     a = f"E{uid}"
     refs = await feed(nc, [a], 200, seed=5)
     await until(lambda: svc.snapshots == 200 and svc.predictions == 200, 10, "every message handled")
@@ -155,16 +105,16 @@ async def test_export_gives_the_curve_and_trades_bounded(nc: Client, service, ui
 )
 @pytest.mark.parametrize("subject", [subjects.ANALYTICS_GET, subjects.ANALYTICS_EXPORT])
 async def test_bad_requests_get_clear_errors_and_the_service_keeps_answering(
-    nc: Client, service, uid: str, request_body: bytes, status: int, code: str, subject: str
+    nc: Client, analytics_service, uid: str, request_body: bytes, status: int, code: str, subject: str
 ) -> None:
-    await service()
+    await analytics_service()
     got_status, body = await ask(nc, request_body, subject)
     assert got_status == status and body["error"]["code"] == code and body["error"]["message"]
     assert (await ask(nc, {}, subject))[0] == 200
 
 
-async def test_stats_count_the_refusals(nc: Client, service, uid: str) -> None:
-    await service()
+async def test_stats_count_the_refusals(nc: Client, analytics_service, uid: str) -> None:
+    await analytics_service()
     await ask(nc, {"symbol": "NOPE"})
     await ask(nc, {})
     reply = await nc.request(f"$SRV.STATS.{subjects.ANALYTICS_SERVICE}", b"", timeout=5)

@@ -22,10 +22,10 @@ from spark_ml.worker.services.analytics import AnalyticsService, Phase
 from spark_ml.worker.services.analytics_store import AnalyticsStore
 from spark_ml.worker.settings import Settings
 from spark_ml.worker.tools.analytics_export import export
+from tests.support.analytics import feed
 from tests.support.lifecycle import until
 from tests.support.processes import base_env, spark_ml
 from tests.support.tearsheet import SECTIONS, TearSheetHtml
-from tests.worker.test_analytics_api import feed
 
 pytestmark = pytest.mark.usefixtures("nats_server")
 

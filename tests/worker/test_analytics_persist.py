@@ -16,8 +16,8 @@ from spark_ml.core import subjects
 from spark_ml.core.trading.live_figures import symbol_figures
 from spark_ml.worker.services.analytics import AnalyticsService, Phase
 from spark_ml.worker.services.analytics_store import STATE_BUCKET, AnalyticsStore, Checkpoint, symbol_key
+from tests.support.analytics import feed
 from tests.support.lifecycle import until
-from tests.worker.test_analytics_api import feed
 
 pytestmark = pytest.mark.usefixtures("nats_server")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgpack
@@ -16,29 +15,13 @@ from nats.aio.client import Client
 from spark_ml.core import subjects
 from spark_ml.core.trading.live_pnl import PaperPosition
 from spark_ml.worker.services.analytics import AnalyticsService
-from tests.support.lifecycle import started
+from tests.support import analytics
+from tests.support.analytics import T0, prediction
 from tests.support.messages import Collector, decode_any
-
-T0 = 1_696_723_200_000
 
 
 def snap(symbol: str, mid: float, ts: int) -> bytes:
-    return msgpack.packb({"ts": ts, "mid": mid, "symbol": symbol, "spreadBp": 1.0})
-
-
-def prediction(symbol: str, signal: str, ts: int = T0) -> bytes:
-    body = {"ts": ts, "symbol": symbol, "score": 0.5, "signal": signal, "confidence": 0.0}
-    return msgpack.packb({**body, "modelVersion": "test", "features": {}, "latencyMs": 0.0})
-
-
-@pytest.fixture
-async def service(nc: Client) -> AsyncIterator[Callable[..., Awaitable[AnalyticsService]]]:
-    async with started() as group:
-
-        async def start(**kwargs: Any) -> AnalyticsService:
-            return await group.start(AnalyticsService(nc, **kwargs))
-
-        yield start
+    return analytics.snap(symbol, mid, ts, spreadBp=1.0)
 
 
 async def _next(c: Collector, n: int) -> dict[str, Any]:
@@ -47,9 +30,9 @@ async def _next(c: Collector, n: int) -> dict[str, Any]:
     return body
 
 
-async def test_paper_position_follows_signals_and_prices(nc: Client, service, collect, uid: str) -> None:
+async def test_paper_position_follows_signals_and_prices(nc: Client, analytics_service, collect, uid: str) -> None:
     # Given the analytics service (no throttling) and a listener on the symbol's PnL subject
-    await service(min_gap_s=0.0, interval_s=60)
+    await analytics_service(min_gap_s=0.0, interval_s=60)
     sym = f"S{uid}"
     out = await collect(subjects.analytics_pnl(sym))
     ref = PaperPosition()
@@ -72,16 +55,18 @@ async def test_paper_position_follows_signals_and_prices(nc: Client, service, co
     assert body["lagMs"] >= 0 and body["publishedAt"] > T0
 
 
-async def test_bare_subject_and_json_snapshots(nc: Client, service, collect, uid: str) -> None:
-    await service(min_gap_s=0.0, interval_s=60)
+async def test_bare_subject_and_json_snapshots(nc: Client, analytics_service, collect, uid: str) -> None:
+    await analytics_service(min_gap_s=0.0, interval_s=60)
     sym = f"J{uid}"
     out = await collect(subjects.analytics_pnl(sym))
     await nc.publish(subjects.SNAPSHOT, json.dumps({"ts": T0, "mid": 2.0, "symbol": sym}).encode())
     assert (await _next(out, 1))["price"] == 2.0
 
 
-async def test_bad_input_is_skipped_and_the_service_keeps_going(nc: Client, service, collect, uid: str) -> None:
-    svc = await service(min_gap_s=0.0, interval_s=60)
+async def test_bad_input_is_skipped_and_the_service_keeps_going(
+    nc: Client, analytics_service, collect, uid: str
+) -> None:
+    svc = await analytics_service(min_gap_s=0.0, interval_s=60)
     sym = f"B{uid}"
     out = await collect(subjects.analytics_pnl(sym))
     for raw in (b"\xc1garbage", msgpack.packb({"ts": 1}), msgpack.packb([1, 2])):
@@ -97,10 +82,10 @@ async def test_bad_input_is_skipped_and_the_service_keeps_going(nc: Client, serv
 
 
 async def test_symbols_with_dots_and_wildcards_get_one_literal_escaped_subject(
-    nc: Client, service, collect, uid: str
+    nc: Client, analytics_service, collect, uid: str
 ) -> None:
     # Given the service and a listener on every analytics subject
-    await service(min_gap_s=0.0, interval_s=60)
+    await analytics_service(min_gap_s=0.0, interval_s=60)
     out = await collect(f"{subjects.ANALYTICS_PNL_PREFIX}.>")
     hostile = [f"BRK.B{uid}", f"*{uid}", f">{uid}", f"a.*.>{uid}", f"{uid}.", f"%2E{uid}"]
     # When each of them gets a snapshot (the symbol in the payload, on the bare subject)
@@ -117,10 +102,10 @@ async def test_symbols_with_dots_and_wildcards_get_one_literal_escaped_subject(
 
 
 async def test_a_failing_handler_is_counted_and_the_connection_survives(
-    nc: Client, service, collect, uid: str, monkeypatch: pytest.MonkeyPatch
+    nc: Client, analytics_service, collect, uid: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a service whose handlers run in the client's read loop, and a paper position that fails on one price
-    svc = await service(min_gap_s=0.0, interval_s=60)
+    svc = await analytics_service(min_gap_s=0.0, interval_s=60)
     sym = f"F{uid}"
     out = await collect(subjects.analytics_pnl(sym))
     real_update = PaperPosition.update
@@ -141,9 +126,9 @@ async def test_a_failing_handler_is_counted_and_the_connection_survives(
     assert nc.stats["reconnects"] == reconnects and nc.is_connected
 
 
-async def test_heartbeat_while_active_then_silence(nc: Client, service, collect, uid: str) -> None:
+async def test_heartbeat_while_active_then_silence(nc: Client, analytics_service, collect, uid: str) -> None:
     # Given a 0.1 s heartbeat and symbols considered idle after 0.5 s
-    await service(interval_s=0.1, idle_s=0.5)
+    await analytics_service(interval_s=0.1, idle_s=0.5)
     sym = f"H{uid}"
     out = await collect(subjects.analytics_pnl(sym))
     # When one snapshot arrives and nothing else
@@ -156,10 +141,12 @@ async def test_heartbeat_while_active_then_silence(nc: Client, service, collect,
     assert len(out.msgs) == n
 
 
-async def test_no_gap_longer_than_the_interval_while_data_flows_slowly(nc: Client, service, collect, uid: str) -> None:
+async def test_no_gap_longer_than_the_interval_while_data_flows_slowly(
+    nc: Client, analytics_service, collect, uid: str
+) -> None:
     # Given a 0.3 s heartbeat and two symbols whose snapshots come every 0.7 s, one offset from the other
     interval = 0.3
-    await service(interval_s=interval, idle_s=5.0)
+    await analytics_service(interval_s=interval, idle_s=5.0)
     syms = [f"G{uid}", f"K{uid}"]
     arrivals: dict[str, list[float]] = {s: [] for s in syms}
 
@@ -186,9 +173,9 @@ async def test_no_gap_longer_than_the_interval_while_data_flows_slowly(nc: Clien
         assert len(points) > 8 and max(gaps) <= interval, (sym, max(gaps))
 
 
-async def test_every_snapshot_is_reflected_within_100_ms(nc: Client, service, collect, uid: str) -> None:
+async def test_every_snapshot_is_reflected_within_100_ms(nc: Client, analytics_service, collect, uid: str) -> None:
     # Given the default throttle (at most one message per symbol every 50 ms) and two busy symbols
-    await service()
+    await analytics_service()
     syms = [f"A{uid}", f"B{uid}"]
     seen: dict[str, list[tuple[float, int]]] = {s: [] for s in syms}
     lags: list[float] = []
@@ -228,10 +215,10 @@ async def test_every_snapshot_is_reflected_within_100_ms(nc: Client, service, co
     assert max(lags) < 100.0
 
 
-async def test_with_the_real_worker(nc: Client, worker_factory, service, collect, uid: str) -> None:
+async def test_with_the_real_worker(nc: Client, worker_factory, analytics_service, collect, uid: str) -> None:
     # Given the worker (baseline model) and analytics on one server
     await worker_factory()
-    svc = await service(min_gap_s=0.0, interval_s=60)
+    svc = await analytics_service(min_gap_s=0.0, interval_s=60)
     sym = f"W{uid}"
     preds = await collect(subjects.PREDICTION)
     # When a symbol's snapshots trend up for a while

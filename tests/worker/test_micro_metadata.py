@@ -14,6 +14,7 @@ from spark_ml.core import subjects
 from spark_ml.core.specs.asyncapi import asyncapi_document
 from spark_ml.core.subjects import MODEL_INFO, PREDICT, SERVICE_NAME
 from spark_ml.worker.services.analytics import AnalyticsService
+from tests.support.analytics import T0, H, prediction, snap
 from tests.support.lifecycle import started, until
 from tests.support.messages import decode_any
 from tests.support.predict import SEED_SNAPSHOT, start_service
@@ -58,11 +59,9 @@ def _feed(symbol: str, n: int) -> list[tuple[str, bytes]]:
     """``n`` hourly snapshots of ``symbol``, each followed by a prediction (buy, hold, sell in turn): trades."""
     out = []
     for k in range(n):
-        ts = 1_696_723_200_000 + k * 3_600_000
-        out.append((subjects.snapshot_for(symbol), msgpack.packb({"ts": ts, "mid": 100.0 + k % 5, "symbol": symbol})))
-        pred = {"ts": ts, "symbol": symbol, "score": 0.5, "signal": ("buy", "hold", "sell")[k % 3], "confidence": 0.0}
-        body = {**pred, "modelVersion": "test", "features": {}, "latencyMs": 0.0}
-        out.append((subjects.PREDICTION, msgpack.packb(body)))
+        ts = T0 + k * H
+        out.append((subjects.snapshot_for(symbol), snap(symbol, 100.0 + k % 5, ts)))
+        out.append((subjects.PREDICTION, prediction(symbol, ("buy", "hold", "sell")[k % 3], ts)))
     return out
 
 
