@@ -41,7 +41,7 @@ from spark_ml.worker.natsserver import NatsServer
 from spark_ml.worker.pipeline.live_quality import decode_window
 from tests.support.connections import client
 from tests.support.lifecycle import until
-from tests.support.messages import Sink
+from tests.support.messages import Sink, publish_steadily
 from tests.support.processes import WorkerProcess, base_env, spark_ml, worker_env
 
 P = 16
@@ -121,12 +121,7 @@ async def _replay(url: str, workers: list[WorkerProcess], beds: list[Dataset]) -
     inputs = _inputs(beds)
     async with client(url) as nc:
         preds = await Sink.on(nc, subjects.PREDICTION)
-        for i, (subject, payload) in enumerate(inputs):
-            await nc.publish(subject, payload)
-            if i % 400 == 399:
-                await nc.flush()
-                await asyncio.sleep(0.01)
-        await nc.flush()
+        await publish_steadily(nc, inputs)
         await until(lambda: len(preds.msgs) >= len(inputs), 120, f"{len(inputs)} predictions")
         await asyncio.sleep(0.5)  # the shadow's last batch: its scores come from a thread, a little later
         inbox = nc.new_inbox()

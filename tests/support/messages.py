@@ -18,13 +18,24 @@ from nats.aio.msg import Msg
 
 from spark_ml.core import subjects
 
-__all__ = ["SEED", "Collector", "Raw", "Sink", "decode_any", "snapshot", "ts_of"]
+__all__ = ["SEED", "Collector", "Raw", "Sink", "decode_any", "publish_steadily", "snapshot", "ts_of"]
 
 SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
 """The seeds' example snapshot, exactly."""
 
 Raw = tuple[bytes, dict[str, str] | None]
 """A message as a sink keeps it: payload and headers."""
+
+
+async def publish_steadily(nc: Client, messages: list[tuple[str, bytes]], *, every: int = 400) -> None:
+    """Publish ``(subject, payload)`` in order as a steady stream, not one burst: a flush and a short pause
+    after each ``every`` messages; flushed at the end."""
+    for i, (subject, payload) in enumerate(messages):
+        await nc.publish(subject, payload)
+        if i % every == every - 1:
+            await nc.flush()
+            await asyncio.sleep(0.01)
+    await nc.flush()
 
 
 def decode_any(data: bytes) -> Any:
