@@ -17,8 +17,20 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from spark_ml.core import subjects
+from spark_ml.core.codec import snapshot_from_mapping
+from spark_ml.core.errors import InvalidInput
 
-__all__ = ["SEED", "Collector", "Raw", "Sink", "decode_any", "publish_steadily", "snapshot", "ts_of"]
+__all__ = [
+    "SEED",
+    "Collector",
+    "Raw",
+    "Sink",
+    "decode_any",
+    "publish_steadily",
+    "snapshot",
+    "snapshot_accepted",
+    "ts_of",
+]
 
 SEED = {"ts": 1696723200000, "mid": 45000, "spreadBp": 2, "vol1m": 1000000, "rsi14": 55}
 """The seeds' example snapshot, exactly."""
@@ -36,6 +48,15 @@ async def publish_steadily(nc: Client, messages: list[tuple[str, bytes]], *, eve
             await nc.flush()
             await asyncio.sleep(0.01)
     await nc.flush()
+
+
+def snapshot_accepted(data: dict[str, Any]) -> bool:
+    """Whether a worker takes ``data`` as a snapshot (:func:`~spark_ml.core.codec.snapshot_from_mapping`)."""
+    try:
+        snapshot_from_mapping(data)
+    except InvalidInput:
+        return False
+    return True
 
 
 def decode_any(data: bytes) -> Any:

@@ -110,12 +110,37 @@ async def test_bad_input_gets_a_400_error_reply_in_the_request_encoding(nc, body
     await service.stop()
 
 
-async def test_oversized_payload_gets_413(nc):
-    service, _, metrics = await start_service(nc, max_payload=1024)
-    body = json.dumps({"snapshot": SEED_SNAPSHOT, "pad": "x" * 2000}).encode()
+@pytest.mark.parametrize(
+    ("model", "max_payload", "body", "status", "code", "message"),
+    [
+        (
+            None,
+            1024,
+            json.dumps({"snapshot": SEED_SNAPSHOT, "pad": "x" * 2000}).encode(),
+            "413",
+            "payload_too_large",
+            "",
+        ),
+        (BrokenModel("broken-1"), 64 * 1024, SEED_BODY, "500", "model_error", "weights went missing"),
+        (ConstantModel("wild", value=1.5), 64 * 1024, SEED_BODY, "500", "model_output", ""),
+    ],
+    ids=["oversized-413", "model-failure-500", "model-output-out-of-range-500"],
+)
+async def test_a_refused_request_gets_its_status_and_code_and_is_counted(
+    nc, model, max_payload: int, body: bytes, status: str, code: str, message: str
+) -> None:
+    # Given a service whose model fails, or a request over the size limit
+    service, engine, metrics = await start_service(nc, model, max_payload=max_payload)
+    # When it is asked
     msg = await nc.request(PREDICT, body, timeout=2)
-    assert _error(msg, "413").code == "payload_too_large"
-    assert sample(metrics, "ml_model_errors_total", error_type="invalid_input") == 1
+    # Then the error reply carries the status and code, and the refusal is counted with its status and type
+    err = _error(msg, status)
+    assert err.code == code and message in err.message
+    outcome = "invalid" if status.startswith("4") else "error"
+    error_type = "invalid_input" if status.startswith("4") else code
+    version = engine.model.version
+    assert sample(metrics, "ml_predict_requests_total", model_version=version, status=outcome) == 1
+    assert sample(metrics, "ml_model_errors_total", error_type=error_type) == 1
     await service.stop()
 
 
@@ -129,24 +154,6 @@ async def test_model_version_can_be_chosen_and_unknown_versions_are_refused(nc):
     assert err.code == "unknown_model" and "v9" in err.message
     assert sample(metrics, "ml_predict_requests_total", model_version="v2", status="ok") == 1
     assert sample(metrics, "ml_predict_requests_total", model_version="baseline", status="invalid") == 1
-    await service.stop()
-
-
-async def test_model_failure_gets_500_and_is_counted(nc):
-    service, _, metrics = await start_service(nc, BrokenModel("broken-1"))
-    msg = await nc.request(PREDICT, SEED_BODY, timeout=2)
-    err = _error(msg, "500")
-    assert err.code == "model_error" and "weights went missing" in err.message
-    assert sample(metrics, "ml_predict_requests_total", model_version="broken-1", status="error") == 1
-    assert sample(metrics, "ml_model_errors_total", error_type="model_error") == 1
-    await service.stop()
-
-
-async def test_model_output_out_of_range_gets_500(nc):
-    service, _, metrics = await start_service(nc, ConstantModel("wild", value=1.5))
-    msg = await nc.request(PREDICT, SEED_BODY, timeout=2)
-    assert _error(msg, "500").code == "model_output"
-    assert sample(metrics, "ml_model_errors_total", error_type="model_output") == 1
     await service.stop()
 
 
