@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client
 
 from spark_ml.core import subjects
-from tests.support.connections import RawPublisher, http_status
+from tests.support.connections import RawPublisher
 from tests.support.messages import SEED, Collector
 from tests.support.processes import SpawnWorker, WorkerProcess, http_status
 

@@ -1,18 +1,16 @@
-"""Connections a test opens: plain nats-py clients that always close, a bare protocol publisher, an HTTP GET."""
+"""Connections a test opens: plain nats-py clients that always close, and a bare protocol publisher."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import urllib.error
-import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
 import nats
 from nats.aio.client import Client
 
-__all__ = ["RawPublisher", "client", "connected", "http_status"]
+__all__ = ["RawPublisher", "client", "connected"]
 
 
 @contextlib.asynccontextmanager
@@ -73,12 +71,3 @@ class RawPublisher:
     async def send(self, block: bytes) -> None:
         self._writer.write(block)
         await self.sync()
-
-
-def http_status(url: str) -> int:
-    """The HTTP status of a GET of ``url`` (an error status too, rather than an exception)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code

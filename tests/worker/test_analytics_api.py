@@ -15,8 +15,10 @@ from nats.micro.request import ERROR_CODE_HEADER
 from spark_ml.core import subjects
 from spark_ml.core.trading import analytics as an
 from spark_ml.core.trading.live_figures import symbol_figures
-from tests.support.analytics import T0, H, feed
-from tests.support.analytics import snap as snap  # tests/reliability/test_analytics_failover.py imports it here
+from tests.support.analytics import T0 as T0  # the four ``X as X``: test_analytics_failover.py imports them here
+from tests.support.analytics import H as H
+from tests.support.analytics import feed as feed
+from tests.support.analytics import snap as snap
 from tests.support.lifecycle import until
 
 

@@ -31,7 +31,7 @@ from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio import batchpub
 from spark_ml.worker.pipeline.publish import header_block_size
 from spark_ml.worker.pipeline.stream import StreamProcessor
-from tests.support.connections import RawPublisher, http_status
+from tests.support.connections import RawPublisher
 from tests.support.jetstream import intake_state
 from tests.support.messages import SEED, Collector
 from tests.support.processes import WorkerProcess, http_status, worker_env
