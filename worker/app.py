@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import io
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ from spark_ml.core.partition import units
 from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.connect import connect, safe_url
 from spark_ml.worker.intake import Intake, PartitionedCoreIntake, PartitionedJetStreamIntake, make_intake
-from spark_ml.worker.lifecycle import Lifecycle
+from spark_ml.worker.lifecycle import Lifecycle, cancel_all
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.fastparser import reading
 from spark_ml.worker.pipeline.live_quality import LiveQualityTracker
@@ -304,9 +305,15 @@ class WorkerApp(Lifecycle):
         and drop them. Draining also flushes the last predictions and JetStream acks.
         """
         self._consuming = False
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # A stop that outlasts the drain bound is stuck somewhere: say where, while it still can.
+        slow = asyncio.get_running_loop().call_later(self.settings.drain_timeout_s + 2, _log_tasks, "stop is slow")
+        try:
+            await self._stop()
+        finally:
+            slow.cancel()
+
+    async def _stop(self) -> None:
+        await cancel_all(self._tasks)
         nc = self.nc
         abandoned = 0
         if self.intake is not None and nc is not None and nc.is_connected:
@@ -337,6 +344,14 @@ class WorkerApp(Lifecycle):
             abandoned,
             time.monotonic() - self._started_at,
         )
+
+
+def _log_tasks(why: str) -> None:
+    """Log every task's stack (where each one awaits)."""
+    out = io.StringIO()
+    for task in asyncio.all_tasks():
+        task.print_stack(limit=12, file=out)
+    log.warning("%s; the tasks and where they wait:\n%s", why, out.getvalue())
 
 
 async def run_worker(

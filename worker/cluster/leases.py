@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from spark_ml.worker.cluster._kv import Prior, create_key, open_bucket
-from spark_ml.worker.lifecycle import Lifecycle
+from spark_ml.worker.lifecycle import Lifecycle, cancel_all
 
 __all__ = ["LEASES_BUCKET", "SOLO", "LeaseKeeper", "OnLost", "Prior", "unit_lease"]
 
@@ -120,9 +120,7 @@ class LeaseKeeper(Lifecycle):
 
     async def stop(self) -> None:
         """Stop renewing and release every lease still held."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         self._tasks.clear()
         for key in list(self._leases):
             await self.release(key)

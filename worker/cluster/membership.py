@@ -19,7 +19,7 @@ from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from spark_ml.core.partition import assign, owner_map
 from spark_ml.worker.cluster._kv import open_bucket
-from spark_ml.worker.lifecycle import Lifecycle
+from spark_ml.worker.lifecycle import Lifecycle, cancel_all
 
 __all__ = ["MEMBERS_BUCKET", "Membership", "OnChange", "member_key"]
 
@@ -119,9 +119,7 @@ class Membership(Lifecycle):
     async def stop(self) -> None:
         """Delete this worker's key, so that its units move at once, and stop the tasks."""
         await self.leave()
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         self._tasks.clear()
 
     async def leave(self) -> None:

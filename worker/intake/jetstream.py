@@ -27,6 +27,7 @@ from nats.js.errors import NotFoundError
 from spark_ml.core import subjects
 from spark_ml.core.codec import Snapshot, detect_encoding
 from spark_ml.worker.intake.base import DeadLetter, Processor
+from spark_ml.worker.lifecycle import cancel_all
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.jspub import AckedPublisher, NotStored
 from spark_ml.worker.natsio.jspull import JsMsg, PullConsumer
@@ -117,9 +118,7 @@ class JetStreamOutcomes:
     async def _stop_outcomes(self) -> None:
         """Stop watching; the PubAck inbox stays until the connection drains (the last batches await theirs)."""
         if self._output_task is not None:
-            self._output_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._output_task
+            await cancel_all([self._output_task])
         if self._advisory is not None:
             with contextlib.suppress(Exception):
                 await self._advisory.unsubscribe()

@@ -54,6 +54,7 @@ from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.connect import connect
 from spark_ml.worker.intake.base import AtMostOnce, DeadLetter, Delivery, Processor
 from spark_ml.worker.intake.core import _PENDING_BYTES, _PENDING_MSGS, CoreIntake
+from spark_ml.worker.lifecycle import cancel_all
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio.batchpub import publish_batch
 from spark_ml.worker.natsio.directsub import subscribe_direct, unroute
@@ -417,9 +418,7 @@ class PartitionedCoreIntake:
     async def stop(self) -> None:
         """Hand every unit over (drain, finish queued batches, final checkpoint, release), then leave."""
         self._stopping = True
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         self._tasks.clear()
         if self._solo is not None:
             await self._solo.stop()

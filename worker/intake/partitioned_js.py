@@ -69,6 +69,7 @@ from spark_ml.worker.cluster.owned import OwnedUnits
 from spark_ml.worker.intake.base import Processor
 from spark_ml.worker.intake.jetstream import JetStreamOutcomes
 from spark_ml.worker.intake.partitioned_core import unit_membership, worker_id
+from spark_ml.worker.lifecycle import cancel_all
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.natsio import jsadmin
 from spark_ml.worker.natsio.jspub import NotStored
@@ -229,9 +230,7 @@ class PartitionedJetStreamIntake(JetStreamOutcomes):
             await self.membership.stop()
         async with self._lock:
             await asyncio.gather(*(self._release(n) for n in list(self._units)))
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         self._tasks.clear()
         await self._stop_outcomes()
 

@@ -56,6 +56,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from spark_ml.core.errors import InvalidInput, SparkMlError
+from spark_ml.worker.lifecycle import cancel_all
 from spark_ml.worker.natsio import writer
 from spark_ml.worker.natsio.fastparser import wire_error
 from spark_ml.worker.natsio.jsroute import subscribe_raw, unroute
@@ -300,14 +301,10 @@ class PullConsumer:
         self._running = False
         self._wake.set()
         if self._takeover is not None:
-            self._takeover.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._takeover
+            await cancel_all([self._takeover])
             self._takeover = None
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+            await cancel_all([self._task])
             self._task = None
         sub, self._sub = self._sub, None
         if sub is None:

@@ -22,6 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from spark_ml.worker.lifecycle import cancel_all
+
 __all__ = ["Pool"]
 
 log = logging.getLogger(__name__)
@@ -188,9 +190,7 @@ class Pool(Generic[T]):
             return sum(len(s.items) for s in self._shards)
         done, pending = await asyncio.wait(tasks, timeout=timeout)
         abandoned = sum(len(s.items) for s in self._shards)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        await cancel_all(pending)
         if abandoned:
             log.warning("pool closed with %d items abandoned after %.1fs", abandoned, timeout)
         return abandoned

@@ -68,7 +68,7 @@ from spark_ml.core.errors import ClusterRefused, InvalidInput, UnknownSymbol
 from spark_ml.core.trading.live_figures import symbol_export, symbol_figures
 from spark_ml.core.trading.live_pnl import PaperPosition
 from spark_ml.core.trading.portfolio import Portfolio, parse_weights
-from spark_ml.worker.lifecycle import Lifecycle
+from spark_ml.worker.lifecycle import Lifecycle, cancel_all
 from spark_ml.worker.natsio.directsub import subscribe_direct, unroute
 from spark_ml.worker.pipeline.publish import content_headers
 from spark_ml.worker.services.analytics_api import AnalyticsApi
@@ -272,11 +272,7 @@ class AnalyticsService(Lifecycle):
                 await sub.drain()  # type: ignore[no-untyped-call]
             unroute(self.nc, sub)
         self._subs.clear()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks.clear()
         if not self.nc.is_closed:
             if self.phase is Phase.ACTIVE:

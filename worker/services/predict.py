@@ -62,6 +62,7 @@ from spark_ml.core.specs.micro import endpoint_metadata
 from spark_ml.core.subjects import PREDICT, QUEUE_GROUP, SERVICE_NAME
 from spark_ml.core.tracecontext import TRACEPARENT
 from spark_ml.worker.cluster.owned import OwnedUnits
+from spark_ml.worker.lifecycle import cancel_all
 from spark_ml.worker.metrics import Metrics, Status
 
 if TYPE_CHECKING:  # the SDK is optional: imported only when tracing is on
@@ -250,8 +251,7 @@ class PredictService:
         if self._unlisten is not None:
             self._unlisten()
         if self._follower is not None:
-            self._follower.cancel()
-            await asyncio.gather(self._follower, return_exceptions=True)
+            await cancel_all([self._follower])
         if self._forwards:
             _, late = await asyncio.wait(set(self._forwards), timeout=self._forward_timeout_s)
             for task in late:
