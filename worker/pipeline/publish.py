@@ -49,9 +49,12 @@ _UNREAD = frozenset({"decode", "payload_too_large"})
 """Dead letters whose payload was never read as msgpack or JSON."""
 
 
-def content_headers(encoding: Encoding) -> dict[str, str]:
-    """``{"Content-Type": ...}`` of an encoding (a shared dict: copy it before adding to it)."""
-    return _CONTENT_HEADERS[encoding]
+def content_headers(encoding: Encoding, trace: str | None = None) -> dict[str, str]:
+    """``{"Content-Type": ...}`` of an encoding, then ``traceparent`` when ``trace`` is given (without one, a
+    shared dict: copy it before adding to it)."""
+    if trace is None:
+        return _CONTENT_HEADERS[encoding]
+    return {**_CONTENT_HEADERS[encoding], TRACEPARENT: trace}
 
 
 _TRACE_LINE = TRACEPARENT.encode() + b": "

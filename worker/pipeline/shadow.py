@@ -27,7 +27,6 @@ from spark_ml.core.engine import BatchResult, SignalPolicy, columns_for, score
 from spark_ml.core.features import FEATURE_NAMES
 from spark_ml.core.ml.drift import DriftMonitor, DriftThresholds, load_thresholds
 from spark_ml.core.models import Model
-from spark_ml.core.tracecontext import TRACEPARENT
 from spark_ml.worker.metrics import Metrics
 from spark_ml.worker.pipeline.publish import content_headers
 
@@ -126,9 +125,7 @@ class ShadowScorer:
                     "liveSignal": live.signals[i],
                 }
                 enc = encodings if isinstance(encodings, str) else encodings[i]
-                headers = content_headers(enc)
-                if snap.trace is not None:  # the snapshot's trace goes on, as on its live prediction
-                    headers = {**headers, TRACEPARENT: snap.trace}
+                headers = content_headers(enc, snap.trace)  # its trace goes on, as on its live prediction
                 await self.nc.publish(subjects.PREDICTION_SHADOW, encode(wire, enc), headers=headers)
             self._record(model.version, live.signals, signals)
         except Exception as exc:
