@@ -39,7 +39,16 @@ _RETRY_S = 0.2
 
 
 class ExportFailed(Exception):
-    """The export cannot be fetched; the message says why and what to do."""
+    """The export cannot be fetched or written; the message says why and what to do.
+
+    Args:
+        message: why, and what to do.
+        exit_code: the command's exit code (1: NATS or the service; 2: bad arguments or an unwritable path).
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 async def _ask(nc: Client, body: dict[str, Any], timeout: float) -> dict[str, Any] | None:
@@ -133,23 +142,33 @@ async def _quiet() -> None:
 
 async def export(settings: Settings, *, fmt: str, out: Path, timeout: float, progress: bool = True) -> int:
     """Fetch and write (see the module docstring); the exit code."""
+    try:
+        index = await _export(settings, fmt=fmt, out=out, timeout=timeout, progress=progress)
+    except ExportFailed as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(
+        f"wrote {len(index['symbols'])} symbol(s) and the portfolio as {fmt} under {out}; "
+        f"tear sheet {index['tearsheet']}; index {index['index']}"
+    )
+    return 0
+
+
+async def _export(settings: Settings, *, fmt: str, out: Path, timeout: float, progress: bool) -> dict[str, Any]:
+    """:func:`export`'s work: the index written, or ExportFailed with the exit code."""
     from spark_ml.core.io.exports import FORMATS, MissingDependency, require_pyarrow
 
     if fmt not in FORMATS:
-        print(f"{PROG}: --format must be one of {', '.join(FORMATS)}", file=sys.stderr)
-        return 2
+        raise ExportFailed(f"--format must be one of {', '.join(FORMATS)}", 2)
     if not timeout > 0:
-        print(f"{PROG}: --timeout must be > 0", file=sys.stderr)
-        return 2
+        raise ExportFailed("--timeout must be > 0", 2)
     if out.exists() and not out.is_dir():
-        print(f"{PROG}: --out {out} is a file, not a folder", file=sys.stderr)
-        return 2
+        raise ExportFailed(f"--out {out} is a file, not a folder", 2)
     try:
         if fmt == "parquet":
             require_pyarrow()
     except MissingDependency as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
+        raise ExportFailed(str(exc), 2) from None
     source = ", ".join(safe_url(s) for s in settings.servers)
     try:
         # One round of attempts (not the services' reconnect-forever): a CLI says at once that nothing answers.
@@ -161,28 +180,14 @@ async def export(settings: Settings, *, fmt: str, out: Path, timeout: float, pro
             closed_cb=_quiet,
         )
     except (nats.errors.NoServersError, OSError) as exc:
-        print(f"{PROG}: cannot reach NATS at {source}: {type(exc).__name__} {exc}".rstrip(), file=sys.stderr)
-        return 1
+        raise ExportFailed(f"cannot reach NATS at {source}: {type(exc).__name__} {exc}".rstrip()) from None
     try:
         whole, symbols = await fetch(nc, timeout=timeout, progress=progress)
-    except ExportFailed as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
     finally:
         await nc.close()
     try:
-        index = write(out, fmt, whole, symbols, source)
-    except ExportFailed as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+        return write(out, fmt, whole, symbols, source)
     except ValueError as exc:
-        print(f"{PROG}: the analytics service's export is malformed: {exc}", file=sys.stderr)
-        return 1
+        raise ExportFailed(f"the analytics service's export is malformed: {exc}") from None
     except OSError as exc:
-        print(f"{PROG}: cannot write to {out}: {exc}", file=sys.stderr)
-        return 2
-    print(
-        f"wrote {len(index['symbols'])} symbol(s) and the portfolio as {fmt} under {out}; "
-        f"tear sheet {index['tearsheet']}; index {index['index']}"
-    )
-    return 0
+        raise ExportFailed(f"cannot write to {out}: {exc}", 2) from None
