@@ -21,6 +21,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from spark_ml.core.io import tearsheet_figures as figs
+from spark_ml.core.trading.backtest import metric_text
 from spark_ml.core.trading.exports import iso_time
 from spark_ml.core.trading.tearsheet import METRIC_COLUMNS, TearSheet
 
@@ -65,21 +66,11 @@ def _png(fig: Figure) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _fmt(value: Any, kind: str) -> str:
-    if value is None:
-        return "n/a"
-    if kind == "pct":
-        return f"{100.0 * value:.2f}%"
-    if kind == "int":
-        return str(int(value))
-    return f"{value:.2f}"
-
-
 def _cell(key: str, value: Any, kind: str) -> str:
     sign = "" if value is None or kind == "int" or key == "max_drawdown" or key.startswith("var") else (
         " class=\"pos\"" if value > 0 else " class=\"neg\"" if value < 0 else ""
     )  # fmt: skip
-    return f'<td data-key="{key}" data-value="{html.escape(json.dumps(value))}"{sign}>{_fmt(value, kind)}</td>'
+    return f'<td data-key="{key}" data-value="{html.escape(json.dumps(value))}"{sign}>{metric_text(value, kind)}</td>'
 
 
 def _metrics_table(ts: TearSheet) -> str:
@@ -101,7 +92,7 @@ def _headline(ts: TearSheet) -> str:
         cards.append(
             f'<div class="card"><div class="label">{html.escape(title)}</div>'
             f'<div class="value {cls}" data-key="{key}" data-value="{html.escape(json.dumps(v))}">'
-            f"{_fmt(v, kind)}</div></div>"
+            f"{metric_text(v, kind)}</div></div>"
         )
     return f'<div class="cards">{"".join(cards)}</div>'
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
@@ -27,33 +28,42 @@ def _when(ts: np.ndarray) -> np.ndarray:
     return np.asarray(ts, dtype="datetime64[ms]")
 
 
-def _style(ax: object) -> None:
-    ax.grid(alpha=0.3)  # type: ignore[attr-defined]
+def _style(ax: Axes) -> None:
+    ax.grid(alpha=0.3)
     for side in ("top", "right"):
-        ax.spines[side].set_visible(False)  # type: ignore[attr-defined]
+        ax.spines[side].set_visible(False)
+
+
+def _axes(height: float) -> tuple[Figure, Axes]:
+    """A figure of the page's width and ``height`` inches, with its one plot."""
+    fig = Figure(figsize=(_WIDTH, height), layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _lines_done(fig: Figure, ax: Axes, ylabel: str) -> Figure:
+    """A line chart's finish: its y label, the legend at the upper left, the common style."""
+    ax.set_ylabel(ylabel)
+    ax.legend(loc="upper left", frameon=False)
+    _style(ax)
+    return fig
 
 
 def equity_figure(ts: TearSheet) -> Figure:
     """The main account's equity (start = 1) with the other curves (buy-and-hold first) behind it."""
     when = _when(ts.main.ts)
-    fig = Figure(figsize=(_WIDTH, 4.2), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes(4.2)
     for (label, curve), color in zip(ts.curves.items(), _OTHERS, strict=False):
         ax.plot(when, curve, color=color, linewidth=1.1, label=label)
     ax.plot(when, ts.main.equity / ts.main.equity[0], color=_MAIN, linewidth=1.6, label=ts.main_label)
     ax.axhline(1.0, color="black", linewidth=0.6, alpha=0.5)
-    ax.set_ylabel("equity (start = 1)")
-    ax.legend(loc="upper left", frameon=False)
-    _style(ax)
-    return fig
+    return _lines_done(fig, ax, "equity (start = 1)")
 
 
 def underwater_figure(ts: TearSheet) -> Figure:
     """Drawdown below the running peak, the deepest periods shaded and numbered as in the table."""
     when = _when(ts.main.ts)
     dd = -100.0 * ts.main.drawdown
-    fig = Figure(figsize=(_WIDTH, 3.0), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes(3.0)
     for i, p in enumerate(ts.drawdowns, start=1):
         end = when[p.recovery] if p.recovery is not None else when[-1]
         ax.axvspan(when[p.peak], end, color="#f4c7c3", alpha=0.45, linewidth=0)
@@ -77,8 +87,7 @@ def monthly_figure(ts: TearSheet) -> Figure:
     if m.years:
         grid[:, :12] = 100.0 * m.table
         grid[:, 12] = 100.0 * m.yearly
-    fig = Figure(figsize=(_WIDTH, 0.9 + 0.42 * rows), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes(0.9 + 0.42 * rows)
     months = grid[:, :12][np.isfinite(grid[:, :12])]
     bound = max(float(np.abs(months).max()) if months.size else 1.0, 1e-9)  # years clip: months keep their contrast
     norm = TwoSlopeNorm(0.0, -bound, bound)
@@ -101,18 +110,14 @@ def monthly_figure(ts: TearSheet) -> Figure:
 def rolling_sharpe_figure(ts: TearSheet) -> Figure:
     """The rolling annualized Sharpe with zero and the whole period's Sharpe."""
     r = ts.rolling
-    fig = Figure(figsize=(_WIDTH, 3.0), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes(3.0)
     if r.values.size:
         ax.plot(_when(ts.main.ts[r.at]), r.values, color=_MAIN, linewidth=1.1, label=f"{r.window}-return window")
     whole = ts.metrics.get(ts.main_label, {}).get("sharpe")
     if whole is not None:
         ax.axhline(whole, color="#d08a2e", linestyle="--", linewidth=1.0, label=f"whole period {whole:.2f}")
     ax.axhline(0.0, color="black", linewidth=0.6, alpha=0.6)
-    ax.set_ylabel("Sharpe (annualized)")
-    ax.legend(loc="upper left", frameon=False)
-    _style(ax)
-    return fig
+    return _lines_done(fig, ax, "Sharpe (annualized)")
 
 
 def returns_figure(ts: TearSheet) -> Figure:
@@ -122,8 +127,7 @@ def returns_figure(ts: TearSheet) -> Figure:
     line): one crash must not squeeze the rest into a single bar; how many points fall outside is said on the
     plot."""
     r = 1e4 * ts.main.returns
-    fig = Figure(figsize=(_WIDTH, 3.4), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes(3.4)
     if r.size:
         lines = [-1e4 * v for _, v in ts.var_levels]
         p_lo, p_hi = (float(x) for x in np.percentile(r, [0.5, 99.5]))

@@ -26,11 +26,13 @@ from spark_ml.core.trading import analytics as an
 
 __all__ = [
     "BP",
+    "METRIC_COLUMNS",
     "SIGNAL_CODES",
     "StrategyResult",
     "backtest_positions",
     "backtest_scores",
     "buy_and_hold",
+    "metric_text",
     "positions_from_signals",
     "signal_codes",
     "summarize",
@@ -41,6 +43,35 @@ SIGNAL_CODES: dict[str, int] = {"buy": 1, "sell": -1, "hold": 0}
 """Signal name -> code: +1 buy, -1 sell, 0 hold."""
 
 F64 = NDArray[np.float64]
+
+METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("total_return", "total return", "pct"),
+    ("sharpe", "Sharpe", "num"),
+    ("sortino", "Sortino", "num"),
+    ("max_drawdown", "max drawdown", "pct"),
+    ("var_95", "VaR 95%", "pct"),
+    ("var_99", "VaR 99%", "pct"),
+    ("var_95_parametric", "VaR 95% (Gaussian)", "pct"),
+    ("win_rate", "win rate", "pct"),
+    ("profit_factor", "profit factor", "num"),
+    ("trades", "trades", "int"),
+    ("exposure", "exposure", "pct"),
+    ("realized_pnl", "realized PnL", "pct"),
+    ("unrealized_pnl", "unrealized PnL", "pct"),
+)
+"""The metrics tables' columns: key of :func:`summarize`, title, format (:func:`metric_text`)."""
+
+
+def metric_text(value: Any, kind: str) -> str:
+    """One figure of :func:`summarize` as a table shows it: ``pct`` as a percentage, ``int`` whole, else two
+    decimals; ``n/a`` when undefined (None)."""
+    if value is None:
+        return "n/a"
+    if kind == "pct":
+        return f"{100.0 * value:.2f}%"
+    if kind == "int":
+        return str(int(value))
+    return f"{value:.2f}"
 
 
 def signal_codes(scores: ArrayLike, policy: SignalPolicy | None = None) -> NDArray[np.int8]:

@@ -24,17 +24,9 @@ from spark_ml.core.trading import backtest as bt
 
 __all__ = ["Comparison", "compare", "describe", "table"]
 
-_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("total_return", "total return", "pct"),
-    ("sharpe", "Sharpe", "num"),
-    ("sortino", "Sortino", "num"),
-    ("max_drawdown", "max drawdown", "pct"),
-    ("var_95", "VaR 95%", "pct"),
-    ("win_rate", "win rate", "pct"),
-    ("profit_factor", "profit factor", "num"),
-    ("trades", "trades", "int"),
-    ("exposure", "exposure", "pct"),
-)
+_LEFT_OUT = frozenset({"var_99", "var_95_parametric", "realized_pnl", "unrealized_pnl"})
+"""Figures the side-by-side table leaves to the tear sheet (it stays narrow enough for a terminal)."""
+_COLUMNS = tuple(c for c in bt.METRIC_COLUMNS if c[0] not in _LEFT_OUT)
 
 
 @dataclass(frozen=True)
@@ -107,23 +99,13 @@ def _finite(d: dict[str, Any]) -> dict[str, Any]:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
-def _cell(value: Any, kind: str) -> str:
-    if value is None:
-        return "n/a"
-    if kind == "pct":
-        return f"{100 * value:.2f}%"
-    if kind == "int":
-        return str(int(value))
-    return f"{value:.2f}"
-
-
 def table(doc: dict[str, Any]) -> str:
     """The strategies side by side as a Markdown table."""
     head = "| strategy | " + " | ".join(title for _, title, _ in _COLUMNS) + " |"
     rule = "|---|" + "---:|" * len(_COLUMNS)
     lines = [head, rule]
     for name, s in doc["strategies"].items():
-        lines.append(f"| {name} | " + " | ".join(_cell(s[k], kind) for k, _, kind in _COLUMNS) + " |")
+        lines.append(f"| {name} | " + " | ".join(bt.metric_text(s[k], kind) for k, _, kind in _COLUMNS) + " |")
     return "\n".join(lines)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from spark_ml.core.trading import analytics as an
+from spark_ml.core.trading.backtest import METRIC_COLUMNS
 from spark_ml.core.trading.exports import PORTFOLIO, Book, book_from_strategy, portfolio
 from spark_ml.core.trading.report import Comparison
 
@@ -38,22 +39,6 @@ __all__ = [
 
 F64 = NDArray[np.float64]
 
-METRIC_COLUMNS: tuple[tuple[str, str, str], ...] = (
-    ("total_return", "total return", "pct"),
-    ("sharpe", "Sharpe", "num"),
-    ("sortino", "Sortino", "num"),
-    ("max_drawdown", "max drawdown", "pct"),
-    ("var_95", "VaR 95%", "pct"),
-    ("var_99", "VaR 99%", "pct"),
-    ("var_95_parametric", "VaR 95% (Gaussian)", "pct"),
-    ("win_rate", "win rate", "pct"),
-    ("profit_factor", "profit factor", "num"),
-    ("trades", "trades", "int"),
-    ("exposure", "exposure", "pct"),
-    ("realized_pnl", "realized PnL", "pct"),
-    ("unrealized_pnl", "unrealized PnL", "pct"),
-)
-"""The metrics table's columns: key of :func:`spark_ml.core.trading.backtest.summarize`, title, format."""
 
 BACKTEST_NOTE = (
     "Sharpe and Sortino annualized by the measured frequency of points, risk-free rate 0; max drawdown as a "
