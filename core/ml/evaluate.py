@@ -24,7 +24,7 @@ import math
 import operator
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -169,14 +169,7 @@ class Fold:
         return self.test_start - self.train_end
 
     def as_dict(self) -> dict[str, int]:
-        return {
-            "index": self.index,
-            "train_start": self.train_start,
-            "train_end": self.train_end,
-            "test_start": self.test_start,
-            "test_end": self.test_end,
-            "gap": self.gap,
-        }
+        return {**asdict(self), "gap": self.gap}
 
 
 def default_gap(n: int) -> int:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import repeat
 
 import numpy as np
@@ -237,14 +237,9 @@ class VersionQuality:
     workers: int = 1
 
     def as_dict(self) -> dict[str, object]:
-        return {
-            "version": self.version,
-            "role": self.role,
-            "labelled": self.labelled,
-            "rows": self.rows,
-            "workers": self.workers,
-            **{k: (None if math.isnan(v) else v) for k, v in self.figures.items()},
-        }
+        """The fields, with the figures flattened in (NaN as None)."""
+        out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "figures"}
+        return {**out, **{k: (None if math.isnan(v) else v) for k, v in self.figures.items()}}
 
 
 class _Batch:
