@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,23 +14,14 @@ from spark_ml.core.features.fast import SymbolState
 from spark_ml.core.features.layout import StateTuple
 from spark_ml.core.features.spec import N_FEATURES, out_of_order
 
+if TYPE_CHECKING:
+    from spark_ml.core.features import _featkernel
+
 __all__ = ["KERNEL", "FeatureState", "FeatureStore", "new_state", "restore_state", "series_features"]
 
 
-class FeatureState(Protocol):
-    """What the store needs of a symbol's state: :class:`SymbolState` or its C twin."""
-
-    @property
-    def last_ts(self) -> int: ...
-
-    @property
-    def n(self) -> int: ...
-
-    def update(self, snap: Snapshot) -> list[float]: ...
-
-    def peek(self, snap: Snapshot) -> list[float]: ...
-
-    def to_state(self) -> StateTuple: ...
+FeatureState: TypeAlias = "SymbolState | _featkernel.SymbolState"
+"""A symbol's state as the store holds it: :class:`SymbolState` or its C twin (the same methods, checked on both)."""
 
 
 def _kernel() -> tuple[Callable[[], FeatureState], Callable[[Sequence[Any]], FeatureState], str]:

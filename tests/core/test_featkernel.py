@@ -63,7 +63,7 @@ def test_clone_and_peek_leave_the_state_alone() -> None:
     a = new_state()
     for s in snaps[:120]:
         a.update(s)
-    b = a.clone()  # type: ignore[attr-defined]
+    b = a.clone()
     nxt = snaps[120]
     assert a.peek(nxt) == b.update(nxt)
     assert a.n == 120 and b.n == 121
