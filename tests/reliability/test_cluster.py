@@ -21,9 +21,9 @@ from spark_ml.worker.cluster import MEMBERS_BUCKET, STATE_BUCKET
 from spark_ml.worker.cluster.leases import LEASES_BUCKET
 from tests.support.cluster import NatsCluster
 from tests.support.connections import client
-from tests.support.jetstream import publish_until_acked
+from tests.support.jetstream import add_predictions_stream, publish_until_acked, read_predictions
 from tests.support.lifecycle import until
-from tests.support.messages import Sink, snapshot
+from tests.support.messages import Sink, snapshot, ts_of
 from tests.support.processes import SpawnWorker
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
@@ -35,7 +35,12 @@ SYMBOLS = 8
 async def test_acknowledged_snapshots_survive_the_stream_leader_being_killed(
     cluster: NatsCluster, spawn_worker: SpawnWorker
 ) -> None:
-    # Given a jetstream worker connected to all three nodes, creating the stream with three replicas
+    # Given a jetstream worker connected to all three nodes, creating the stream with three replicas, and the
+    # predictions stored in a stream of three replicas too. (Published on core NATS only, the predictions the
+    # worker had handed to the node it was connected to die with that node when it is the one killed: core NATS
+    # is at-most-once. Stored, an input is acked only after its prediction's PubAck, so nothing acked is lost.)
+    async with client(cluster.url) as admin:
+        await add_predictions_stream(admin.jetstream(), num_replicas=3, duplicate_window=120.0)
     worker = await spawn_worker(cluster.url, mode="jetstream", js_replicas=3, ack_wait_s=2, batch_max=64).ready()
     async with client(cluster.url) as nc:
         js = nc.jetstream()
@@ -45,7 +50,7 @@ async def test_acknowledged_snapshots_survive_the_stream_leader_being_killed(
         victim = cluster.node(victim_name)
         survivors = ",".join(node.url for node in cluster.nodes if node is not victim)
         async with client(survivors) as sink_nc:
-            raw, dlq = await Sink.on(sink_nc, subjects.PREDICTION), await Sink.on(sink_nc, subjects.DLQ)
+            dlq = await Sink.on(sink_nc, subjects.DLQ)
 
             # When snapshots are published (each retried until acknowledged, for at most 20 s) and the
             # stream's leader is SIGKILLed a third of the way through
@@ -76,15 +81,30 @@ async def test_acknowledged_snapshots_survive_the_stream_leader_being_killed(
                 publisher.cancel()
             new_leader = (await js.stream_info(subjects.JS_STREAM)).cluster
 
-            # Then every acknowledged snapshot is predicted or dead-lettered as out of order
-            def accounted() -> set[int]:
-                return set(raw.ids()) | set(dlq.reasons())
+            # Then every acknowledged snapshot is predicted (its prediction stored) or dead-lettered as out of order
+            predicted: set[int] = set()
 
-            waited = await until(lambda: acked <= accounted(), 30, "every acknowledged snapshot accounted for")
+            async def accounted() -> set[int]:
+                predicted.update(ts_of(data) for data, _ in await read_predictions(js))
+                return predicted | set(dlq.reasons())
+
+            start = time.monotonic()
+            while not acked <= await accounted() and time.monotonic() - start < 30:
+                await asyncio.sleep(0.5)
+            waited = time.monotonic() - start
+            if not acked <= await accounted():
+                missing = sorted(acked - await accounted())
+                by_symbol: dict[str, int] = {}
+                for i in missing:
+                    by_symbol[f"C{i % SYMBOLS}"] = by_symbol.get(f"C{i % SYMBOLS}", 0) + 1
+                raise AssertionError(
+                    f"{len(missing)} of {len(acked)} acknowledged snapshots neither predicted nor dead-lettered "
+                    f"within 30 s (killed {victim_name}): ids {missing[:10]}..., per symbol {by_symbol}"
+                )
             print(
                 f"\nRESULT cluster: killed={victim_name} (stream leader) new_leader="
                 f"{new_leader.leader if new_leader else None} acked={len(acked)} gave_up={len(gave_up)} "
-                f"predicted={len(set(raw.ids()))} dead_letters={len(dlq.msgs)} "
+                f"predicted={len(predicted)} dead_letters={len(dlq.msgs)} "
                 f"longest_publish_stall={max(stalls):.1f}s catch_up_after_publisher={waited:.1f}s"
             )
             assert set(dlq.reasons().values()) <= {"out_of_order"}, dlq.reasons()
