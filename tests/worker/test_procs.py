@@ -104,10 +104,12 @@ def test_procs_split_the_units_on_distinct_ports_and_stop_cleanly(
             scrapes = [_scrape(a) for a in addresses]
             owned = [s.total("ml_partitions_owned") for s in scrapes]
             configured = {s.total("ml_partitions_configured") for s in scrapes}
-            return configured == {total} and sum(owned) == total and all(n > 0 for n in owned)
+            # Balanced, not only all owned: while the first worker still hands its extra units over, every unit
+            # can be owned with a share each but unevenly (8, 4, 5 was seen).
+            balanced = bool(owned) and max(owned) - min(owned) <= 1
+            return configured == {total} and sum(owned) == total and all(n > 0 for n in owned) and balanced
 
-        _wait(f"the {total} units spread over the workers (owned: {owned})", log, spread, 45, parent)
-        assert max(owned) - min(owned) <= 1, owned
+        _wait(f"the {total} units spread evenly over the workers (owned: {owned})", log, spread, 45, parent)
 
         if stop == "sigterm":
             parent.send_signal(signal.SIGTERM)
