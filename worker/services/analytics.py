@@ -457,7 +457,8 @@ class AnalyticsService(Lifecycle):
             if st is not None:
                 record = pack({"symbol": symbol, "pp": st.pp.state(), "pred_ts": st.pred_ts})
                 records[symbol] = (1 - slots.get(symbol, 1), record)
-        manifest = {s: records[s][0] if s in records else slots[s] for s in self._symbols if s in records or s in slots}
+        # every live symbol with a record: in its new slot if written now, else in its committed one
+        manifest = {s: slots[s] for s in self._symbols if s in slots} | {s: slot for s, (slot, _) in records.items()}
         dropped = {s for s in evicted if s not in manifest}
         try:
             committed = await self.store.save(Checkpoint.encode(records, self._portfolio.state(), manifest), dropped)
